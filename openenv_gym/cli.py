@@ -1,0 +1,108 @@
+"""The ``openenv-gym`` command: ``serve``, ``demo`` (and more as they land)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from openenv_gym.providers.local import READY_PREFIX
+    from openenv_gym.server.app import ServerConfig, run_server
+
+    if not args.specs and not args.allow_any_id:
+        print("openenv-gym serve: name env ids to host, or pass --allow-any-id", file=sys.stderr)
+        return 2
+    config = ServerConfig(
+        specs=tuple(args.specs),
+        allow_any_id=args.allow_any_id,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        debug=args.debug,
+        max_message_bytes=args.max_message_bytes,
+    )
+
+    def ready(url: str) -> None:
+        if args.announce:
+            print(f"{READY_PREFIX}{url}", flush=True)
+        logging.getLogger("openenv_gym.server").info(
+            "serving %s on %s (%d worker(s), pid %d)",
+            ", ".join(config.specs) or "any gymnasium id",
+            url,
+            config.workers,
+            os.getpid(),
+        )
+
+    run_server(config, on_ready=ready)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from openenv_gym import RemoteVectorEnv
+
+    started = time.perf_counter()
+    with RemoteVectorEnv(args.env_id, args.num_envs, num_servers=args.servers) as envs:
+        ready = time.perf_counter()
+        envs.reset(seed=0)
+        returns, episode_returns = np.zeros(args.num_envs), []
+        steps_started = time.perf_counter()
+        for _ in range(args.steps):
+            _, rewards, terms, truncs, _ = envs.step(envs.action_space.sample())
+            returns += rewards
+            for index in np.flatnonzero(terms | truncs):
+                episode_returns.append(returns[index])
+                returns[index] = 0.0
+        elapsed = time.perf_counter() - steps_started
+    env_steps = args.steps * args.num_envs
+    print(f"{args.num_envs} x {args.env_id} on {args.servers} local server(s), "
+          f"ready in {ready - started:.2f} s")
+    print(f"{env_steps} env-steps in {elapsed:.2f} s = {env_steps / elapsed:,.0f} env-steps/s; "
+          f"{len(episode_returns)} episodes, mean return "
+          f"{np.mean(episode_returns) if episode_returns else float('nan'):.1f} (random policy)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openenv-gym", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run an environment server")
+    serve.add_argument("specs", nargs="*", help="gymnasium ids or module:attr entry points")
+    serve.add_argument("--allow-any-id", action="store_true",
+                       help="also host every registered gymnasium id")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=8765, help="port (0: pick a free one)")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument("--debug", action="store_true", help="send tracebacks in error replies")
+    serve.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
+    serve.add_argument("--announce", action="store_true",
+                       help="print 'openenv-gym ready URL' on stdout once listening")
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="a short random rollout on local servers")
+    demo.add_argument("env_id", nargs="?", default="CartPole-v1")
+    demo.add_argument("--num-envs", type=int, default=64)
+    demo.add_argument("--servers", type=int, default=2)
+    demo.add_argument("--steps", type=int, default=500)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return int(args.run(args))

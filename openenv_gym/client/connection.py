@@ -1,0 +1,203 @@
+"""A connection to one server: handshake, request/reply, timeouts, typed errors.
+
+The only client module that knows about WebSockets. Requests can be split in two halves
+(:meth:`Connection.send` then :meth:`Connection.receive`) so that a vector env sends to every
+shard before it waits for any.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.sync.client import ClientConnection, connect
+
+from openenv_gym.errors import (
+    CallTimeoutError,
+    ConnectError,
+    ConnectionLostError,
+    DecodeError,
+    VersionMismatchError,
+    remote_error,
+)
+from openenv_gym.protocol import codec
+from openenv_gym.protocol.messages import (
+    PROTOCOL_VERSION,
+    ErrorBody,
+    Hello,
+    HelloReply,
+    Op,
+    Status,
+    parse_body,
+    parse_reply,
+)
+
+__all__ = ["DEFAULT_CALL_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "Connection", "probe"]
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection and complete the protocol handshake."""
+
+DEFAULT_CALL_TIMEOUT = 300.0
+"""Seconds to wait for any one reply (a hung env must not hang the trainer forever)."""
+
+
+class Connection:
+    """A protocol session with one server, opened and handshaken on construction.
+
+    Args:
+        url: ``ws://host:port`` of the server.
+        connect_timeout: seconds for connecting plus the HELLO handshake.
+        call_timeout: default seconds to wait for each reply; ``None`` waits forever.
+        max_message_bytes: largest frame accepted or sent.
+
+    Raises:
+        ConnectError: the server cannot be reached or its handshake fails.
+        VersionMismatchError: the server speaks another protocol version.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.url = url
+        self.call_timeout = call_timeout
+        self.max_message_bytes = max_message_bytes
+        self._next_id = 1
+        self._ws: ClientConnection | None = None
+        try:
+            self._ws = connect(
+                url,
+                open_timeout=connect_timeout,
+                compression=None,
+                max_size=max_message_bytes,
+                ping_interval=None,  # a long env step must not look like a dead peer
+                proxy=None,  # never route a session through an environment-configured proxy
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise ConnectError(url, f"cannot connect: {type(exc).__name__}: {exc}") from exc
+        try:
+            body = self.request(
+                Op.HELLO,
+                Hello(protocol_version=PROTOCOL_VERSION, client="openenv-gym").model_dump(),
+                timeout=connect_timeout,
+                operation="handshake",
+            )
+            self.hello = parse_body(HelloReply, body)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._ws is None
+
+    def send(self, op: Op, body: Any) -> int:
+        """Send one request and return its id without waiting for the reply.
+
+        Raises:
+            ConnectionLostError: the connection is closed or breaks while sending.
+            EncodeError: ``body`` cannot be encoded.
+            MessageTooLargeError: the request is over ``max_message_bytes``.
+        """
+        ws = self._require_open(op.name)
+        request_id = self._next_id
+        self._next_id += 1
+        frame = codec.encode([op, request_id, body], max_bytes=self.max_message_bytes)
+        try:
+            ws.send(frame)
+        except ConnectionClosed as exc:
+            raise self._lost(op.name, exc) from exc
+        return request_id
+
+    def receive(
+        self, request_id: int, *, timeout: float | None = None, operation: str = "request"
+    ) -> Any:
+        """Wait for the reply to ``request_id`` and return its body.
+
+        Args:
+            request_id: what :meth:`send` returned.
+            timeout: seconds to wait; ``None`` uses the connection's ``call_timeout``.
+            operation: what to call the request in error messages.
+
+        Raises:
+            CallTimeoutError: no reply within the timeout.
+            ConnectionLostError: the server closed the connection or went away.
+            RemoteError: the server answered with an error (a subclass matching its type).
+            DecodeError: the reply is malformed.
+        """
+        ws = self._require_open(operation)
+        timeout = self.call_timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                frame = ws.recv(timeout=remaining)
+            except TimeoutError:
+                raise CallTimeoutError(self.url, operation, timeout or 0.0) from None
+            except ConnectionClosed as exc:
+                raise self._lost(operation, exc) from exc
+            if isinstance(frame, str):
+                raise DecodeError(f"{self.url}: text frame received, the protocol is binary")
+            status, reply_id, body = parse_reply(codec.decode(frame, max_bytes=None))
+            if reply_id == request_id or reply_id == 0:
+                break
+            # A reply to an earlier request that timed out: drop it, keep waiting.
+        if status is Status.ERROR:
+            raise self._remote_error(body)
+        return body
+
+    def request(
+        self,
+        op: Op,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        operation: str | None = None,
+    ) -> Any:
+        """Send one request and return the body of its reply (see :meth:`receive`)."""
+        request_id = self.send(op, body)
+        return self.receive(request_id, timeout=timeout, operation=operation or op.name.lower())
+
+    def close(self) -> None:
+        """Close the connection (not the session's envs: send CLOSE first); idempotent."""
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+
+    def _require_open(self, operation: str) -> ClientConnection:
+        if self._ws is None:
+            raise ConnectionLostError(self.url, f"{operation} on a closed connection")
+        return self._ws
+
+    def _lost(self, operation: str, exc: ConnectionClosed) -> ConnectionLostError:
+        detail = f"code {exc.rcvd.code}: {exc.rcvd.reason}" if exc.rcvd else "no close frame"
+        return ConnectionLostError(self.url, f"connection lost during {operation} ({detail})")
+
+    def _remote_error(self, body: Any) -> Exception:
+        error = parse_body(ErrorBody, body)
+        if error.type.endswith("VersionMismatchError") and error.details:
+            return VersionMismatchError(
+                self.url, PROTOCOL_VERSION, int(error.details["server_version"])
+            )
+        return remote_error(self.url, error.type, error.message, error.traceback)
+
+
+def probe(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> HelloReply:
+    """Connect, complete the protocol handshake, and disconnect: a readiness check.
+
+    Raises:
+        ConnectError: the server is not (yet) reachable or fails the handshake.
+        VersionMismatchError: it speaks another protocol version.
+    """
+    connection = Connection(url, connect_timeout=timeout)
+    try:
+        connection.request(Op.CLOSE, timeout=timeout)
+        return connection.hello
+    finally:
+        connection.close()

@@ -1,0 +1,226 @@
+"""RemoteEnv: a ``gymnasium.Env`` whose episodes run in an environment server."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, SupportsFloat
+
+import gymnasium
+from gymnasium.core import ActType, ObsType, RenderFrame
+from gymnasium.envs.registration import EnvSpec
+
+from openenv_gym.client.connection import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    Connection,
+)
+from openenv_gym.protocol.messages import MakeReply, MakeRequest, Op, parse_body
+from openenv_gym.protocol.spaces import space_from_data
+from openenv_gym.providers.local import LocalProvider
+
+__all__ = ["RemoteEnv"]
+
+
+def open_session(
+    env_id: str,
+    url: str | None,
+    *,
+    num_envs: int,
+    autoreset_mode: str | None,
+    env_kwargs: dict[str, Any],
+    connect_timeout: float,
+    call_timeout: float | None,
+    provider: LocalProvider | None = None,
+) -> tuple[Connection, MakeReply]:
+    """Connect to ``url`` and create the session's envs; close the connection on failure."""
+    assert url is not None or provider is not None
+    connection = Connection(
+        url if url is not None else provider.urls[0],  # type: ignore[union-attr]
+        connect_timeout=connect_timeout,
+        call_timeout=call_timeout,
+    )
+    try:
+        request = MakeRequest(
+            env_id=env_id, num_envs=num_envs, kwargs=env_kwargs, autoreset_mode=autoreset_mode
+        )
+        body = connection.request(Op.MAKE, request.model_dump(), operation=f"make {env_id}")
+        return connection, parse_body(MakeReply, body)
+    except BaseException:
+        connection.close()
+        raise
+
+
+class RemoteEnv(gymnasium.Env[ObsType, ActType]):
+    """A ``gymnasium.Env`` that runs ``env_id`` in an environment server.
+
+    It behaves as the in-process env under the same seeds: spaces, metadata and spec come from
+    the server; ``step`` returns exactly the types the env returns (Box observations as arrays of
+    the space dtype, ``bool`` flags, the env's own reward type); every returned array is fresh and
+    writable. The server applies the env's time limit, and ``spec.max_episode_steps`` says so.
+
+    Args:
+        env_id: a gymnasium id or ``module:attr`` entry point the server hosts.
+        url: ``ws://host:port`` of a running server. ``None`` starts a local server process
+            hosting ``env_id`` (the embedded default), owned and stopped by this env.
+        render_mode: passed to the env on the server.
+        connect_timeout: seconds to connect and create the env.
+        call_timeout: seconds to wait for each reply; ``None`` waits forever.
+        **env_kwargs: keyword arguments for the env's constructor (``gymnasium.make``'s,
+            including ``max_episode_steps``).
+
+    Raises:
+        ServerStartError: the embedded server failed to start.
+        ConnectError: the server cannot be reached.
+        RemoteError: the server refused or failed to create the env (e.g. an
+            ``UnknownEnvError`` for an id it does not host).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        *,
+        url: str | None = None,
+        render_mode: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        **env_kwargs: Any,
+    ) -> None:
+        self._init_args = dict(
+            env_id=env_id,
+            url=url,
+            render_mode=render_mode,
+            connect_timeout=connect_timeout,
+            call_timeout=call_timeout,
+            **env_kwargs,
+        )
+        self._closed = True
+        kwargs = dict(env_kwargs)
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+        self._provider = None if url is not None else LocalProvider([env_id])
+        try:
+            self._connection, reply = open_session(
+                env_id,
+                url,
+                num_envs=1,
+                autoreset_mode=None,
+                env_kwargs=kwargs,
+                connect_timeout=connect_timeout,
+                call_timeout=call_timeout,
+                provider=self._provider,
+            )
+        except BaseException:
+            if self._provider is not None:
+                self._provider.close()
+            raise
+        self._closed = False
+        self.env_id = env_id
+        self.url = self._connection.url
+        self.observation_space = space_from_data(reply.observation_space)
+        self.action_space = space_from_data(reply.action_space)
+        self.metadata = dict(reply.metadata)
+        self.render_mode = reply.render_mode
+        self._max_episode_steps = reply.max_episode_steps
+        self._spec: EnvSpec | None = EnvSpec(
+            id=env_id if ":" not in env_id else f"openenv/{env_id.replace(':', '.')}",
+            entry_point="openenv_gym:RemoteEnv",
+            reward_threshold=reply.reward_threshold,
+            nondeterministic=reply.nondeterministic,
+            max_episode_steps=reply.max_episode_steps,
+            order_enforce=False,
+            disable_env_checker=True,
+            kwargs=dict(self._init_args),
+        )
+
+    @property  # type: ignore[override]
+    def spec(self) -> EnvSpec | None:
+        """The env spec, with ``max_episode_steps`` as applied by the server."""
+        if self._spec is None:
+            return None
+        return dataclasses.replace(self._spec, max_episode_steps=self._max_episode_steps)
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        # gymnasium.make assigns its own spec; keep it, but report the server's time limit.
+        self._spec = value
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
+        """Reset the remote env; seeds this env's ``np_random`` locally as well.
+
+        Raises:
+            RemoteError: the env raised on the server.
+            CallTimeoutError, ConnectionLostError: the server did not answer.
+        """
+        super().reset(seed=seed)
+        obs, info = self._connection.request(
+            Op.RESET, {"seed": seed, "options": options}, operation="reset"
+        )
+        return obs, info  # type: ignore[no-any-return]
+
+    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the remote env and return its exact ``(obs, reward, terminated, truncated, info)``.
+
+        Raises:
+            RemoteError: the env raised on the server (e.g. an invalid action).
+            CallTimeoutError, ConnectionLostError: the server did not answer.
+        """
+        obs, reward, terminated, truncated, info = self._connection.request(
+            Op.STEP, action, operation="step"
+        )
+        return obs, reward, terminated, truncated, info
+
+    def render(self) -> RenderFrame | list[RenderFrame] | None:
+        """Return the frame (or text, or list of frames) the remote env renders."""
+        return self._connection.request(Op.RENDER, operation="render")  # type: ignore[no-any-return]
+
+    def state(self) -> dict[str, Any]:
+        """Return the episode state: ``episode_id``, ``step_count`` and the env's own state."""
+        return self._connection.request(Op.STATE, operation="state")  # type: ignore[no-any-return]
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call method ``name`` of the remote env (or read attribute ``name``)."""
+        body = {"name": name, "args": list(args), "kwargs": kwargs}
+        return self._connection.request(Op.CALL, body, operation=f"call {name}")
+
+    def get_attr(self, name: str) -> Any:
+        """Read attribute ``name`` of the remote env."""
+        return self._connection.request(Op.GET_ATTR, {"name": name}, operation=f"get {name}")
+
+    def set_attr(self, name: str, value: Any) -> None:
+        """Set attribute ``name`` of the remote env."""
+        body = {"name": name, "values": value, "per_env": False}
+        self._connection.request(Op.SET_ATTR, body, operation=f"set {name}")
+
+    def close(self) -> None:
+        """Close the remote env, the connection and an owned local server; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._connection.request(Op.CLOSE, operation="close", timeout=5.0)
+        except Exception:  # the server may already be gone; closing must still succeed
+            pass
+        finally:
+            self._connection.close()
+            if self._provider is not None:
+                self._provider.close()
+
+    def __enter__(self) -> RemoteEnv[ObsType, ActType]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self._init_args)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickling opens a new session with the same arguments.
+        init_args = dict(state)
+        env_id = init_args.pop("env_id")
+        self.__init__(env_id, **init_args)  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"RemoteEnv({self.env_id!r}, url={self.url!r})"

@@ -1,0 +1,453 @@
+"""RemoteVectorEnv: a ``gymnasium.vector.VectorEnv`` whose envs run in servers, in shards.
+
+``num_envs`` envs are split into consecutive shards, one session per server. A step sends one
+message per shard carrying that shard's actions as one array, sends to every shard before
+waiting for any, and joins the replies. Each server steps its shard as gymnasium's own
+``SyncVectorEnv`` (autoreset included), so results equal ``SyncVectorEnv`` over all envs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from openenv_gym.client.batching import _ARRAY_SPACES, concat_batches, merge_infos, slice_batch
+from openenv_gym.client.connection import DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, Connection
+from openenv_gym.client.env import open_session
+from openenv_gym.errors import CallTimeoutError, InvalidActionError, RemoteError
+from openenv_gym.protocol.messages import Op
+from openenv_gym.protocol.spaces import space_from_data
+from openenv_gym.providers.local import LocalProvider
+
+__all__ = ["RemoteVectorEnv"]
+
+
+class _Pending(enum.Enum):
+    NONE = "none"
+    RESET = "reset"
+    STEP = "step"
+    CALL = "call"
+
+
+@dataclasses.dataclass
+class _Shard:
+    """One server session holding envs ``start:stop``."""
+
+    connection: Connection
+    start: int
+    stop: int
+    last_obs: Any = None
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def _split(num_envs: int, num_shards: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, num_envs, min(num_shards, num_envs) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
+    """A vector env of ``num_envs`` copies of ``env_id`` running in environment servers.
+
+    Semantics are ``gymnasium.vector.SyncVectorEnv``'s under the same seeds, in every autoreset
+    mode: partial resets through ``options["reset_mask"]``, vector infos with ``_key`` masks,
+    ``final_obs``/``final_info`` in SAME_STEP, float64 rewards, bool flags, fresh arrays.
+
+    Args:
+        env_id: a gymnasium id or ``module:attr`` entry point the servers host.
+        num_envs: number of envs in total.
+        urls: servers to use, one shard each. ``None`` starts ``num_servers`` local servers
+            (the embedded default), owned and stopped by this env.
+        num_servers: local servers to start when ``urls`` is ``None``.
+        autoreset_mode: gymnasium's autoreset mode (enum or its string value).
+        render_mode: passed to every env.
+        connect_timeout: seconds to connect and create the envs.
+        call_timeout: seconds to wait for each reply; ``None`` waits forever.
+        **env_kwargs: keyword arguments of every env (``gymnasium.make``'s, including
+            ``max_episode_steps``).
+
+    Raises:
+        ServerStartError: a local server failed to start.
+        ConnectError: a server cannot be reached.
+        RemoteError: a server refused or failed to create the envs.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        *,
+        urls: Sequence[str] | None = None,
+        num_servers: int = 1,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        **env_kwargs: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+        self.closed = True
+        self.num_envs = num_envs
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self._pending = _Pending.NONE
+        self._pending_ids: list[int] = []
+        self._pending_args: Any = None
+        self._shards: list[_Shard] = []
+        bounds = _split(num_envs, len(urls) if urls else num_servers)
+        self._provider = (
+            None if urls else LocalProvider([env_id], num_servers=len(bounds))
+        )
+        targets = list(urls) if urls else self._provider.urls  # type: ignore[union-attr]
+        kwargs = dict(env_kwargs)
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+        try:
+            replies = []
+            for (start, stop), url in zip(bounds, targets, strict=False):
+                connection, reply = open_session(
+                    env_id,
+                    url,
+                    num_envs=stop - start,
+                    autoreset_mode=self.autoreset_mode.value,
+                    env_kwargs=kwargs,
+                    connect_timeout=connect_timeout,
+                    call_timeout=call_timeout,
+                )
+                self._shards.append(_Shard(connection, start, stop))
+                replies.append(reply)
+        except BaseException:
+            self.close_extras()
+            raise
+        self.closed = False
+        first = replies[0]
+        self.env_id = env_id
+        self.single_observation_space = space_from_data(first.observation_space)
+        self.single_action_space = space_from_data(first.action_space)
+        for shard, reply in zip(self._shards, replies, strict=True):
+            if (
+                space_from_data(reply.observation_space) != self.single_observation_space
+                or space_from_data(reply.action_space) != self.single_action_space
+            ):
+                self.close()
+                raise RemoteError(shard.connection.url, "SpaceMismatch", "shards disagree on spaces")
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.metadata = {**first.metadata, "autoreset_mode": self.autoreset_mode}
+        self.render_mode = first.render_mode
+        self.max_episode_steps = first.max_episode_steps
+
+    @property
+    def urls(self) -> list[str]:
+        """The server URL of each shard, in env order."""
+        return [shard.connection.url for shard in self._shards]
+
+    # -- reset ---------------------------------------------------------------------------
+
+    def reset(
+        self,
+        *,
+        seed: int | list[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset all envs (or those in ``options["reset_mask"]``); see ``SyncVectorEnv.reset``.
+
+        Raises:
+            ValueError, TypeError: as ``SyncVectorEnv`` for bad seeds or masks.
+            RemoteError: an env raised on its server.
+            CallTimeoutError, ConnectionLostError: a server did not answer.
+        """
+        self.reset_async(seed=seed, options=options)
+        return self.reset_wait()
+
+    def reset_async(
+        self,
+        seed: int | list[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Send the reset to every shard without waiting (see :meth:`reset`)."""
+        self._check_can_send("reset_async")
+        seeds = self._seeds(seed)
+        options = None if options is None else dict(options)  # never mutate the caller's
+        mask = None if options is None else options.pop("reset_mask", None)
+        if mask is not None:
+            self._check_reset_mask(mask)
+        ids = []
+        for shard in self._shards:
+            shard_options = options
+            if mask is not None:
+                shard_mask = mask[shard.start : shard.stop]
+                if not shard_mask.any():
+                    ids.append(None)  # nothing to reset here: keep its last observations
+                    continue
+                shard_options = {**(options or {}), "reset_mask": shard_mask}
+            body = {"seed": seeds[shard.start : shard.stop], "options": shard_options}
+            ids.append(shard.connection.send(Op.RESET, body))
+        self._set_pending(_Pending.RESET, ids)
+
+    def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
+        """Wait for the reset sent by :meth:`reset_async` and return ``(obs, infos)``."""
+        replies = self._wait(_Pending.RESET, "reset_wait", timeout)
+        infos = []
+        for shard, reply in zip(self._shards, replies, strict=True):
+            if reply is None:
+                infos.append({})
+            else:
+                shard.last_obs, info = reply
+                infos.append(info)
+        return self._join_obs(), self._join_infos(infos)
+
+    def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, int):
+            return [seed + i for i in range(self.num_envs)]
+        if len(seed) != self.num_envs:
+            raise ValueError(
+                f"If seeds are passed as a list the length must match num_envs={self.num_envs} "
+                f"but got length={len(seed)}."
+            )
+        return [None if s is None else int(s) for s in seed]
+
+    def _check_reset_mask(self, mask: Any) -> None:
+        if not isinstance(mask, np.ndarray):
+            raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
+        if mask.shape != (self.num_envs,):
+            raise ValueError(
+                f"`options['reset_mask']` must have shape `({self.num_envs},)`, got {mask.shape}"
+            )
+        if mask.dtype != np.bool_:
+            raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
+        if not np.any(mask):
+            raise ValueError(
+                "`options['reset_mask']` must contain a boolean array with at least one True "
+                f"value, got reset_mask={mask}"
+            )
+
+    # -- step ----------------------------------------------------------------------------
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Step every env with its action; see ``SyncVectorEnv.step``.
+
+        Returns:
+            ``(obs, rewards, terminations, truncations, infos)``: batched observations, float64
+            rewards of shape ``(num_envs,)``, bool flags of shape ``(num_envs,)``, vector infos.
+
+        Raises:
+            InvalidActionError: ``actions`` does not have the batched action shape.
+            RemoteError: an env raised on its server (e.g. DISABLED mode stepping a done env).
+            CallTimeoutError, ConnectionLostError: a server did not answer.
+        """
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: Any) -> None:
+        """Send each shard its actions without waiting (see :meth:`step`)."""
+        self._check_can_send("step_async")
+        actions = self._check_actions(actions)
+        if len(self._shards) == 1:
+            ids = [self._shards[0].connection.send(Op.STEP, actions)]
+        else:
+            ids = [
+                shard.connection.send(
+                    Op.STEP, slice_batch(self.single_action_space, actions, shard.start, shard.stop)
+                )
+                for shard in self._shards
+            ]
+        self._set_pending(_Pending.STEP, ids)
+
+    def step_wait(self, timeout: float | None = None) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Wait for the step sent by :meth:`step_async` and return its joined results.
+
+        Raises:
+            CallTimeoutError: a shard did not answer within ``timeout`` (its URL is named).
+        """
+        replies = self._wait(_Pending.STEP, "step_wait", timeout)
+        if len(replies) == 1:
+            obs, rewards, terminations, truncations, infos = replies[0]
+            self._shards[0].last_obs = obs
+            return obs, rewards, terminations, truncations, infos
+        for shard, reply in zip(self._shards, replies, strict=True):
+            shard.last_obs = reply[0]
+        return (
+            self._join_obs(),
+            np.concatenate([reply[1] for reply in replies]),
+            np.concatenate([reply[2] for reply in replies]),
+            np.concatenate([reply[3] for reply in replies]),
+            self._join_infos([reply[4] for reply in replies]),
+        )
+
+    def _check_actions(self, actions: Any) -> Any:
+        if isinstance(self.single_action_space, _ARRAY_SPACES):
+            array = np.asarray(actions)
+            expected = self.action_space.shape
+            if array.shape != expected:
+                raise InvalidActionError(
+                    f"actions must have shape {expected} (num_envs={self.num_envs}, "
+                    f"action shape {self.single_action_space.shape}), got {array.shape}"
+                )
+            return array
+        return actions
+
+    # -- call / attributes / render -------------------------------------------------------
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call method ``name`` (or read attribute ``name``) of every env; a tuple in env order."""
+        self.call_async(name, *args, **kwargs)
+        return self.call_wait()
+
+    def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Send the call to every shard without waiting."""
+        self._check_can_send("call_async")
+        body = {"name": name, "args": list(args), "kwargs": kwargs}
+        self._set_pending(
+            _Pending.CALL, [shard.connection.send(Op.CALL, body) for shard in self._shards]
+        )
+
+    def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
+        """Wait for the call sent by :meth:`call_async`; return one result per env."""
+        replies = self._wait(_Pending.CALL, "call_wait", timeout)
+        return tuple(item for reply in replies for item in reply)
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """Return attribute ``name`` of every env, in env order."""
+        return self._gather(Op.GET_ATTR, {"name": name}, f"get_attr {name}")
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        """Set attribute ``name`` of every env: one value each if a list/tuple, else shared.
+
+        Raises:
+            ValueError: a list or tuple whose length is not ``num_envs``.
+        """
+        if isinstance(values, (list, tuple)) and len(values) != self.num_envs:
+            raise ValueError(
+                "Values must be a list or tuple with length equal to the number of environments. "
+                f"Got `{len(values)}` values for {self.num_envs} environments."
+            )
+        self._check_can_send("set_attr")
+        per_env = isinstance(values, (list, tuple))
+        ids = [
+            shard.connection.send(
+                Op.SET_ATTR,
+                {
+                    "name": name,
+                    "values": list(values[shard.start : shard.stop]) if per_env else values,
+                    "per_env": per_env,
+                },
+            )
+            for shard in self._shards
+        ]
+        self._receive_all(ids, f"set_attr {name}", None)
+
+    def render(self) -> tuple[Any, ...] | None:
+        """Return every env's rendered frame, in env order."""
+        return self._gather(Op.RENDER, None, "render")
+
+    def state(self) -> list[dict[str, Any]]:
+        """Return every env's episode state (``episode_id``, ``step_count``, env state)."""
+        return list(self._gather(Op.STATE, None, "state"))
+
+    def _gather(self, op: Op, body: Any, operation: str) -> tuple[Any, ...]:
+        self._check_can_send(operation)
+        ids = [shard.connection.send(op, body) for shard in self._shards]
+        return tuple(
+            item for reply in self._receive_all(ids, operation, None) for item in reply
+        )
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _check_can_send(self, name: str) -> None:
+        if self.closed:
+            raise ClosedEnvironmentError(
+                f"Trying to operate on `{type(self).__name__}`, after a call to `close()`."
+            )
+        if self._pending is not _Pending.NONE:
+            raise AlreadyPendingCallError(
+                f"Calling `{name}` while waiting for a pending call to "
+                f"`{self._pending.value}` to complete.",
+                self._pending.value,
+            )
+
+    def _set_pending(self, kind: _Pending, ids: list[Any]) -> None:
+        self._pending, self._pending_ids = kind, ids
+
+    def _wait(self, kind: _Pending, name: str, timeout: float | None) -> list[Any]:
+        if self.closed:
+            raise ClosedEnvironmentError(
+                f"Trying to operate on `{type(self).__name__}`, after a call to `close()`."
+            )
+        if self._pending is not kind:
+            raise NoAsyncCallError(
+                f"Calling `{name}` without any prior call to `{kind.value}_async`.", kind.value
+            )
+        ids, self._pending, self._pending_ids = self._pending_ids, _Pending.NONE, []
+        return self._receive_all(ids, kind.value, timeout)
+
+    def _receive_all(
+        self, ids: list[int | None], operation: str, timeout: float | None
+    ) -> list[Any]:
+        """Collect each shard's reply; one deadline for all. ``None`` ids are skipped shards."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Any] = []
+        error: BaseException | None = None
+        for shard, request_id in zip(self._shards, ids, strict=True):
+            if request_id is None:
+                replies.append(None)
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                replies.append(
+                    shard.connection.receive(request_id, timeout=remaining, operation=operation)
+                )
+            except (RemoteError, CallTimeoutError) as exc:
+                # Keep draining the other shards so their replies do not go stale; raise after.
+                error = error or exc
+                replies.append(None)
+        if error is not None:
+            raise error
+        return replies
+
+    def _join_obs(self) -> Any:
+        if len(self._shards) == 1:
+            return self._shards[0].last_obs
+        return concat_batches(
+            self.single_observation_space, [shard.last_obs for shard in self._shards]
+        )
+
+    def _join_infos(self, infos: list[dict[str, Any]]) -> dict[str, Any]:
+        if len(infos) == 1:
+            return infos[0]
+        return merge_infos(infos, [shard.start for shard in self._shards], self.num_envs)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close every shard's session and connection, and stop owned local servers."""
+        shards, self._shards = self._shards, []
+        for shard in shards:
+            try:
+                shard.connection.send(Op.CLOSE, None)
+            except Exception:  # the server may already be gone; closing must still succeed
+                pass
+        for shard in shards:
+            shard.connection.close()
+        if self._provider is not None:
+            self._provider.close()
+            self._provider = None
+
+    def __enter__(self) -> RemoteVectorEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteVectorEnv({self.env_id!r}, num_envs={self.num_envs}, urls={self.urls})"

@@ -1,0 +1,235 @@
+"""Encode Python and numpy values to msgpack bytes and back, keeping their exact types.
+
+The codec carries what environments exchange: ``None``, ``bool``, ``int``, ``float``, ``str``,
+``bytes``, ``list``, ``dict`` natively, and as msgpack extension types (codes below):
+
+* ``numpy.ndarray`` (any numeric, bool, unicode, bytes or datetime dtype) as dtype, shape and
+  raw bytes; object arrays element by element;
+* numpy scalars (``np.int64(3)`` stays ``np.int64``, ``np.bool_`` stays ``np.bool_``);
+* ``tuple`` (distinct from ``list``) and ``gymnasium.spaces.GraphInstance``.
+
+Decoding builds only these types: it never imports or calls anything named by the peer, and
+object dtypes or structured dtypes are refused. Decoded arrays are fresh and writable.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import Any
+
+import msgpack
+import numpy as np
+from gymnasium.spaces import GraphInstance
+
+from openenv_gym.errors import DecodeError, EncodeError, MessageTooLargeError
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "decode", "encode"]
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Largest message either side accepts unless configured otherwise (64 MiB)."""
+
+EXT_NDARRAY = 1
+EXT_NPSCALAR = 2
+EXT_TUPLE = 3
+EXT_OBJECT_ARRAY = 4
+EXT_GRAPH = 5
+
+# Byte order, kind, item size and optional datetime unit; nothing else reaches np.dtype().
+_DTYPE_PATTERN = re.compile(r"[<>|=]?[biufcUSMm]\d+(\[\w+\])?")
+_U8 = struct.Struct("<B")
+
+
+def _pack_dtype_shape(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes:
+    dtype_str = dtype.str.encode("ascii")
+    return b"".join(
+        (
+            _U8.pack(len(dtype_str)),
+            dtype_str,
+            _U8.pack(len(shape)),
+            struct.pack(f"<{len(shape)}q", *shape),
+        )
+    )
+
+
+def _unpack_dtype_shape(data: bytes) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+    """Return the dtype, the shape and the offset of the raw bytes in an array header."""
+    try:
+        dtype_len = data[0]
+        dtype_str = data[1 : 1 + dtype_len].decode("ascii")
+        ndim = data[1 + dtype_len]
+        offset = 2 + dtype_len
+        shape = struct.unpack_from(f"<{ndim}q", data, offset)
+    except (IndexError, UnicodeDecodeError, struct.error) as exc:
+        raise DecodeError(f"truncated array header: {exc}") from exc
+    if not _DTYPE_PATTERN.fullmatch(dtype_str):
+        raise DecodeError(f"refused array dtype {dtype_str!r}")
+    if any(dim < 0 for dim in shape):
+        raise DecodeError(f"negative array dimension in shape {shape}")
+    return np.dtype(dtype_str), shape, offset + 8 * ndim
+
+
+def _encode_array(array: np.ndarray[Any, Any]) -> msgpack.ExtType:
+    if array.dtype.hasobject:
+        return msgpack.ExtType(
+            EXT_OBJECT_ARRAY, _packb([list(array.shape), list(array.reshape(-1))])
+        )
+    if not _DTYPE_PATTERN.fullmatch(array.dtype.str):
+        raise EncodeError(f"cannot encode array of dtype {array.dtype} (structured or void)")
+    header = _pack_dtype_shape(array.dtype, array.shape)
+    return msgpack.ExtType(EXT_NDARRAY, header + np.ascontiguousarray(array).tobytes())
+
+
+def _decode_array(data: bytes) -> np.ndarray[Any, Any]:
+    dtype, shape, offset = _unpack_dtype_shape(data)
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) - offset != count * dtype.itemsize:
+        raise DecodeError(
+            f"array of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, "
+            f"got {len(data) - offset}"
+        )
+    if count == 0:
+        return np.empty(shape, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
+
+
+def _decode_object_array(data: bytes) -> np.ndarray[Any, Any]:
+    shape, items = _unpackb(data)
+    if not isinstance(shape, list) or not isinstance(items, list):
+        raise DecodeError("object array must be [shape, items]")
+    array = np.empty(len(items), dtype=object)
+    for index, item in enumerate(items):
+        # One by one: slice assignment would broadcast nested sequences into new axes.
+        array[index] = item
+    try:
+        return array.reshape(tuple(shape))
+    except (ValueError, TypeError) as exc:
+        raise DecodeError(f"object array of {len(items)} items cannot have shape {shape}") from exc
+
+
+def _encode_scalar(value: np.generic) -> msgpack.ExtType:
+    dtype = value.dtype
+    if not _DTYPE_PATTERN.fullmatch(dtype.str):
+        raise EncodeError(f"cannot encode numpy scalar of dtype {dtype}")
+    header = _pack_dtype_shape(dtype, ())
+    return msgpack.ExtType(EXT_NPSCALAR, header + value.tobytes())
+
+
+def _decode_scalar(data: bytes) -> np.generic:
+    array = _decode_array(data)
+    if array.shape != ():
+        raise DecodeError(f"numpy scalar must have shape (), got {array.shape}")
+    return array[()]  # type: ignore[no-any-return]
+
+
+def _default(value: Any) -> Any:
+    """Turn a value msgpack does not know natively into an extension type or a plain value."""
+    if isinstance(value, np.ndarray):
+        return _encode_array(value)
+    if isinstance(value, np.generic):
+        return _encode_scalar(value)
+    if isinstance(value, GraphInstance):
+        return msgpack.ExtType(EXT_GRAPH, _packb([value.nodes, value.edges, value.edge_links]))
+    if isinstance(value, tuple):
+        return msgpack.ExtType(EXT_TUPLE, _packb(list(value)))
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (bool, int, float, str, bytes)):
+        # Subclasses such as IntEnum travel as their plain base value.
+        for base in (bool, int, float, str, bytes):
+            if isinstance(value, base):
+                return base(value)
+    raise EncodeError(f"cannot encode value of type {type(value).__module__}.{type(value).__name__}")
+
+
+def _decode_graph(data: bytes) -> GraphInstance:
+    parts = _unpackb(data)
+    if not (isinstance(parts, list) and len(parts) == 3):
+        raise DecodeError("graph instance must be [nodes, edges, edge_links]")
+    return GraphInstance(*parts)
+
+
+def _decode_tuple(data: bytes) -> tuple[Any, ...]:
+    items = _unpackb(data)
+    if not isinstance(items, list):
+        raise DecodeError("tuple payload must be an array")
+    return tuple(items)
+
+
+_EXT_DECODERS = {
+    EXT_NDARRAY: _decode_array,
+    EXT_NPSCALAR: _decode_scalar,
+    EXT_TUPLE: _decode_tuple,
+    EXT_OBJECT_ARRAY: _decode_object_array,
+    EXT_GRAPH: _decode_graph,
+}
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    decoder = _EXT_DECODERS.get(code)
+    if decoder is None:
+        raise DecodeError(f"unknown extension type {code}")
+    return decoder(data)
+
+
+def _packb(value: Any) -> bytes:
+    return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpackb(data: bytes) -> Any:
+    return msgpack.unpackb(
+        data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
+    )
+
+
+def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
+    """Encode ``value`` into one msgpack message.
+
+    Args:
+        value: the value; see the module docstring for the types carried.
+        max_bytes: refuse results larger than this many bytes (``None``: no limit).
+
+    Returns:
+        The message bytes.
+
+    Raises:
+        EncodeError: a value (at any depth) has no wire representation.
+        MessageTooLargeError: the message is over ``max_bytes``.
+    """
+    try:
+        data = _packb(value)
+    except EncodeError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"cannot encode value: {exc}") from exc
+    if max_bytes is not None and len(data) > max_bytes:
+        raise MessageTooLargeError(len(data), max_bytes)
+    return data
+
+
+def decode(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Any:
+    """Decode one msgpack message produced by :func:`encode`.
+
+    Args:
+        data: the message bytes.
+        max_bytes: refuse messages larger than this many bytes (``None``: no limit).
+
+    Returns:
+        The decoded value, with the exact types that were encoded.
+
+    Raises:
+        DecodeError: the bytes are not one valid message.
+        MessageTooLargeError: the message is over ``max_bytes``.
+    """
+    if max_bytes is not None and len(data) > max_bytes:
+        raise MessageTooLargeError(len(data), max_bytes)
+    try:
+        return _unpackb(data)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise DecodeError(f"malformed message: {type(exc).__name__}: {exc}") from exc

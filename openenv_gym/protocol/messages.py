@@ -1,0 +1,213 @@
+"""Message types, envelopes and validation of control messages (normative: docs/protocol.md).
+
+Every WebSocket message is one binary frame holding one msgpack message (see ``codec``):
+
+* a request is ``[op, request_id, body]``;
+* a reply is ``[status, request_id, body]`` with ``status`` 0 (ok) or 1 (error).
+
+Control bodies (HELLO, MAKE, RESET, CALL, ...) are validated with pydantic models. The STEP body
+is the batch of actions itself and is not validated here: the hot path carries whole arrays.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from openenv_gym.errors import DecodeError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AttrRequest",
+    "CallRequest",
+    "ErrorBody",
+    "Hello",
+    "HelloReply",
+    "MakeReply",
+    "MakeRequest",
+    "Op",
+    "ResetRequest",
+    "SetAttrRequest",
+    "Status",
+    "parse_body",
+    "parse_reply",
+    "parse_request",
+]
+
+PROTOCOL_VERSION = 1
+"""The version this package speaks. Bumped on any incompatible change to docs/protocol.md."""
+
+AutoresetModeName = Literal["NextStep", "SameStep", "Disabled"]
+
+
+class Op(enum.IntEnum):
+    """Request opcodes."""
+
+    HELLO = 0
+    MAKE = 1
+    RESET = 2
+    STEP = 3
+    RENDER = 4
+    CALL = 5
+    GET_ATTR = 6
+    SET_ATTR = 7
+    STATE = 8
+    CLOSE = 9
+
+
+class Status(enum.IntEnum):
+    """Reply status codes."""
+
+    OK = 0
+    ERROR = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+_ModelT = TypeVar("_ModelT", bound=_Model)
+
+
+class Hello(_Model):
+    """First request of every connection: which protocol versions the client speaks."""
+
+    protocol_version: int
+    client: str = ""
+
+
+class HelloReply(_Model):
+    """The server's answer to HELLO: its version and what it hosts."""
+
+    protocol_version: int
+    server: str
+    specs: list[str]
+    allow_any_id: bool
+
+
+class MakeRequest(_Model):
+    """Create the session's environments.
+
+    ``autoreset_mode=None`` asks for one plain ``gymnasium.Env`` (no batching, no autoreset);
+    otherwise ``num_envs`` envs are stepped as one ``SyncVectorEnv`` in that mode.
+    """
+
+    env_id: str = Field(min_length=1, max_length=512)
+    num_envs: int = Field(default=1, ge=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    autoreset_mode: AutoresetModeName | None = None
+
+
+class MakeReply(_Model):
+    """What a client needs to stand in for the environments it asked for."""
+
+    observation_space: dict[str, Any]
+    action_space: dict[str, Any]
+    metadata: dict[str, Any]
+    render_mode: str | None
+    max_episode_steps: int | None
+    reward_threshold: float | None
+    nondeterministic: bool
+
+
+class ResetRequest(_Model):
+    """Reset with a seed (an int, one per env, or none) and options."""
+
+    seed: int | list[int | None] | None = None
+    options: dict[str, Any] | None = None
+
+
+def _public_name(name: str) -> str:
+    if not name or name.startswith("_"):
+        raise ValueError(f"attribute name {name!r} refused: names starting with '_' are private")
+    return name
+
+
+class CallRequest(_Model):
+    """Call an env method (or read an attribute) by name on every env of the session."""
+
+    name: str
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _check_name = field_validator("name")(_public_name)
+
+
+class AttrRequest(_Model):
+    """Read an attribute of every env of the session."""
+
+    name: str
+
+    _check_name = field_validator("name")(_public_name)
+
+
+class SetAttrRequest(_Model):
+    """Set an attribute: ``values`` holds one value per env when ``per_env`` is true."""
+
+    name: str
+    values: Any
+    per_env: bool = False
+
+    _check_name = field_validator("name")(_public_name)
+
+
+class ErrorBody(_Model):
+    """Body of an error reply."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    details: dict[str, Any] | None = None
+
+
+def parse_request(message: Any) -> tuple[Op, int, Any]:
+    """Split a decoded request into opcode, request id and body.
+
+    Raises:
+        DecodeError: the message is not ``[op, request_id, body]`` with a known op.
+    """
+    if not (isinstance(message, list) and len(message) == 3):
+        raise DecodeError("a request must be an array [op, request_id, body]")
+    op, request_id, body = message
+    if type(request_id) is not int:
+        raise DecodeError(f"request id must be an integer, got {type(request_id).__name__}")
+    try:
+        return Op(op), request_id, body
+    except (ValueError, TypeError) as exc:
+        raise DecodeError(f"unknown op {op!r}") from exc
+
+
+def parse_reply(message: Any) -> tuple[Status, int, Any]:
+    """Split a decoded reply into status, request id and body.
+
+    Raises:
+        DecodeError: the message is not ``[status, request_id, body]``.
+    """
+    if not (isinstance(message, list) and len(message) == 3):
+        raise DecodeError("a reply must be an array [status, request_id, body]")
+    status, request_id, body = message
+    try:
+        return Status(status), int(request_id), body
+    except (ValueError, TypeError) as exc:
+        raise DecodeError(f"invalid reply header {status!r}, {request_id!r}") from exc
+
+
+def parse_body(model: type[_ModelT], body: Any) -> _ModelT:
+    """Validate a control message body against ``model``.
+
+    Raises:
+        DecodeError: the body does not match; the text lists each field's problem.
+    """
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise DecodeError(f"{model.__name__} body must be a map, got {type(body).__name__}")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in exc.errors()
+        )
+        raise DecodeError(f"invalid {model.__name__}: {problems}") from exc

@@ -1,0 +1,98 @@
+"""Gymnasium ids: ``openenv/<id>`` for every registered id, and ``openenv/Remote-v0``.
+
+``gymnasium.make("openenv/CartPole-v1")`` builds a :class:`RemoteEnv` of ``CartPole-v1`` (on an
+embedded local server unless ``url=`` is given); ``gymnasium.make_vec("openenv/CartPole-v1", n,
+vectorization_mode="vector_entry_point")`` builds a :class:`RemoteVectorEnv`. The time limit is
+applied once, by the server, so these ids register no ``max_episode_steps`` of their own; the
+env's ``spec.max_episode_steps`` still reports the limit in force.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+from gymnasium.envs.registration import load_env_creator
+
+from openenv_gym.client.env import RemoteEnv
+from openenv_gym.client.vector_env import RemoteVectorEnv
+
+__all__ = ["NAMESPACE", "register_envs", "remote_id"]
+
+NAMESPACE = "openenv"
+
+
+class _EnvCreator:
+    """Entry point of ``openenv/<id>``; exposes the local env class's metadata to ``make``."""
+
+    def __init__(self, env_id: str) -> None:
+        self.env_id = env_id
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        # gymnasium.make reads render_modes from here before constructing. Envs whose module
+        # cannot be imported on the client (extras missing) simply have no metadata here.
+        try:
+            entry_point = gymnasium.spec(self.env_id).entry_point
+            creator = entry_point if callable(entry_point) else load_env_creator(entry_point)
+            metadata = creator.metadata
+        except Exception as exc:
+            raise AttributeError(f"metadata of {self.env_id} unavailable: {exc}") from None
+        if not isinstance(metadata, dict):
+            raise AttributeError(f"metadata of {self.env_id} is not a dict")
+        return metadata
+
+    def __call__(self, **kwargs: Any) -> RemoteEnv[Any, Any]:
+        return RemoteEnv(self.env_id, **kwargs)
+
+
+class _VectorEnvCreator:
+    """Vector entry point of ``openenv/<id>``."""
+
+    def __init__(self, env_id: str) -> None:
+        self.env_id = env_id
+
+    def __call__(self, num_envs: int, **kwargs: Any) -> RemoteVectorEnv:
+        return RemoteVectorEnv(self.env_id, num_envs, **kwargs)
+
+
+def _remote(env_id: str, **kwargs: Any) -> RemoteEnv[Any, Any]:
+    """Entry point of ``openenv/Remote-v0``: any env id, given as ``env_id=``."""
+    return RemoteEnv(env_id, **kwargs)
+
+
+def _remote_vector(num_envs: int, env_id: str, **kwargs: Any) -> RemoteVectorEnv:
+    """Vector entry point of ``openenv/Remote-v0``."""
+    return RemoteVectorEnv(env_id, num_envs, **kwargs)
+
+
+def remote_id(env_id: str) -> str:
+    """The id under which ``env_id`` is registered remotely.
+
+    ``CartPole-v1`` -> ``openenv/CartPole-v1``; a namespaced ``ns/Env-v0`` ->
+    ``openenv-ns/Env-v0`` (an id holds at most one namespace).
+    """
+    namespace, sep, rest = env_id.rpartition("/")
+    return f"{NAMESPACE}-{namespace}/{rest}" if sep else f"{NAMESPACE}/{env_id}"
+
+
+def register_envs() -> None:
+    """Register ``openenv/<id>`` for every id now in gymnasium's registry; idempotent."""
+    prefix = f"{NAMESPACE}/"
+    for env_id, spec in list(gymnasium.registry.items()):
+        if spec.namespace is not None and spec.namespace.startswith(NAMESPACE):
+            continue
+        if remote_id(env_id) in gymnasium.registry:
+            continue
+        gymnasium.register(
+            id=remote_id(env_id),
+            entry_point=_EnvCreator(env_id),  # type: ignore[arg-type]
+            vector_entry_point=_VectorEnvCreator(env_id),  # type: ignore[arg-type]
+            reward_threshold=spec.reward_threshold,
+            nondeterministic=spec.nondeterministic,
+            max_episode_steps=None,
+        )
+    if f"{prefix}Remote-v0" not in gymnasium.registry:
+        gymnasium.register(
+            id=f"{prefix}Remote-v0", entry_point=_remote, vector_entry_point=_remote_vector
+        )

@@ -1,0 +1,221 @@
+"""Session: the server side of one connection as a pure object, bytes in, bytes out.
+
+Each received frame goes to :meth:`Session.handle`, which always returns exactly one reply
+frame. The state machine (docs/protocol.md, "States")::
+
+    NEW --HELLO--> OPEN --MAKE--> ACTIVE --(RESET|STEP|RENDER|CALL|GET_ATTR|SET_ATTR|STATE)*-->
+    any --CLOSE--> CLOSED
+
+A request that is not allowed in the current state, a malformed frame, or an exception raised
+by an env becomes an error reply; the session (and the server) carry on.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from gymnasium.vector import AutoresetMode
+
+from openenv_gym.errors import OpenEnvError, ProtocolError, VersionMismatchError
+from openenv_gym.protocol import codec
+from openenv_gym.protocol.messages import (
+    PROTOCOL_VERSION,
+    AttrRequest,
+    CallRequest,
+    ErrorBody,
+    Hello,
+    HelloReply,
+    MakeReply,
+    MakeRequest,
+    Op,
+    ResetRequest,
+    SetAttrRequest,
+    Status,
+    parse_body,
+    parse_request,
+)
+from openenv_gym.server.catalog import EnvCatalog
+from openenv_gym.server.host import EnvHost
+
+__all__ = ["Session", "SessionState"]
+
+logger = logging.getLogger("openenv_gym.server")
+
+
+class SessionState(enum.Enum):
+    """Where a session is in its life."""
+
+    NEW = "new"
+    OPEN = "open"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+_ALLOWED = {
+    SessionState.NEW: {Op.HELLO, Op.CLOSE},
+    SessionState.OPEN: {Op.MAKE, Op.CLOSE},
+    SessionState.ACTIVE: {
+        Op.RESET,
+        Op.STEP,
+        Op.RENDER,
+        Op.CALL,
+        Op.GET_ATTR,
+        Op.SET_ATTR,
+        Op.STATE,
+        Op.CLOSE,
+    },
+    SessionState.CLOSED: set(),
+}
+
+
+class SessionStateError(OpenEnvError):
+    """A request arrived in a state that does not allow it."""
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _details(exc: Exception) -> dict[str, Any] | None:
+    """Machine-readable fields a client needs to rebuild a typed error."""
+    if isinstance(exc, VersionMismatchError):
+        return {"client_version": exc.client_version, "server_version": exc.server_version}
+    return None
+
+
+class Session:
+    """One client's session on a server.
+
+    Args:
+        catalog: the envs this server hosts.
+        server_name: how the server names itself in HELLO replies.
+        debug: send tracebacks in error replies.
+        max_message_bytes: the largest frame accepted and sent.
+    """
+
+    def __init__(
+        self,
+        catalog: EnvCatalog,
+        *,
+        server_name: str = "openenv-gym",
+        debug: bool = False,
+        max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.catalog = catalog
+        self.server_name = server_name
+        self.debug = debug
+        self.max_message_bytes = max_message_bytes
+        self.state = SessionState.NEW
+        self.host: EnvHost | None = None
+        self._handlers: dict[Op, Callable[[Any], Any]] = {
+            Op.HELLO: self._hello,
+            Op.MAKE: self._make,
+            Op.RESET: self._reset,
+            Op.STEP: self._step,
+            Op.RENDER: lambda body: self._active_host().render(),
+            Op.CALL: self._call,
+            Op.GET_ATTR: self._get_attr,
+            Op.SET_ATTR: self._set_attr,
+            Op.STATE: lambda body: self._active_host().state(),
+            Op.CLOSE: self._close,
+        }
+
+    @property
+    def closed(self) -> bool:
+        """True once the session has handled CLOSE or was closed by the server."""
+        return self.state is SessionState.CLOSED
+
+    def handle(self, frame: bytes) -> bytes:
+        """Serve one request frame and return the reply frame (never raises)."""
+        request_id = 0
+        try:
+            op, request_id, body = parse_request(
+                codec.decode(frame, max_bytes=self.max_message_bytes)
+            )
+            if op not in _ALLOWED[self.state]:
+                raise SessionStateError(
+                    f"{op.name} is not allowed in session state {self.state.value}; "
+                    f"allowed: {', '.join(sorted(o.name for o in _ALLOWED[self.state]))}"
+                )
+            result = self._handlers[op](body)
+            return codec.encode([Status.OK, request_id, result], max_bytes=self.max_message_bytes)
+        except Exception as exc:  # any failure becomes an error reply; the session lives on
+            return self._error_reply(request_id, exc)
+
+    def _error_reply(self, request_id: int, exc: Exception) -> bytes:
+        if not isinstance(exc, (ProtocolError, SessionStateError)):
+            logger.info("request %d failed: %s: %s", request_id, _type_name(exc), exc)
+        body = ErrorBody(
+            type=_type_name(exc),
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)) if self.debug else None,
+            details=_details(exc),
+        )
+        return codec.encode([Status.ERROR, request_id, body.model_dump()])
+
+    def _active_host(self) -> EnvHost:
+        assert self.host is not None
+        return self.host
+
+    def _hello(self, body: Any) -> dict[str, Any]:
+        hello = parse_body(Hello, body)
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise VersionMismatchError("", hello.protocol_version, PROTOCOL_VERSION)
+        self.state = SessionState.OPEN
+        return HelloReply(
+            protocol_version=PROTOCOL_VERSION,
+            server=self.server_name,
+            specs=self.catalog.specs,
+            allow_any_id=self.catalog.allow_any_id,
+        ).model_dump()
+
+    def _make(self, body: Any) -> dict[str, Any]:
+        request = parse_body(MakeRequest, body)
+        factory = self.catalog.factory(request.env_id, dict(request.kwargs))
+        mode = None if request.autoreset_mode is None else AutoresetMode(request.autoreset_mode)
+        host = EnvHost(factory, num_envs=request.num_envs, autoreset_mode=mode)
+        try:
+            reply = MakeReply(**host.describe()).model_dump()
+        except Exception:
+            host.close()
+            raise
+        self.host = host
+        self.state = SessionState.ACTIVE
+        return reply
+
+    def _reset(self, body: Any) -> list[Any]:
+        request = parse_body(ResetRequest, body)
+        options = None if request.options is None else dict(request.options)
+        return self._active_host().reset(request.seed, options)
+
+    def _step(self, body: Any) -> list[Any]:
+        return self._active_host().step(body)
+
+    def _call(self, body: Any) -> Any:
+        request = parse_body(CallRequest, body)
+        return self._active_host().call(request.name, request.args, request.kwargs)
+
+    def _get_attr(self, body: Any) -> Any:
+        return self._active_host().get_attr(parse_body(AttrRequest, body).name)
+
+    def _set_attr(self, body: Any) -> None:
+        request = parse_body(SetAttrRequest, body)
+        self._active_host().set_attr(request.name, request.values, per_env=request.per_env)
+
+    def _close(self, body: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session's envs; idempotent."""
+        self.state = SessionState.CLOSED
+        host, self.host = self.host, None
+        if host is not None:
+            try:
+                host.close()
+            except Exception:
+                logger.exception("closing the envs of a session failed")
