@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.sync.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from openenv_gym.client.transport import BlockingWebSocket, TransportError
 
 from openenv_gym.errors import (
     CallTimeoutError,
@@ -68,18 +69,13 @@ class Connection:
         self.call_timeout = call_timeout
         self.max_message_bytes = max_message_bytes
         self._next_id = 1
-        self._ws: ClientConnection | None = None
+        self._ws: BlockingWebSocket | None = None
         try:
-            self._ws = connect(
-                url,
-                open_timeout=connect_timeout,
-                compression=None,
-                max_size=max_message_bytes,
-                ping_interval=None,  # a long env step must not look like a dead peer
-                proxy=None,  # never route a session through an environment-configured proxy
+            self._ws = BlockingWebSocket(
+                url, open_timeout=connect_timeout, max_size=max_message_bytes
             )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise ConnectError(url, f"cannot connect: {type(exc).__name__}: {exc}") from exc
+        except TransportError as exc:
+            raise ConnectError(url, str(exc)) from exc
         try:
             body = self.request(
                 Op.HELLO,
@@ -170,7 +166,7 @@ class Connection:
         if ws is not None:
             ws.close()
 
-    def _require_open(self, operation: str) -> ClientConnection:
+    def _require_open(self, operation: str) -> BlockingWebSocket:
         if self._ws is None:
             raise ConnectionLostError(self.url, f"{operation} on a closed connection")
         return self._ws

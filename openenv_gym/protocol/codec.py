@@ -14,8 +14,11 @@ object dtypes or structured dtypes are refused. Decoded arrays are fresh and wri
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 import struct
+import threading
 from typing import Any
 
 import msgpack
@@ -40,7 +43,11 @@ _DTYPE_PATTERN = re.compile(r"[<>|=]?[biufcUSMm]\d+(\[\w+\])?")
 _U8 = struct.Struct("<B")
 
 
-def _pack_dtype_shape(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes:
+@functools.lru_cache(maxsize=1024)
+def _array_header(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes:
+    """Extension header of an array: dtype string and shape (cached: shapes repeat per step)."""
+    if not _DTYPE_PATTERN.fullmatch(dtype.str):
+        raise EncodeError(f"cannot encode numpy data of dtype {dtype} (structured or void)")
     dtype_str = dtype.str.encode("ascii")
     return b"".join(
         (
@@ -52,21 +59,32 @@ def _pack_dtype_shape(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes:
     )
 
 
-def _unpack_dtype_shape(data: bytes) -> tuple[np.dtype[Any], tuple[int, ...], int]:
-    """Return the dtype, the shape and the offset of the raw bytes in an array header."""
+@functools.lru_cache(maxsize=1024)
+def _parse_header(header: bytes) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """Validate and parse an array header (cached by its bytes)."""
     try:
-        dtype_len = data[0]
-        dtype_str = data[1 : 1 + dtype_len].decode("ascii")
-        ndim = data[1 + dtype_len]
-        offset = 2 + dtype_len
-        shape = struct.unpack_from(f"<{ndim}q", data, offset)
+        dtype_len = header[0]
+        dtype_str = header[1 : 1 + dtype_len].decode("ascii")
+        ndim = header[1 + dtype_len]
+        shape = struct.unpack_from(f"<{ndim}q", header, 2 + dtype_len)
     except (IndexError, UnicodeDecodeError, struct.error) as exc:
         raise DecodeError(f"truncated array header: {exc}") from exc
     if not _DTYPE_PATTERN.fullmatch(dtype_str):
         raise DecodeError(f"refused array dtype {dtype_str!r}")
     if any(dim < 0 for dim in shape):
         raise DecodeError(f"negative array dimension in shape {shape}")
-    return np.dtype(dtype_str), shape, offset + 8 * ndim
+    return np.dtype(dtype_str), shape
+
+
+def _unpack_dtype_shape(data: bytes) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+    """Return the dtype, the shape and the offset of the raw bytes in an array payload."""
+    try:
+        dtype_len = data[0]
+        end = 2 + dtype_len + 8 * data[1 + dtype_len]
+    except IndexError as exc:
+        raise DecodeError("truncated array header") from exc
+    dtype, shape = _parse_header(bytes(data[:end]))
+    return dtype, shape, end
 
 
 def _encode_array(array: np.ndarray[Any, Any]) -> msgpack.ExtType:
@@ -74,15 +92,13 @@ def _encode_array(array: np.ndarray[Any, Any]) -> msgpack.ExtType:
         return msgpack.ExtType(
             EXT_OBJECT_ARRAY, _packb([list(array.shape), list(array.reshape(-1))])
         )
-    if not _DTYPE_PATTERN.fullmatch(array.dtype.str):
-        raise EncodeError(f"cannot encode array of dtype {array.dtype} (structured or void)")
-    header = _pack_dtype_shape(array.dtype, array.shape)
+    header = _array_header(array.dtype, array.shape)
     return msgpack.ExtType(EXT_NDARRAY, header + np.ascontiguousarray(array).tobytes())
 
 
 def _decode_array(data: bytes) -> np.ndarray[Any, Any]:
     dtype, shape, offset = _unpack_dtype_shape(data)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if len(data) - offset != count * dtype.itemsize:
         raise DecodeError(
             f"array of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, "
@@ -108,11 +124,7 @@ def _decode_object_array(data: bytes) -> np.ndarray[Any, Any]:
 
 
 def _encode_scalar(value: np.generic) -> msgpack.ExtType:
-    dtype = value.dtype
-    if not _DTYPE_PATTERN.fullmatch(dtype.str):
-        raise EncodeError(f"cannot encode numpy scalar of dtype {dtype}")
-    header = _pack_dtype_shape(dtype, ())
-    return msgpack.ExtType(EXT_NPSCALAR, header + value.tobytes())
+    return msgpack.ExtType(EXT_NPSCALAR, _array_header(value.dtype, ()) + value.tobytes())
 
 
 def _decode_scalar(data: bytes) -> np.generic:
@@ -176,8 +188,21 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return decoder(data)
 
 
+_local = threading.local()
+
+
 def _packb(value: Any) -> bytes:
-    return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+    # One Packer per thread: building one per message costs more than packing a small step.
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(
+            default=_default, strict_types=True, use_bin_type=True
+        )
+    try:
+        return packer.pack(value)  # type: ignore[no-any-return]
+    except BaseException:
+        packer.reset()
+        raise
 
 
 def _unpackb(data: bytes) -> Any:

@@ -1,0 +1,165 @@
+"""A blocking WebSocket client that does its I/O in the calling thread.
+
+``websockets.sync`` reads frames in a background thread and hands each message to the caller
+through a condition variable: two thread switches per reply, a large share of a loopback round
+trip. Request/reply traffic does not need that thread, so this transport drives websockets'
+own sans-I/O ``ClientProtocol`` (handshake, framing, masking, ping/pong, close) directly from
+the caller: ``send`` writes, ``recv`` reads until a whole message is there.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed, InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+__all__ = ["BlockingWebSocket", "TransportError"]
+
+_READ_SIZE = 1 << 20
+
+
+class TransportError(Exception):
+    """The connection could not be opened or broke; the text says how."""
+
+
+class BlockingWebSocket:
+    """One WebSocket connection whose reads and writes happen in the caller's thread.
+
+    Not thread-safe: one thread uses a connection at a time.
+
+    Args:
+        url: ``ws://host:port/path``.
+        open_timeout: seconds to connect and complete the opening handshake.
+        max_size: largest message accepted.
+
+    Raises:
+        TransportError: the URL is invalid, the server cannot be reached, or the handshake fails.
+    """
+
+    def __init__(self, url: str, *, open_timeout: float | None, max_size: int | None) -> None:
+        deadline = None if open_timeout is None else time.monotonic() + open_timeout
+        try:
+            uri = parse_uri(url)
+        except InvalidURI as exc:
+            raise TransportError(f"invalid url: {exc}") from exc
+        if uri.secure:
+            raise TransportError("wss:// is not supported by this transport")
+        try:
+            self._sock = socket.create_connection((uri.host, uri.port), timeout=open_timeout)
+        except OSError as exc:
+            raise TransportError(f"cannot connect: {exc}") from exc
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._protocol = ClientProtocol(uri, max_size=max_size)
+        self._messages: deque[bytes | str] = deque()
+        self._fragments: list[bytes] = []
+        self._first_opcode = Opcode.BINARY
+        self._response: Response | None = None
+        try:
+            self._protocol.send_request(self._protocol.connect())
+            self._flush()
+            while self._response is None:
+                self._read(deadline)
+        except (TimeoutError, ConnectionClosed) as exc:
+            self._sock.close()
+            raise TransportError(f"opening handshake failed: {exc}") from exc
+        if self._protocol.handshake_exc is not None:
+            self._sock.close()
+            raise TransportError(f"opening handshake refused: {self._protocol.handshake_exc}")
+
+    def send(self, data: bytes) -> None:
+        """Send one binary message.
+
+        Raises:
+            ConnectionClosed: the connection is closed or breaks.
+        """
+        if self._protocol.state is not State.OPEN:
+            raise self._closed()
+        self._protocol.send_binary(data)
+        self._flush()
+
+    def recv(self, timeout: float | None = None) -> bytes | str:
+        """Return the next message, waiting at most ``timeout`` seconds (``None``: forever).
+
+        Raises:
+            TimeoutError: no whole message arrived in time.
+            ConnectionClosed: the connection closed before a message arrived.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._messages:
+            self._read(deadline)
+        return self._messages.popleft()
+
+    def close(self) -> None:
+        """Start the closing handshake (best effort) and close the socket; idempotent."""
+        if self._sock.fileno() < 0:
+            return
+        try:
+            if self._protocol.state is State.OPEN:
+                self._protocol.send_close()
+                self._flush()
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ConnectionClosed):
+            pass
+        finally:
+            self._sock.close()
+
+    def _flush(self) -> None:
+        data = self._protocol.data_to_send()
+        if not data:
+            return
+        try:
+            self._sock.settimeout(None)
+            self._sock.sendall(b"".join(data))
+        except OSError:
+            self._protocol.receive_eof()
+            self._sock.close()
+            raise self._closed() from None
+
+    def _read(self, deadline: float | None) -> None:
+        """Read once from the socket and process the events; raise on timeout or close."""
+        if self._sock.fileno() < 0:
+            raise self._closed()
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError("timed out")
+        self._sock.settimeout(remaining)
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except TimeoutError:
+            raise
+        except OSError:
+            data = b""
+        if data:
+            self._protocol.receive_data(data)
+        else:
+            self._protocol.receive_eof()
+        for event in self._protocol.events_received():
+            if isinstance(event, Response):
+                self._response = event
+            else:
+                self._on_frame(event)
+        self._flush()  # pongs and close replies the protocol queued
+        if not data:
+            self._sock.close()
+            raise self._closed()
+
+    def _closed(self) -> ConnectionClosed:
+        return ConnectionClosed(self._protocol.close_rcvd, self._protocol.close_sent)
+
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.opcode in (Opcode.BINARY, Opcode.TEXT):
+            self._first_opcode = frame.opcode
+        elif frame.opcode is not Opcode.CONT:
+            return  # control frames: the protocol already answered pings and closes
+        self._fragments.append(frame.data)
+        if frame.fin:
+            data = b"".join(self._fragments)
+            self._fragments = []
+            self._messages.append(data.decode() if self._first_opcode is Opcode.TEXT else data)

@@ -1,0 +1,1 @@
+"""Test environments with rich spaces and infos, for differential tests of remote vs local."""

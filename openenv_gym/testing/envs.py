@@ -1,0 +1,133 @@
+"""Small deterministic envs that exercise what CartPole does not: composite spaces and infos.
+
+Each is seeded only through ``reset(seed=...)``, terminates or truncates at varying times, and
+puts ints, floats, bools, numpy scalars, arrays, strings and nested dicts in its infos, so a
+remote run can be diffed against an in-process run value by value and type by type.
+Host them with ``openenv-gym serve openenv_gym.testing.envs:DictTupleEnv`` (entry points).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+__all__ = ["DictTupleEnv", "MultiDiscreteEnv", "TextEnv"]
+
+
+class _EpisodeEnv(gymnasium.Env[Any, Any]):
+    """Shared episode bookkeeping: a random episode length drawn at reset."""
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, render_mode: str | None = None, max_length: int = 12) -> None:
+        self.render_mode = render_mode
+        self.max_length = max_length
+        self._t = 0
+        self._length = 1
+
+    def _start(self, seed: int | None) -> None:
+        super().reset(seed=seed)
+        self._t = 0
+        self._length = int(self.np_random.integers(2, self.max_length + 1))
+
+    def _advance(self) -> tuple[bool, bool]:
+        self._t += 1
+        done = self._t >= self._length
+        terminated = done and self._length % 2 == 0
+        return terminated, done and not terminated
+
+    def render(self) -> str:
+        return f"t={self._t}/{self._length}"
+
+
+class DictTupleEnv(_EpisodeEnv):
+    """Dict observation (with a Tuple inside), Discrete(start=-1) actions, rich infos."""
+
+    def __init__(self, render_mode: str | None = None, max_length: int = 12) -> None:
+        super().__init__(render_mode, max_length)
+        self.observation_space = spaces.Dict(
+            {
+                "position": spaces.Box(-np.inf, np.inf, (2,), np.float64),
+                "flags": spaces.MultiBinary(3),
+                "pair": spaces.Tuple((spaces.Discrete(5), spaces.Box(0, 1, (), np.float32))),
+            }
+        )
+        self.action_space = spaces.Discrete(3, start=-1)
+        self._position = np.zeros(2)
+
+    def _obs(self) -> dict[str, Any]:
+        return {
+            "position": self._position.copy(),
+            "flags": self.np_random.integers(0, 2, 3, dtype=np.int8),
+            "pair": (np.int64(self._t % 5), np.float32(self.np_random.random())),
+        }
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        self._start(seed)
+        self._position = self.np_random.normal(size=2)
+        info = {"length": self._length, "options": dict(options or {}), "note": "reset"}
+        return self._obs(), info
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        assert self.action_space.contains(action), f"invalid action {action!r}"
+        self._position = self._position + int(action)
+        terminated, truncated = self._advance()
+        info: dict[str, Any] = {"t": self._t, "distance": float(np.abs(self._position).sum())}
+        if self._t % 3 == 0:
+            info["every_third"] = np.arange(2, dtype=np.int32) + self._t
+            info["nested"] = {"even": self._t % 2 == 0, "scale": np.float32(0.5)}
+        if terminated:
+            info["outcome"] = "won"
+        return self._obs(), float(-np.abs(self._position).sum()), terminated, truncated, info
+
+
+class TextEnv(_EpisodeEnv):
+    """Text observations and Text actions: echo the action, reward matching characters."""
+
+    def __init__(self, render_mode: str | None = None, max_length: int = 12) -> None:
+        super().__init__(render_mode, max_length)
+        self.observation_space = spaces.Text(8, min_length=0, charset="abc")
+        self.action_space = spaces.Text(8, min_length=0, charset="abc")
+        self._target = ""
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        self._start(seed)
+        self._target = self.observation_space.sample()
+        return self._target, {"target_length": len(self._target)}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        matches = sum(a == b for a, b in zip(action, self._target, strict=False))
+        terminated, truncated = self._advance()
+        info = {"matches": matches, "echo": action} if matches else {}
+        return action, float(matches), terminated, truncated, info
+
+
+class MultiDiscreteEnv(_EpisodeEnv):
+    """MultiDiscrete actions with a start offset, Box(uint8) image-like observations."""
+
+    def __init__(self, render_mode: str | None = None, max_length: int = 12) -> None:
+        super().__init__(render_mode, max_length)
+        self.observation_space = spaces.Box(0, 255, (4, 4), np.uint8)
+        self.action_space = spaces.MultiDiscrete([3, 4], start=[1, -2])
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+        self._start(seed)
+        return self.observation_space.sample(), {}
+
+    def step(
+        self, action: Any
+    ) -> tuple[np.ndarray[Any, Any], np.float32, bool, bool, dict[str, Any]]:
+        assert self.action_space.contains(action), f"invalid action {action!r}"
+        terminated, truncated = self._advance()
+        obs = self.np_random.integers(0, 256, (4, 4), dtype=np.uint8)
+        info = {"action_sum": np.int64(np.sum(action)), "big": bool(action[0] > 2)}
+        return obs, np.float32(np.sum(action)), terminated, truncated, info
