@@ -40,7 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
             os.getpid(),
         )
 
-    run_server(config, on_ready=ready)
+    try:
+        run_server(config, on_ready=ready)
+    except (ValueError, OSError) as exc:
+        print(f"openenv-gym serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

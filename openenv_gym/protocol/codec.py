@@ -90,7 +90,7 @@ def _unpack_dtype_shape(data: bytes) -> tuple[np.dtype[Any], tuple[int, ...], in
 def _encode_array(array: np.ndarray[Any, Any]) -> msgpack.ExtType:
     if array.dtype.hasobject:
         return msgpack.ExtType(
-            EXT_OBJECT_ARRAY, _packb([list(array.shape), list(array.reshape(-1))])
+            EXT_OBJECT_ARRAY, _packb_nested([list(array.shape), list(array.reshape(-1))])
         )
     header = _array_header(array.dtype, array.shape)
     return msgpack.ExtType(EXT_NDARRAY, header + np.ascontiguousarray(array).tobytes())
@@ -141,9 +141,9 @@ def _default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return _encode_scalar(value)
     if isinstance(value, GraphInstance):
-        return msgpack.ExtType(EXT_GRAPH, _packb([value.nodes, value.edges, value.edge_links]))
+        return msgpack.ExtType(EXT_GRAPH, _packb_nested([value.nodes, value.edges, value.edge_links]))
     if isinstance(value, tuple):
-        return msgpack.ExtType(EXT_TUPLE, _packb(list(value)))
+        return msgpack.ExtType(EXT_TUPLE, _packb_nested(list(value)))
     if isinstance(value, dict):
         return dict(value)
     if isinstance(value, list):
@@ -189,6 +189,11 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 _local = threading.local()
+
+
+def _packb_nested(value: Any) -> bytes:
+    """Pack an extension type's payload with its own Packer (the thread's one is mid-message)."""
+    return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def _packb(value: Any) -> bytes:

@@ -79,9 +79,13 @@ class _Process:
         return self.url
 
     def _failure(self, what: str) -> ServerStartError:
-        self.stop()
+        self.terminate()
+        if self.popen.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(5.0)
         self.stderr.seek(0)
         tail = self.stderr.read().decode(errors="replace").strip().splitlines()[-20:]
+        self.stop()
         output = "\n".join(tail) or "(no output)"
         return ServerStartError(
             f"local server ({' '.join(self.args[3:])}) {what}; its stderr:\n{output}"

@@ -138,8 +138,7 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
 
     Raises:
         OSError: the address cannot be bound.
-        gymnasium.error.Error: a configured spec is not a registered id.
-        ImportError: a configured entry point cannot be imported.
+        ValueError: a configured spec names no registered id or cannot be imported.
     """
     catalog = EnvCatalog(config.specs, allow_any_id=config.allow_any_id)
     sock = _bind(config.host, config.port)

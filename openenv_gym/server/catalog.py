@@ -46,13 +46,17 @@ class EnvCatalog:
         allow_any_id: also host every id registered in gymnasium.
 
     Raises:
-        gymnasium.error.Error: a spec names no registered id.
-        ImportError: a spec's module cannot be imported.
+        ValueError: a spec names no registered id, or its module cannot be imported.
     """
 
     def __init__(self, specs: Sequence[str], *, allow_any_id: bool = False) -> None:
         self.allow_any_id = allow_any_id
-        self._specs = {spec: _resolve_spec(spec) for spec in specs}
+        self._specs = {}
+        for spec in specs:
+            try:
+                self._specs[spec] = _resolve_spec(spec)
+            except (gymnasium.error.Error, ImportError) as exc:
+                raise ValueError(f"cannot host {spec!r}: {exc}") from exc
 
     @property
     def specs(self) -> list[str]:

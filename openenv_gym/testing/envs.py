@@ -99,7 +99,8 @@ class TextEnv(_EpisodeEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         self._start(seed)
-        self._target = self.observation_space.sample()
+        size = int(self.np_random.integers(0, 9))
+        self._target = "".join(self.np_random.choice(list("abc"), size=size))
         return self._target, {"target_length": len(self._target)}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -121,7 +122,7 @@ class MultiDiscreteEnv(_EpisodeEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
         self._start(seed)
-        return self.observation_space.sample(), {}
+        return self.np_random.integers(0, 256, (4, 4), dtype=np.uint8), {}
 
     def step(
         self, action: Any
