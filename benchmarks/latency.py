@@ -64,7 +64,7 @@ def echo_round_trips(payload: bytes, count: int) -> list[float]:
 
 
 def remote_step_times(env_id: str, count: int) -> list[float]:
-    """Times (s) of ``RemoteEnv.step`` on an embedded local server, resetting when done."""
+    """Time (s) each ``RemoteEnv.step`` on an embedded local server, resetting when done."""
     with RemoteEnv(env_id) as env:
         env.reset(seed=0)
         action = env.action_space.sample()

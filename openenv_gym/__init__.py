@@ -8,7 +8,8 @@ registers ``openenv/<id>`` for every gymnasium id, and ``openenv/Remote-v0``.
 from openenv_gym import errors
 from openenv_gym.client import RemoteEnv, RemoteVectorEnv
 from openenv_gym.registration import register_envs
-from openenv_gym.server import ServerConfig, run_server as serve
+from openenv_gym.server import ServerConfig
+from openenv_gym.server import run_server as serve
 
 __version__ = "0.1.0"
 

@@ -67,11 +67,15 @@ def _demo(args: argparse.Namespace) -> int:
                 returns[index] = 0.0
         elapsed = time.perf_counter() - steps_started
     env_steps = args.steps * args.num_envs
-    print(f"{args.num_envs} x {args.env_id} on {args.servers} local server(s), "
-          f"ready in {ready - started:.2f} s")
-    print(f"{env_steps} env-steps in {elapsed:.2f} s = {env_steps / elapsed:,.0f} env-steps/s; "
-          f"{len(episode_returns)} episodes, mean return "
-          f"{np.mean(episode_returns) if episode_returns else float('nan'):.1f} (random policy)")
+    print(
+        f"{args.num_envs} x {args.env_id} on {args.servers} local server(s), "
+        f"ready in {ready - started:.2f} s"
+    )
+    print(
+        f"{env_steps} env-steps in {elapsed:.2f} s = {env_steps / elapsed:,.0f} env-steps/s; "
+        f"{len(episode_returns)} episodes, mean return "
+        f"{np.mean(episode_returns) if episode_returns else float('nan'):.1f} (random policy)"
+    )
     return 0
 
 
@@ -82,15 +86,19 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run an environment server")
     serve.add_argument("specs", nargs="*", help="gymnasium ids or module:attr entry points")
-    serve.add_argument("--allow-any-id", action="store_true",
-                       help="also host every registered gymnasium id")
+    serve.add_argument(
+        "--allow-any-id", action="store_true", help="also host every registered gymnasium id"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     serve.add_argument("--port", type=int, default=8765, help="port (0: pick a free one)")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve.add_argument("--debug", action="store_true", help="send tracebacks in error replies")
     serve.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
-    serve.add_argument("--announce", action="store_true",
-                       help="print 'openenv-gym ready URL' on stdout once listening")
+    serve.add_argument(
+        "--announce",
+        action="store_true",
+        help="print 'openenv-gym ready URL' on stdout once listening",
+    )
     serve.set_defaults(run=_serve)
 
     demo = commands.add_parser("demo", help="a short random rollout on local servers")

@@ -144,6 +144,7 @@ class RemoteError(OpenEnvError):
         remote_type: qualified name of the exception type raised on the server.
         message: its message.
         remote_traceback: the server's traceback, only when it runs with ``--debug``.
+
     """
 
     def __init__(
@@ -187,7 +188,7 @@ class ServerStartError(OpenEnvError, RuntimeError):
     """A provider could not bring up an environment server; the text carries its output."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _remote_error_class(base_name: str) -> type[RemoteError]:
     """Return a ``RemoteError`` subclass that is also the built-in ``base_name``."""
     base = (
@@ -212,8 +213,8 @@ def remote_error(
     """Build the exception that stands for a server-side exception.
 
     When the remote type is a built-in exception, one of ``gymnasium.error``'s or one of this
-    module's, the result is also an instance of it, so ``except ValueError`` catches a remote ``ValueError`` as it
-    would an in-process one. Names are looked up, never imported.
+    module's, the result is also an instance of it, so ``except ValueError`` catches a remote
+    ``ValueError`` as it would an in-process one. Names are looked up, never imported.
 
     Args:
         url: the endpoint that raised.
@@ -223,6 +224,7 @@ def remote_error(
 
     Returns:
         A ``RemoteError`` instance (not raised).
+
     """
     cls = _remote_error_class(remote_type.rpartition(".")[2])
     return cls(url, remote_type, message, remote_traceback)

@@ -33,9 +33,9 @@ class _EnvCreator:
         # gymnasium.make reads render_modes from here before constructing. Envs whose module
         # cannot be imported on the client (extras missing) simply have no metadata here.
         try:
-            entry_point = gymnasium.spec(self.env_id).entry_point
+            entry_point: Any = gymnasium.spec(self.env_id).entry_point
             creator = entry_point if callable(entry_point) else load_env_creator(entry_point)
-            metadata = creator.metadata
+            metadata = getattr(creator, "metadata")  # noqa: B009 - absent is an error here
         except Exception as exc:
             raise AttributeError(f"metadata of {self.env_id} unavailable: {exc}") from None
         if not isinstance(metadata, dict):
@@ -67,7 +67,7 @@ def _remote_vector(num_envs: int, env_id: str, **kwargs: Any) -> RemoteVectorEnv
 
 
 def remote_id(env_id: str) -> str:
-    """The id under which ``env_id`` is registered remotely.
+    """Return the id under which ``env_id`` is registered remotely.
 
     ``CartPole-v1`` -> ``openenv/CartPole-v1``; a namespaced ``ns/Env-v0`` ->
     ``openenv-ns/Env-v0`` (an id holds at most one namespace).
@@ -86,7 +86,7 @@ def register_envs() -> None:
             continue
         gymnasium.register(
             id=remote_id(env_id),
-            entry_point=_EnvCreator(env_id),  # type: ignore[arg-type]
+            entry_point=_EnvCreator(env_id),
             vector_entry_point=_VectorEnvCreator(env_id),  # type: ignore[arg-type]
             reward_threshold=spec.reward_threshold,
             nondeterministic=spec.nondeterministic,
@@ -94,5 +94,7 @@ def register_envs() -> None:
         )
     if f"{prefix}Remote-v0" not in gymnasium.registry:
         gymnasium.register(
-            id=f"{prefix}Remote-v0", entry_point=_remote, vector_entry_point=_remote_vector
+            id=f"{prefix}Remote-v0",
+            entry_point=_remote,  # type: ignore[arg-type]
+            vector_entry_point=_remote_vector,  # type: ignore[arg-type]
         )

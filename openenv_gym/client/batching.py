@@ -43,7 +43,7 @@ def _(single_space: spaces.Dict, batch: Any, start: int, stop: int) -> Any:
 
 
 @slice_batch.register(spaces.Tuple)
-def _(single_space: spaces.Tuple, batch: Any, start: int, stop: int) -> Any:
+def _(single_space: spaces.Tuple[Any], batch: Any, start: int, stop: int) -> Any:
     return tuple(
         slice_batch(sub, part, start, stop) for sub, part in zip(single_space, batch, strict=True)
     )
@@ -72,7 +72,7 @@ def _(single_space: spaces.Dict, batches: Sequence[Any]) -> Any:
 
 
 @concat_batches.register(spaces.Tuple)
-def _(single_space: spaces.Tuple, batches: Sequence[Any]) -> Any:
+def _(single_space: spaces.Tuple[Any], batches: Sequence[Any]) -> Any:
     return tuple(
         concat_batches(sub, [batch[index] for batch in batches])
         for index, sub in enumerate(single_space)
@@ -80,7 +80,7 @@ def _(single_space: spaces.Tuple, batches: Sequence[Any]) -> Any:
 
 
 def _empty_like_batch(value: np.ndarray[Any, Any], num_envs: int) -> np.ndarray[Any, Any]:
-    """What ``_add_info`` starts a key with: zeros, or ``None`` for object arrays."""
+    """Start a key as ``_add_info`` does: zeros, or ``None`` for object arrays."""
     if value.dtype.hasobject:
         return np.full((num_envs, *value.shape[1:]), None, dtype=object)
     return np.zeros((num_envs, *value.shape[1:]), dtype=value.dtype)
@@ -102,6 +102,7 @@ def merge_infos(
 
     Returns:
         The vector info dict ``SyncVectorEnv`` would return for all envs together.
+
     """
     merged: dict[Any, Any] = {}
     for info, offset in zip(shard_infos, offsets, strict=True):

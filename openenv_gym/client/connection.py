@@ -13,7 +13,6 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from openenv_gym.client.transport import BlockingWebSocket, TransportError
-
 from openenv_gym.errors import (
     CallTimeoutError,
     ConnectError,
@@ -55,6 +54,7 @@ class Connection:
     Raises:
         ConnectError: the server cannot be reached or its handshake fails.
         VersionMismatchError: the server speaks another protocol version.
+
     """
 
     def __init__(
@@ -100,6 +100,7 @@ class Connection:
             ConnectionLostError: the connection is closed or breaks while sending.
             EncodeError: ``body`` cannot be encoded.
             MessageTooLargeError: the request is over ``max_message_bytes``.
+
         """
         ws = self._require_open(op.name)
         request_id = self._next_id
@@ -126,6 +127,7 @@ class Connection:
             ConnectionLostError: the server closed the connection or went away.
             RemoteError: the server answered with an error (a subclass matching its type).
             DecodeError: the reply is malformed.
+
         """
         ws = self._require_open(operation)
         timeout = self.call_timeout if timeout is None else timeout
@@ -190,6 +192,7 @@ def probe(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> HelloReply:
     Raises:
         ConnectError: the server is not (yet) reachable or fails the handshake.
         VersionMismatchError: it speaks another protocol version.
+
     """
     connection = Connection(url, connect_timeout=timeout)
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, SupportsFloat
+from typing import Any, Literal, SupportsFloat
 
 import gymnasium
 from gymnasium.core import ActType, ObsType, RenderFrame
@@ -14,7 +14,13 @@ from openenv_gym.client.connection import (
     DEFAULT_CONNECT_TIMEOUT,
     Connection,
 )
-from openenv_gym.protocol.messages import MakeReply, MakeRequest, Op, parse_body
+from openenv_gym.protocol.messages import (
+    AutoresetModeName,
+    MakeReply,
+    MakeRequest,
+    Op,
+    parse_body,
+)
 from openenv_gym.protocol.spaces import space_from_data
 from openenv_gym.providers.local import LocalProvider
 
@@ -26,7 +32,7 @@ def open_session(
     url: str | None,
     *,
     num_envs: int,
-    autoreset_mode: str | None,
+    autoreset_mode: AutoresetModeName | None,
     env_kwargs: dict[str, Any],
     connect_timeout: float,
     call_timeout: float | None,
@@ -73,6 +79,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         ConnectError: the server cannot be reached.
         RemoteError: the server refused or failed to create the env (e.g. an
             ``UnknownEnvError`` for an id it does not host).
+
     """
 
     def __init__(
@@ -132,7 +139,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             kwargs=dict(self._init_args),
         )
 
-    @property  # type: ignore[override]
+    @property
     def spec(self) -> EnvSpec | None:
         """The env spec, with ``max_episode_steps`` as applied by the server."""
         if self._spec is None:
@@ -152,12 +159,13 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         Raises:
             RemoteError: the env raised on the server.
             CallTimeoutError, ConnectionLostError: the server did not answer.
+
         """
         super().reset(seed=seed)
         obs, info = self._connection.request(
             Op.RESET, {"seed": seed, "options": options}, operation="reset"
         )
-        return obs, info  # type: ignore[no-any-return]
+        return obs, info
 
     def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the remote env and return its exact ``(obs, reward, terminated, truncated, info)``.
@@ -165,6 +173,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         Raises:
             RemoteError: the env raised on the server (e.g. an invalid action).
             CallTimeoutError, ConnectionLostError: the server did not answer.
+
         """
         obs, reward, terminated, truncated, info = self._connection.request(
             Op.STEP, action, operation="step"
@@ -210,8 +219,9 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
     def __enter__(self) -> RemoteEnv[ObsType, ActType]:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: object) -> Literal[False]:
         self.close()
+        return False
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self._init_args)

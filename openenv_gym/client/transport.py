@@ -41,6 +41,7 @@ class BlockingWebSocket:
 
     Raises:
         TransportError: the URL is invalid, the server cannot be reached, or the handshake fails.
+
     """
 
     def __init__(self, url: str, *, open_timeout: float | None, max_size: int | None) -> None:
@@ -78,6 +79,7 @@ class BlockingWebSocket:
 
         Raises:
             ConnectionClosed: the connection is closed or breaks.
+
         """
         if self._protocol.state is not State.OPEN:
             raise self._closed()
@@ -90,6 +92,7 @@ class BlockingWebSocket:
         Raises:
             TimeoutError: no whole message arrived in time.
             ConnectionClosed: the connection closed before a message arrived.
+
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._messages:
@@ -143,7 +146,7 @@ class BlockingWebSocket:
         for event in self._protocol.events_received():
             if isinstance(event, Response):
                 self._response = event
-            else:
+            elif isinstance(event, Frame):
                 self._on_frame(event)
         self._flush()  # pongs and close replies the protocol queued
         if not data:
@@ -158,7 +161,7 @@ class BlockingWebSocket:
             self._first_opcode = frame.opcode
         elif frame.opcode is not Opcode.CONT:
             return  # control frames: the protocol already answered pings and closes
-        self._fragments.append(frame.data)
+        self._fragments.append(bytes(frame.data))
         if frame.fin:
             data = b"".join(self._fragments)
             self._fragments = []

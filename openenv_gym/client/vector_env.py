@@ -8,8 +8,10 @@ waiting for any, and joins the replies. Each server steps its shard as gymnasium
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -53,7 +55,7 @@ class _Shard:
 
 def _split(num_envs: int, num_shards: int) -> list[tuple[int, int]]:
     bounds = np.linspace(0, num_envs, min(num_shards, num_envs) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
 class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
@@ -80,6 +82,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         ServerStartError: a local server failed to start.
         ConnectError: a server cannot be reached.
         RemoteError: a server refused or failed to create the envs.
+
     """
 
     def __init__(
@@ -101,13 +104,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self.num_envs = num_envs
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self._pending = _Pending.NONE
-        self._pending_ids: list[int] = []
+        self._pending_ids: list[int | None] = []
         self._pending_args: Any = None
         self._shards: list[_Shard] = []
         bounds = _split(num_envs, len(urls) if urls else num_servers)
-        self._provider = (
-            None if urls else LocalProvider([env_id], num_servers=len(bounds))
-        )
+        self._provider = None if urls else LocalProvider([env_id], num_servers=len(bounds))
         targets = list(urls) if urls else self._provider.urls  # type: ignore[union-attr]
         kwargs = dict(env_kwargs)
         if render_mode is not None:
@@ -140,7 +141,9 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 or space_from_data(reply.action_space) != self.single_action_space
             ):
                 self.close()
-                raise RemoteError(shard.connection.url, "SpaceMismatch", "shards disagree on spaces")
+                raise RemoteError(
+                    shard.connection.url, "SpaceMismatch", "shards disagree on spaces"
+                )
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.metadata = {**first.metadata, "autoreset_mode": self.autoreset_mode}
@@ -166,6 +169,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             ValueError, TypeError: as ``SyncVectorEnv`` for bad seeds or masks.
             RemoteError: an env raised on its server.
             CallTimeoutError, ConnectionLostError: a server did not answer.
+
         """
         self.reset_async(seed=seed, options=options)
         return self.reset_wait()
@@ -182,7 +186,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         mask = None if options is None else options.pop("reset_mask", None)
         if mask is not None:
             self._check_reset_mask(mask)
-        ids = []
+        ids: list[int | None] = []
         for shard in self._shards:
             shard_options = options
             if mask is not None:
@@ -198,7 +202,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
         """Wait for the reset sent by :meth:`reset_async` and return ``(obs, infos)``."""
         replies = self._wait(_Pending.RESET, "reset_wait", timeout)
-        infos = []
+        infos: list[dict[str, Any]] = []
         for shard, reply in zip(self._shards, replies, strict=True):
             if reply is None:
                 infos.append({})
@@ -247,6 +251,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             InvalidActionError: ``actions`` does not have the batched action shape.
             RemoteError: an env raised on its server (e.g. DISABLED mode stepping a done env).
             CallTimeoutError, ConnectionLostError: a server did not answer.
+
         """
         self.step_async(actions)
         return self.step_wait()
@@ -271,6 +276,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
 
         Raises:
             CallTimeoutError: a shard did not answer within ``timeout`` (its URL is named).
+
         """
         replies = self._wait(_Pending.STEP, "step_wait", timeout)
         if len(replies) == 1:
@@ -328,6 +334,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
 
         Raises:
             ValueError: a list or tuple whose length is not ``num_envs``.
+
         """
         if isinstance(values, (list, tuple)) and len(values) != self.num_envs:
             raise ValueError(
@@ -360,9 +367,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     def _gather(self, op: Op, body: Any, operation: str) -> tuple[Any, ...]:
         self._check_can_send(operation)
         ids = [shard.connection.send(op, body) for shard in self._shards]
-        return tuple(
-            item for reply in self._receive_all(ids, operation, None) for item in reply
-        )
+        return tuple(item for reply in self._receive_all(ids, operation, None) for item in reply)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -378,8 +383,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 self._pending.value,
             )
 
-    def _set_pending(self, kind: _Pending, ids: list[Any]) -> None:
-        self._pending, self._pending_ids = kind, ids
+    def _set_pending(self, kind: _Pending, ids: Sequence[int | None]) -> None:
+        self._pending, self._pending_ids = kind, list(ids)
 
     def _wait(self, kind: _Pending, name: str, timeout: float | None) -> list[Any]:
         if self.closed:
@@ -394,7 +399,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         return self._receive_all(ids, kind.value, timeout)
 
     def _receive_all(
-        self, ids: list[int | None], operation: str, timeout: float | None
+        self, ids: Sequence[int | None], operation: str, timeout: float | None
     ) -> list[Any]:
         """Collect each shard's reply; one deadline for all. ``None`` ids are skipped shards."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -433,10 +438,9 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         """Close every shard's session and connection, and stop owned local servers."""
         shards, self._shards = self._shards, []
         for shard in shards:
-            try:
+            # The server may already be gone; closing must still succeed.
+            with contextlib.suppress(Exception):
                 shard.connection.send(Op.CLOSE, None)
-            except Exception:  # the server may already be gone; closing must still succeed
-                pass
         for shard in shards:
             shard.connection.close()
         if self._provider is not None:

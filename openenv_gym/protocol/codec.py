@@ -106,7 +106,9 @@ def _decode_array(data: bytes) -> np.ndarray[Any, Any]:
         )
     if count == 0:
         return np.empty(shape, dtype=dtype)
-    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
+    flat: np.ndarray[Any, Any] = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    result: np.ndarray[Any, Any] = flat.reshape(shape).copy()
+    return result
 
 
 def _decode_object_array(data: bytes) -> np.ndarray[Any, Any]:
@@ -131,7 +133,8 @@ def _decode_scalar(data: bytes) -> np.generic:
     array = _decode_array(data)
     if array.shape != ():
         raise DecodeError(f"numpy scalar must have shape (), got {array.shape}")
-    return array[()]  # type: ignore[no-any-return]
+    scalar: Any = array[()]
+    return scalar  # type: ignore[no-any-return]
 
 
 def _default(value: Any) -> Any:
@@ -141,7 +144,9 @@ def _default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return _encode_scalar(value)
     if isinstance(value, GraphInstance):
-        return msgpack.ExtType(EXT_GRAPH, _packb_nested([value.nodes, value.edges, value.edge_links]))
+        return msgpack.ExtType(
+            EXT_GRAPH, _packb_nested([value.nodes, value.edges, value.edge_links])
+        )
     if isinstance(value, tuple):
         return msgpack.ExtType(EXT_TUPLE, _packb_nested(list(value)))
     if isinstance(value, dict):
@@ -150,12 +155,12 @@ def _default(value: Any) -> Any:
         return list(value)
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
-    if isinstance(value, (bool, int, float, str, bytes)):
-        # Subclasses such as IntEnum travel as their plain base value.
-        for base in (bool, int, float, str, bytes):
-            if isinstance(value, base):
-                return base(value)
-    raise EncodeError(f"cannot encode value of type {type(value).__module__}.{type(value).__name__}")
+    for base in (bool, int, float, str, bytes):
+        if isinstance(value, base):
+            return base(value)  # type: ignore[arg-type]  # a subclass such as IntEnum travels as its plain base value
+    raise EncodeError(
+        f"cannot encode value of type {type(value).__module__}.{type(value).__name__}"
+    )
 
 
 def _decode_graph(data: bytes) -> GraphInstance:
@@ -211,9 +216,7 @@ def _packb(value: Any) -> bytes:
 
 
 def _unpackb(data: bytes) -> Any:
-    return msgpack.unpackb(
-        data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
-    )
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True)
 
 
 def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
@@ -229,6 +232,7 @@ def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
     Raises:
         EncodeError: a value (at any depth) has no wire representation.
         MessageTooLargeError: the message is over ``max_bytes``.
+
     """
     try:
         data = _packb(value)
@@ -254,6 +258,7 @@ def decode(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) ->
     Raises:
         DecodeError: the bytes are not one valid message.
         MessageTooLargeError: the message is over ``max_bytes``.
+
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise MessageTooLargeError(len(data), max_bytes)

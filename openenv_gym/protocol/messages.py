@@ -20,6 +20,7 @@ from openenv_gym.errors import DecodeError
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "AutoresetModeName",
     "AttrRequest",
     "CallRequest",
     "ErrorBody",
@@ -167,6 +168,7 @@ def parse_request(message: Any) -> tuple[Op, int, Any]:
 
     Raises:
         DecodeError: the message is not ``[op, request_id, body]`` with a known op.
+
     """
     if not (isinstance(message, list) and len(message) == 3):
         raise DecodeError("a request must be an array [op, request_id, body]")
@@ -184,6 +186,7 @@ def parse_reply(message: Any) -> tuple[Status, int, Any]:
 
     Raises:
         DecodeError: the message is not ``[status, request_id, body]``.
+
     """
     if not (isinstance(message, list) and len(message) == 3):
         raise DecodeError("a reply must be an array [status, request_id, body]")
@@ -199,6 +202,7 @@ def parse_body(model: type[_ModelT], body: Any) -> _ModelT:
 
     Raises:
         DecodeError: the body does not match; the text lists each field's problem.
+
     """
     if body is None:
         body = {}

@@ -39,7 +39,8 @@ def _discrete_to(space: spaces.Discrete) -> SpaceData:
 
 
 def _discrete_from(data: SpaceData) -> spaces.Discrete:
-    return spaces.Discrete(data["n"], start=data["start"], dtype=np.dtype(data["dtype"]))
+    dtype: Any = np.dtype(data["dtype"])
+    return spaces.Discrete(data["n"], start=data["start"], dtype=dtype)
 
 
 def _multi_discrete_to(space: spaces.MultiDiscrete) -> SpaceData:
@@ -47,7 +48,8 @@ def _multi_discrete_to(space: spaces.MultiDiscrete) -> SpaceData:
 
 
 def _multi_discrete_from(data: SpaceData) -> spaces.MultiDiscrete:
-    return spaces.MultiDiscrete(data["nvec"], dtype=np.dtype(data["dtype"]), start=data["start"])
+    dtype: Any = np.dtype(data["dtype"])
+    return spaces.MultiDiscrete(data["nvec"], dtype=dtype, start=data["start"])
 
 
 def _multi_binary_to(space: spaces.MultiBinary) -> SpaceData:
@@ -67,16 +69,14 @@ def _text_to(space: spaces.Text) -> SpaceData:
 
 
 def _text_from(data: SpaceData) -> spaces.Text:
-    return spaces.Text(
-        data["max_length"], min_length=data["min_length"], charset=data["charset"]
-    )
+    return spaces.Text(data["max_length"], min_length=data["min_length"], charset=data["charset"])
 
 
-def _tuple_to(space: spaces.Tuple) -> SpaceData:
+def _tuple_to(space: spaces.Tuple[Any]) -> SpaceData:
     return {"spaces": [space_to_data(sub) for sub in space.spaces]}
 
 
-def _tuple_from(data: SpaceData) -> spaces.Tuple:
+def _tuple_from(data: SpaceData) -> spaces.Tuple[Any]:
     return spaces.Tuple([space_from_data(sub) for sub in data["spaces"]])
 
 
@@ -112,11 +112,11 @@ def _graph_from(data: SpaceData) -> spaces.Graph:
     return spaces.Graph(node_space=node, edge_space=edge)
 
 
-def _one_of_to(space: spaces.OneOf) -> SpaceData:
+def _one_of_to(space: spaces.OneOf[Any]) -> SpaceData:
     return {"spaces": [space_to_data(sub) for sub in space.spaces]}
 
 
-def _one_of_from(data: SpaceData) -> spaces.OneOf:
+def _one_of_from(data: SpaceData) -> spaces.OneOf[Any]:
     return spaces.OneOf([space_from_data(sub) for sub in data["spaces"]])
 
 
@@ -146,6 +146,7 @@ def space_to_data(space: spaces.Space[Any]) -> SpaceData:
 
     Raises:
         UnsupportedSpaceError: ``space`` (or a space inside it) is of another type.
+
     """
     codec = _CODECS.get(type(space))
     if codec is None:
@@ -167,6 +168,7 @@ def space_from_data(data: Any) -> spaces.Space[Any]:
 
     Raises:
         DecodeError: the data does not describe a supported space.
+
     """
     if not isinstance(data, dict) or data.get("type") not in _BY_NAME:
         kind = data.get("type") if isinstance(data, dict) else type(data).__name__

@@ -46,7 +46,7 @@ class _Process:
 
     def __init__(self, args: list[str]) -> None:
         self.args = args
-        self.stderr: IO[bytes] = tempfile.TemporaryFile()
+        self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -122,6 +122,7 @@ class LocalProvider:
 
     Raises:
         ServerStartError: a server failed to start; the text holds its stderr.
+
     """
 
     def __init__(

@@ -42,6 +42,7 @@ class ServerConfig:
         workers: processes sharing the listening socket.
         debug: include tracebacks in error replies.
         max_message_bytes: largest frame accepted.
+
     """
 
     specs: Sequence[str] = ()
@@ -51,6 +52,11 @@ class ServerConfig:
     workers: int = 1
     debug: bool = False
     max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _health(connection: ServerConnection, request: Request) -> Response | None:
@@ -88,11 +94,13 @@ class _App:
             self.sessions.discard(session)
             session.close()
 
-    async def serve(self, sock: socket.socket, on_started: Callable[[], None] | None = None) -> None:
+    async def serve(
+        self, sock: socket.socket, on_started: Callable[[], None] | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
+            loop.add_signal_handler(signum, _resolve, stop)
         server: Server
         async with serve(
             self.handler,
@@ -139,6 +147,7 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
     Raises:
         OSError: the address cannot be bound.
         ValueError: a configured spec names no registered id or cannot be imported.
+
     """
     catalog = EnvCatalog(config.specs, allow_any_id=config.allow_any_id)
     sock = _bind(config.host, config.port)

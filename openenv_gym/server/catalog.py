@@ -47,6 +47,7 @@ class EnvCatalog:
 
     Raises:
         ValueError: a spec names no registered id, or its module cannot be imported.
+
     """
 
     def __init__(self, specs: Sequence[str], *, allow_any_id: bool = False) -> None:
@@ -68,6 +69,7 @@ class EnvCatalog:
 
         Raises:
             UnknownEnvError: this server does not host ``env_id``.
+
         """
         spec = self._specs.get(env_id)
         if spec is not None:
@@ -84,6 +86,7 @@ class EnvCatalog:
 
         Raises:
             UnknownEnvError: this server does not host ``env_id``.
+
         """
         spec = self.lookup(env_id)
         return functools.partial(gymnasium.make, dataclasses.replace(spec), **kwargs)

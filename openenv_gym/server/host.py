@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium import Env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from openenv_gym.errors import EncodeError
 from openenv_gym.protocol import codec
 from openenv_gym.protocol.spaces import space_to_data
 from openenv_gym.server.catalog import EnvFactory
@@ -34,7 +35,7 @@ def _portable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
             value = value.value
         try:
             codec.encode(value)
-        except codec.EncodeError:
+        except EncodeError:
             logger.debug("metadata[%r] of type %s not sent", key, type(value).__name__)
             continue
         kept[key] = value
@@ -52,6 +53,7 @@ class EnvHost:
     Raises:
         ValueError: ``num_envs`` is not 1 for a single env, or is below 1.
         Exception: whatever the env constructor raises.
+
     """
 
     def __init__(

@@ -78,7 +78,9 @@ class SessionStateError(OpenEnvError):
 
 def _type_name(exc: BaseException) -> str:
     cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 def _details(exc: Exception) -> dict[str, Any] | None:
@@ -96,6 +98,7 @@ class Session:
         server_name: how the server names itself in HELLO replies.
         debug: send tracebacks in error replies.
         max_message_bytes: the largest frame accepted and sent.
+
     """
 
     def __init__(

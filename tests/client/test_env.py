@@ -29,9 +29,7 @@ TOY_AND_CLASSIC = [
     env_id
     for env_id, spec in gymnasium.registry.items()
     if isinstance(spec.entry_point, str)
-    and spec.entry_point.startswith(
-        ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
-    )
+    and spec.entry_point.startswith(("gymnasium.envs.classic_control", "gymnasium.envs.toy_text"))
 ]
 TEST_ENVS = [
     "openenv_gym.testing.envs:DictTupleEnv",
@@ -95,11 +93,11 @@ def test_make_openenv_id_runs_remotely_with_truthful_time_limit() -> None:
     try:
         assert isinstance(env.unwrapped, openenv_gym.RemoteEnv)
         assert env.spec is not None and env.spec.max_episode_steps == 500
-        env.reset(seed=0)
+        obs, _ = env.reset(seed=0)
         # A balancing policy reaches the limit; the server truncates at exactly 500 steps.
         steps, done = 0, False
         while not done:
-            obs, _, terminated, truncated, _ = env.step(int(obs[2] > 0) if steps else 0)
+            obs, _, terminated, truncated, _ = env.step(int(obs[2] + obs[3] > 0))
             steps += 1
             done = terminated or truncated
         assert steps <= 500
