@@ -154,7 +154,9 @@ class BlockingWebSocket:
             raise self._closed()
 
     def _closed(self) -> ConnectionClosed:
-        return ConnectionClosed(self._protocol.close_rcvd, self._protocol.close_sent)
+        rcvd, sent = self._protocol.close_rcvd, self._protocol.close_sent
+        order = self._protocol.close_rcvd_then_sent if rcvd and sent else None
+        return ConnectionClosed(rcvd, sent, order)
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.opcode in (Opcode.BINARY, Opcode.TEXT):

@@ -20,8 +20,8 @@ from openenv_gym.errors import DecodeError
 
 __all__ = [
     "PROTOCOL_VERSION",
-    "AutoresetModeName",
     "AttrRequest",
+    "AutoresetModeName",
     "CallRequest",
     "ErrorBody",
     "Hello",

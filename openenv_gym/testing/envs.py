@@ -62,7 +62,7 @@ class DictTupleEnv(_EpisodeEnv):
         return {
             "position": self._position.copy(),
             "flags": self.np_random.integers(0, 2, 3, dtype=np.int8),
-            "pair": (np.int64(self._t % 5), np.float32(self.np_random.random())),
+            "pair": (np.int64(self._t % 5), np.array(self.np_random.random(), dtype=np.float32)),
         }
 
     def reset(

@@ -1,0 +1,114 @@
+"""The WebSocket server as a separate process: health, many clients, misbehaving clients."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.parse
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+import openenv_gym
+from openenv_gym.protocol import codec
+from openenv_gym.protocol.messages import PROTOCOL_VERSION, Op, Status
+from openenv_gym.providers.local import LocalProvider
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalProvider]:
+    with LocalProvider(["CartPole-v1", "FrozenLake-v1"], extra_args=["--workers", "2"]) as p:
+        yield p
+
+
+def _http_get(url: str, path: str) -> tuple[int, bytes]:
+    parts = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_server_answers_healthz_over_plain_http(server: LocalProvider) -> None:
+    assert _http_get(server.urls[0], "/healthz") == (200, b"ok\n")
+
+
+def test_server_serves_clients_in_other_processes(server: LocalProvider) -> None:
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, openenv_gym
+        with openenv_gym.RemoteEnv("FrozenLake-v1", url="{server.urls[0]}") as env:
+            obs, _ = env.reset(seed=1)
+            print(type(obs).__name__, env.step(np.int64(1))[0])
+        """
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        for _ in range(3)
+    ]
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
+    assert len({run.stdout for run in runs}) == 1  # same seed, same episode, any worker
+
+
+def test_server_survives_a_client_killed_mid_episode(server: LocalProvider) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, openenv_gym
+        env = openenv_gym.RemoteEnv("CartPole-v1", url="{server.urls[0]}")
+        env.reset(seed=0)
+        env.step(0)
+        print("stepping", flush=True)
+        sys.stdin.read()
+        """
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert victim.stdout is not None and victim.stdout.readline() == "stepping\n"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    for _ in range(4):  # both workers keep serving
+        with openenv_gym.RemoteEnv("CartPole-v1", url=server.urls[0]) as env:
+            env.reset(seed=0)
+            assert env.step(1)[0].shape == (4,)
+
+
+def test_server_answers_garbage_with_error_and_keeps_other_sessions(
+    server: LocalProvider,
+) -> None:
+    with openenv_gym.RemoteEnv("CartPole-v1", url=server.urls[0]) as bystander:
+        bystander.reset(seed=0)
+        with connect(server.urls[0], compression=None, proxy=None) as ws:
+            ws.send(b"\xc1\xc1 not msgpack")
+            status, _, body = codec.decode(ws.recv(timeout=5))
+            assert status == Status.ERROR and "malformed" in body["message"]
+            ws.send("a text frame")
+            status, _, body = codec.decode(ws.recv(timeout=5))
+            assert status == Status.ERROR
+            ws.send(codec.encode([int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION}]))
+            assert codec.decode(ws.recv(timeout=5))[0] == Status.OK
+        assert bystander.step(0)[0].shape == (4,)
+
+
+def test_server_sigterm_closes_clients_with_going_away() -> None:
+    provider = LocalProvider(["CartPole-v1"])
+    env = openenv_gym.RemoteEnv("CartPole-v1", url=provider.urls[0])
+    env.reset(seed=0)
+    os.kill(provider.pids[0], signal.SIGTERM)
+    with pytest.raises(openenv_gym.errors.ConnectionLostError, match="1001"):
+        for _ in range(50):
+            env.step(np.int64(0))
+    env.close()
+    provider.close()
