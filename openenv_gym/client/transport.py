@@ -22,7 +22,7 @@ from websockets.uri import parse_uri
 
 __all__ = ["BlockingWebSocket", "TransportError"]
 
-_READ_SIZE = 1 << 20
+_READ_SIZE = 1 << 16  # under malloc's mmap threshold: a larger buffer costs a mapping per read
 
 
 class TransportError(Exception):

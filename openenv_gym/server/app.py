@@ -1,8 +1,8 @@
-"""The WebSocket server: one :class:`Session` per connection, health checks, workers, shutdown.
+"""The server process: binds, forks workers, accepts connections, shuts down gracefully.
 
-This is the only server module that knows about sockets. Each connection's frames go to its
-session one at a time; the reply is sent before the next frame is read, so one session's
-requests are served in order. ``GET /healthz`` on the same port answers plain HTTP.
+Each connection (``server/connection.py``) speaks WebSocket through websockets' sans-I/O
+protocol and serves its own :class:`Session`; requests of one session are answered in order.
+``GET /healthz`` on the same port answers plain HTTP.
 """
 
 from __future__ import annotations
@@ -15,19 +15,18 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from http import HTTPStatus
-
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 from openenv_gym.protocol import codec
 from openenv_gym.server.catalog import EnvCatalog
+from openenv_gym.server.connection import WebSocketConnection
 from openenv_gym.server.session import Session
 
 __all__ = ["ServerConfig", "run_server"]
 
 logger = logging.getLogger("openenv_gym.server")
+
+_SHUTDOWN_GRACE = 5.0
+"""Seconds clients get to complete the closing handshake before their connections drop."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,63 +58,62 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _health(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path == "/healthz":
-        return connection.respond(HTTPStatus.OK, "ok\n")
-    return None
-
-
 class _App:
     """Serves sessions on an already bound socket until stopped."""
 
     def __init__(self, config: ServerConfig, catalog: EnvCatalog) -> None:
         self.config = config
         self.catalog = catalog
-        self.sessions: set[Session] = set()
+        self.connections: set[WebSocketConnection] = set()
+        self._all_closed = asyncio.Event()
 
-    async def handler(self, connection: ServerConnection) -> None:
-        session = Session(
+    def _new_session(self) -> Session:
+        return Session(
             self.catalog,
             server_name=f"openenv-gym pid {os.getpid()}",
             debug=self.config.debug,
             max_message_bytes=self.config.max_message_bytes,
         )
-        self.sessions.add(session)
-        try:
-            async for frame in connection:
-                data = frame.encode() if isinstance(frame, str) else frame
-                await connection.send(session.handle(data))
-                if session.closed:
-                    await connection.close()
-                    break
-        except ConnectionClosed:
-            pass  # the client went away; its envs are closed below
-        finally:
-            self.sessions.discard(session)
-            session.close()
+
+    def _new_connection(self) -> WebSocketConnection:
+        connection = WebSocketConnection(
+            self._new_session,
+            max_message_bytes=self.config.max_message_bytes,
+            on_close=self._forget,
+        )
+        self.connections.add(connection)
+        self._all_closed.clear()
+        return connection
+
+    def _forget(self, connection: WebSocketConnection) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._all_closed.set()
 
     async def serve(
         self, sock: socket.socket, on_started: Callable[[], None] | None = None
     ) -> None:
+        """Accept connections until SIGTERM/SIGINT, then close every session gracefully."""
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, _resolve, stop)
-        server: Server
-        async with serve(
-            self.handler,
-            sock=sock,
-            process_request=_health,
-            compression=None,
-            max_size=self.config.max_message_bytes,
-        ) as server:
-            if on_started is not None:
-                on_started()
-            await stop
-            server.close(close_connections=True)
-            await server.wait_closed()
-        for session in list(self.sessions):
-            session.close()
+        server = await loop.create_server(self._new_connection, sock=sock)
+        if on_started is not None:
+            on_started()
+        await stop
+        server.close()
+        # Requests in flight have already been answered (they run to completion inside the
+        # loop's callbacks); now every client gets a going-away close frame.
+        for connection in list(self.connections):
+            connection.close()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), _SHUTDOWN_GRACE)
+            except TimeoutError:
+                for connection in list(self.connections):
+                    connection.abort()
+        await server.wait_closed()
 
 
 def _bind(host: str, port: int) -> socket.socket:
