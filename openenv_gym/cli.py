@@ -107,11 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--servers", type=int, default=2)
     demo.add_argument("--steps", type=int, default=500)
     demo.set_defaults(run=_demo)
+
+    # Listed for --help; main() hands "bench ..." to the suite's own parser.
+    commands.add_parser("bench", help="throughput, latency and wire size side by side")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from openenv_gym.bench.suite import main as bench_main
+
+        logging.basicConfig(level=logging.WARNING)
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,

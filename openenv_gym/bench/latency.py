@@ -4,7 +4,7 @@ Both go over loopback to a server in another process, with the same client libra
 (``websockets.sync``) and the same server stack (``websockets.asyncio``), measured in the same
 run, so the ratio shows what the protocol and the env add to the transport floor.
 
-    python benchmarks/latency.py [--env CartPole-v1] [--steps 5000] [--repeats 3] [--json FILE]
+    python -m openenv_gym.bench.latency [--env CartPole-v1] [--steps 5000] [--repeats 3]
 """
 
 from __future__ import annotations

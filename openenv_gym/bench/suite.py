@@ -1,0 +1,201 @@
+"""``openenv-gym bench``: throughput, latency and wire size, side by side, in one run.
+
+Prints a table and writes ``results.json``, ``results.md`` and (with matplotlib) ``throughput.png``
+to the results folder. Ratios are taken against baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from openenv_gym.bench import latency, throughput, wire
+
+__all__ = ["main"]
+
+FULL_NUM_ENVS = [1, 16, 64, 256, 1024]
+QUICK_NUM_ENVS = [16, 256]
+
+
+def _progress(total: int) -> Any:
+    """A progress callback: a tqdm bar when tqdm is installed, else lines on stderr."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        count = [0]
+
+        def report(label: str) -> None:
+            count[0] += 1
+            print(f"[{count[0]}/{total}] {label}", file=sys.stderr, flush=True)
+
+        return report, lambda: None
+    bar = tqdm(total=total, unit="run", file=sys.stderr)
+
+    def advance(label: str) -> None:
+        bar.set_description(label[:60])
+        bar.update()
+
+    return advance, bar.close
+
+
+def _ratios(results: list[throughput.ThroughputResult]) -> dict[str, float]:
+    rates = {(r.backend, r.num_envs): r.steps_per_second for r in results}
+    ratios = {}
+    for (backend, num_envs), rate in rates.items():
+        baseline = rates.get(("SyncVectorEnv", num_envs))
+        if backend.startswith("RemoteVectorEnv") and baseline:
+            ratios[f"{backend} / SyncVectorEnv @ {num_envs}"] = rate / baseline
+    return ratios
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# openenv-gym bench: {report['env_id']}",
+        "",
+        f"{report['date']}, {report['cores']} cores, Python {report['python']}; "
+        f"command: `{report['command']}`",
+        "",
+        "## Throughput (env-steps/s, median of repeats)",
+        "",
+        "| backend | " + " | ".join(f"{n} envs" for n in report["num_envs"]) + " |",
+        "|---|" + "---:|" * len(report["num_envs"]),
+    ]
+    by_backend: dict[str, dict[int, float]] = {}
+    for row in report["throughput"]:
+        by_backend.setdefault(row["backend"], {})[row["num_envs"]] = row["steps_per_second"]
+    for backend, rates in by_backend.items():
+        cells = [f"{rates[n]:,.0f}" if n in rates else "–" for n in report["num_envs"]]
+        lines.append(f"| {backend} | " + " | ".join(cells) + " |")
+    lines += ["", "## Ratios against baselines of the same run", ""]
+    lines += [f"- {name}: **{value:.2f}x**" for name, value in report["ratios"].items()]
+    lat = report.get("latency")
+    if lat:
+        lines += [
+            "",
+            "## Single-env latency",
+            "",
+            f"- `RemoteEnv.step` p50 {lat['remote_step_p50_us']:.0f} µs, "
+            f"p99 {lat['remote_step_p99_us']:.0f} µs",
+            f"- bare websockets echo round trip p50 {lat['echo_p50_us']:.0f} µs, "
+            f"p99 {lat['echo_p99_us']:.0f} µs",
+        ]
+    size = report.get("wire")
+    if size:
+        lines += [
+            "",
+            "## Wire size and codec",
+            "",
+            f"- step reply at {size['num_envs']} envs: {size['reply_bytes']} bytes for "
+            f"{size['payload_bytes']} bytes of payload (obs + reward + 2 flags): "
+            f"**{size['overhead_ratio']:.3f}x**",
+            f"- codec: encode {size['encode_us']:.1f} µs, decode {size['decode_us']:.1f} µs "
+            "per reply",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    by_backend: dict[str, list[tuple[int, float]]] = {}
+    for row in report["throughput"]:
+        by_backend.setdefault(row["backend"], []).append((row["num_envs"], row["steps_per_second"]))
+    for backend, points in by_backend.items():
+        points.sort()
+        ax.plot(*zip(*points, strict=True), marker="o", label=backend)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("num_envs")
+    ax.set_ylabel("env-steps / s")
+    ax.set_title(f"{report['env_id']} throughput ({report['cores']} cores)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openenv-gym bench", description=__doc__)
+    parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id")
+    parser.add_argument("--num-envs", type=int, nargs="+", help="num_envs values")
+    parser.add_argument("--servers", type=int, nargs="+", default=[1, 2], help="server counts")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["sync", "async", "remote"],
+        choices=["sync", "async", "remote"],
+    )
+    parser.add_argument("--duration", type=float, help="seconds per measurement")
+    parser.add_argument("--repeats", type=int, help="repeats per measurement (median kept)")
+    parser.add_argument("--latency-steps", type=int, help="steps for the latency measurement")
+    parser.add_argument("--quick", action="store_true", help="a short run for CI (< 1 min)")
+    parser.add_argument("--out", default="benchmarks/results", help="results folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite; return an exit status."""
+    args = _parser().parse_args(argv)
+    num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
+    duration = args.duration or (0.5 if args.quick else 1.5)
+    repeats = args.repeats or (1 if args.quick else 3)
+    latency_steps = args.latency_steps or (1000 if args.quick else 5000)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    with throughput.backends(args.env, args.servers, args.backends) as chosen:
+        runs = (
+            sum(1 for n in num_envs for b in chosen if b.max_envs is None or n <= b.max_envs)
+            * repeats
+            + 2
+        )
+        advance, finish = _progress(runs)
+        try:
+            results = throughput.run_throughput(
+                args.env, num_envs, chosen, duration=duration, repeats=repeats, progress=advance
+            )
+            lat = latency.run(args.env, latency_steps, repeats=1 if args.quick else 3)
+            advance("latency")
+            size = wire.measure(args.env, num_envs=256)
+            advance("wire size")
+        finally:
+            finish()
+    report = {
+        "env_id": args.env,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cores": throughput.cores(),
+        "python": platform.python_version(),
+        "command": "openenv-gym bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "num_envs": num_envs,
+        "throughput": [vars(r) for r in results],
+        "ratios": _ratios(results),
+        "latency": lat,
+        "wire": size,
+    }
+    report["ratios"]["RemoteEnv.step p50 / websockets echo p50"] = lat["ratio_p50"]
+    report["ratios"]["wire bytes / raw payload @ 256 envs"] = size["overhead_ratio"]
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    markdown = _markdown(report)
+    (out / "results.md").write_text(markdown)
+    plotted = _plot(report, out / "throughput.png")
+    print(markdown)
+    print(
+        f"results in {os.fspath(out)}/ (results.json, results.md"
+        f"{', throughput.png' if plotted else '; pip install matplotlib for the plot'})"
+    )
+    return 0
