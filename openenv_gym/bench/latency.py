@@ -110,6 +110,7 @@ def run(env_id: str, steps: int, repeats: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Run from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--steps", type=int, default=5000)

@@ -25,7 +25,7 @@ QUICK_NUM_ENVS = [16, 256]
 
 
 def _progress(total: int) -> Any:
-    """A progress callback: a tqdm bar when tqdm is installed, else lines on stderr."""
+    """Return a progress callback and a finish function: a tqdm bar when tqdm is installed, else lines on stderr."""
     try:
         from tqdm import tqdm
     except ImportError:
@@ -71,7 +71,7 @@ def _markdown(report: dict[str, Any]) -> str:
     for row in report["throughput"]:
         by_backend.setdefault(row["backend"], {})[row["num_envs"]] = row["steps_per_second"]
     for backend, rates in by_backend.items():
-        cells = [f"{rates[n]:,.0f}" if n in rates else "–" for n in report["num_envs"]]
+        cells = [f"{rates[n]:,.0f}" if n in rates else "-" for n in report["num_envs"]]
         lines.append(f"| {backend} | " + " | ".join(cells) + " |")
     lines += ["", "## Ratios against baselines of the same run", ""]
     lines += [f"- {name}: **{value:.2f}x**" for name, value in report["ratios"].items()]
