@@ -95,7 +95,7 @@ def run(env_id: str, steps: int, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         echo.append(_percentiles(echo_round_trips(payload, steps)))
         remote.append(_percentiles(remote_step_times(env_id, steps)))
-    result = {
+    result: dict[str, Any] = {
         "env_id": env_id,
         "steps": steps,
         "repeats": repeats,

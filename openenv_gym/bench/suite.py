@@ -25,7 +25,7 @@ QUICK_NUM_ENVS = [16, 256]
 
 
 def _progress(total: int) -> Any:
-    """Return a progress callback and a finish function: a tqdm bar when tqdm is installed, else lines on stderr."""
+    """Return ``(advance, finish)``: a tqdm bar when tqdm is installed, else stderr lines."""
     try:
         from tqdm import tqdm
     except ImportError:
