@@ -1,0 +1,116 @@
+"""Fixtures of the RemoteVectorEnv tests: shared local servers, in-process twins, a deep diff."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.envs.registration import EnvSpec
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from openenv_gym.providers.local import LocalProvider
+
+GYM_VECTOR_ENVS = [
+    "CartPole-v1",
+    "MountainCar-v0",
+    "MountainCarContinuous-v0",
+    "Acrobot-v1",
+    "Pendulum-v1",
+    "FrozenLake-v1",
+    "FrozenLake8x8-v1",
+    "CliffWalking-v1",
+    "Taxi-v4",
+    "Blackjack-v1",
+]
+TEST_VECTOR_ENVS = [
+    "openenv_gym.testing.envs:DictTupleEnv",
+    "openenv_gym.testing.envs:TextEnv",
+    "openenv_gym.testing.envs:MultiDiscreteEnv",
+]
+VECTOR_SPECS = GYM_VECTOR_ENVS + TEST_VECTOR_ENVS
+
+AssertSame = Callable[[Any, Any, str], None]
+MakeLocalVector = Callable[..., SyncVectorEnv]
+
+
+@pytest.fixture(scope="session")
+def vector_servers() -> Iterator[LocalProvider]:
+    """Three local servers hosting every env the vector tests use, shared by all of them."""
+    with LocalProvider(VECTOR_SPECS, num_servers=3) as provider:
+        yield provider
+
+
+def make_single_local(env_id: str, **kwargs: Any) -> gymnasium.Env[Any, Any]:
+    """Build one env in-process exactly as the server builds it (same wrappers)."""
+    if ":" in env_id:
+        return gymnasium.make(EnvSpec(id=env_id, entry_point=env_id), **kwargs)
+    return gymnasium.make(env_id, **kwargs)
+
+
+def _make_local_vector(
+    env_id: str,
+    num_envs: int,
+    autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP,
+    **kwargs: Any,
+) -> SyncVectorEnv:
+    return SyncVectorEnv(
+        [lambda: make_single_local(env_id, **kwargs)] * num_envs, autoreset_mode=autoreset_mode
+    )
+
+
+@pytest.fixture
+def make_local_vector() -> Iterator[MakeLocalVector]:
+    """Build in-process ``SyncVectorEnv`` twins of remote vector envs; closed at teardown."""
+    built: list[SyncVectorEnv] = []
+
+    def make(*args: Any, **kwargs: Any) -> SyncVectorEnv:
+        env = _make_local_vector(*args, **kwargs)
+        built.append(env)
+        return env
+
+    yield make
+    for env in built:
+        env.close()
+
+
+def _assert_same(actual: Any, expected: Any, path: str = "value") -> None:
+    """Assert ``actual`` equals ``expected`` exactly: types, dtypes, shapes, key order, values."""
+    assert type(actual) is type(expected), (
+        f"{path}: type {type(actual).__name__} != {type(expected).__name__}"
+    )
+    if isinstance(expected, np.ndarray):
+        assert actual.dtype == expected.dtype, f"{path}: dtype {actual.dtype} != {expected.dtype}"
+        assert actual.shape == expected.shape, f"{path}: shape {actual.shape} != {expected.shape}"
+        if expected.dtype.hasobject:
+            for index in np.ndindex(expected.shape):
+                _assert_same(actual[index], expected[index], f"{path}[{index}]")
+        else:
+            np.testing.assert_array_equal(actual, expected, err_msg=path, strict=True)
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected), f"{path}: keys {list(actual)} != {list(expected)}"
+        for key, value in expected.items():
+            _assert_same(actual[key], value, f"{path}[{key!r}]")
+    elif isinstance(expected, (tuple, list)):
+        assert len(actual) == len(expected), f"{path}: length {len(actual)} != {len(expected)}"
+        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            _assert_same(a, e, f"{path}[{index}]")
+    elif isinstance(expected, (float, np.floating)):
+        if math.isnan(expected):
+            assert math.isnan(actual), f"{path}: {actual!r} is not NaN"
+        else:
+            assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+    elif isinstance(expected, np.generic):
+        assert actual.dtype == expected.dtype, f"{path}: dtype {actual.dtype} != {expected.dtype}"
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+@pytest.fixture(scope="session")
+def assert_same() -> AssertSame:
+    """The recursive exact comparison (type, dtype, shape, key order, value, NaN)."""
+    return _assert_same
