@@ -67,7 +67,7 @@ def test_session_hello_make_reset_step(client: Client) -> None:
 def test_session_vector_step_carries_whole_arrays(client: Client) -> None:
     open_session(client, num_envs=5, autoreset_mode=AutoresetMode.SAME_STEP.value)
     client.ok(Op.RESET, {"seed": [1, 2, 3, 4, None]})
-    obs, rewards, terminated, truncated, infos = client.ok(Op.STEP, np.ones(5, dtype=np.int64))
+    obs, rewards, terminated, truncated, _ = client.ok(Op.STEP, np.ones(5, dtype=np.int64))
     assert obs.shape == (5, 4) and rewards.dtype == np.float64
     assert terminated.dtype == np.bool_ and truncated.shape == (5,)
 
@@ -81,7 +81,8 @@ def test_session_refuses_requests_before_handshake(client: Client) -> None:
 def test_session_version_mismatch_names_both_versions(client: Client) -> None:
     error = client.error(Op.HELLO, {"protocol_version": PROTOCOL_VERSION + 7})
     assert error["type"].endswith("VersionMismatchError")
-    assert str(PROTOCOL_VERSION) in error["message"] and str(PROTOCOL_VERSION + 7) in error["message"]
+    assert str(PROTOCOL_VERSION) in error["message"]
+    assert str(PROTOCOL_VERSION + 7) in error["message"]
     assert error["details"] == {
         "client_version": PROTOCOL_VERSION + 7,
         "server_version": PROTOCOL_VERSION,
