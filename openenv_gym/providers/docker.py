@@ -1,0 +1,213 @@
+"""Environment servers in Docker containers, through the Docker SDK.
+
+Each container runs the server image's ``openenv-gym serve`` on port 8765 inside, published
+on 127.0.0.1 at a host port Docker chooses (no free-port race). Containers start in parallel;
+each is ready when a protocol handshake through its published port succeeds. They carry labels
+naming this provider's owner, and are removed by :meth:`DockerProvider.close`, at interpreter
+exit, and by :func:`prune` for anything a crashed client left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import socket
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from openenv_gym.client.connection import probe
+from openenv_gym.errors import OpenEnvError, ServerStartError
+from openenv_gym.providers.docker_image import DEFAULT_IMAGE, _docker_client
+
+__all__ = ["CONTAINER_PORT", "LABEL", "DockerProvider", "list_containers", "prune"]
+
+logger = logging.getLogger("openenv_gym.providers")
+
+CONTAINER_PORT = 8765
+LABEL = "io.openenv-gym.server"
+"""Every container we start has this label; its value names the owner (``host:pid``)."""
+OWNER_LABEL = "io.openenv-gym.owner"
+
+_live: weakref.WeakSet[DockerProvider] = weakref.WeakSet()
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DockerProvider:
+    """Start ``num_servers`` server containers from ``image`` and wait until they are ready.
+
+    Args:
+        specs: env ids / ``module:attr`` entry points to host (``None``: the image's default,
+            any registered gymnasium id).
+        image: the server image (see ``openenv-gym docker build``).
+        num_servers: containers to start, in parallel.
+        cpus: CPU limit per container (e.g. ``1.5``).
+        memory: memory limit per container (e.g. ``"512m"``).
+        environment: environment variables of the containers.
+        startup_timeout: seconds for all containers to become ready.
+        keep: leave the containers running after ``close()`` and at exit (``docker up``).
+
+    Attributes:
+        urls: ``ws://127.0.0.1:PORT`` of each ready container.
+
+    Raises:
+        ServerStartError: the engine is unreachable, the image is missing, or a container did
+            not become ready; the text names it and holds its last log lines.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[str] | None = None,
+        *,
+        image: str = DEFAULT_IMAGE,
+        num_servers: int = 1,
+        cpus: float | None = None,
+        memory: str | None = None,
+        environment: Mapping[str, str] | None = None,
+        startup_timeout: float = 60.0,
+        keep: bool = False,
+    ) -> None:
+        self.image = image
+        self.keep = keep
+        self._client = _docker_client()
+        self._containers: list[Any] = []
+        _live.add(self)
+        options: dict[str, Any] = {
+            "command": list(specs) if specs else None,
+            "detach": True,
+            "ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
+            "labels": {LABEL: "1", OWNER_LABEL: "cli" if keep else _owner()},
+            "environment": dict(environment or {}),
+        }
+        if cpus is not None:
+            options["nano_cpus"] = int(cpus * 1e9)
+        if memory is not None:
+            options["mem_limit"] = memory
+        deadline = time.monotonic() + startup_timeout
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max(1, num_servers)) as pool:
+                futures = [pool.submit(self._start, options, deadline) for _ in range(num_servers)]
+                self.urls = [future.result() for future in futures]
+        except BaseException:
+            self.close(force=True)
+            raise
+
+    def _start(self, options: dict[str, Any], deadline: float) -> str:
+        import docker.errors
+
+        try:
+            container = self._client.containers.run(self.image, **options)
+        except docker.errors.ImageNotFound as exc:
+            raise ServerStartError(
+                f"image {self.image!r} not found: build it with `openenv-gym docker build`"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise ServerStartError(f"cannot start a container of {self.image!r}: {exc}") from exc
+        self._containers.append(container)
+        return self._wait_ready(container, deadline)
+
+    def _wait_ready(self, container: Any, deadline: float) -> str:
+        url = None
+        while True:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                raise self._failure(container, f"exited with code {container.attrs['State']['ExitCode']}")
+            bindings = (container.ports or {}).get(f"{CONTAINER_PORT}/tcp") or []
+            if bindings and url is None:
+                url = f"ws://127.0.0.1:{bindings[0]['HostPort']}"
+            if url is not None:
+                try:
+                    probe(url, timeout=max(0.2, min(2.0, deadline - time.monotonic())))
+                    return url
+                except OpenEnvError:
+                    pass  # the server in the container is still starting
+            if time.monotonic() >= deadline:
+                raise self._failure(container, "did not answer a protocol handshake in time")
+            time.sleep(0.1)  # between handshake attempts; the deadline bounds the loop
+
+    def _failure(self, container: Any, what: str) -> ServerStartError:
+        try:
+            logs = container.logs(tail=20).decode(errors="replace").strip()
+        except Exception as exc:  # the container may be gone already
+            logs = f"(no logs: {exc})"
+        return ServerStartError(
+            f"container {container.short_id} of {self.image!r} {what}; its last log lines:\n"
+            f"{logs or '(none)'}"
+        )
+
+    @property
+    def container_ids(self) -> list[str]:
+        """Ids of the containers, in the order of ``urls``."""
+        return [container.id for container in self._containers]
+
+    def close(self, *, force: bool = False) -> None:
+        """Remove the containers (unless ``keep``, or ``force``); idempotent."""
+        _live.discard(self)
+        containers, self._containers = self._containers, []
+        if self.keep and not force:
+            return
+        for container in containers:
+            with contextlib.suppress(Exception):  # already gone is fine
+                container.remove(force=True)
+
+    def __enter__(self) -> DockerProvider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def list_containers(*, all_owners: bool = True) -> list[Any]:
+    """Return the containers started by openenv-gym on this engine (running or not)."""
+    client = _docker_client()
+    containers = client.containers.list(all=True, filters={"label": LABEL})
+    if all_owners:
+        return list(containers)
+    return [c for c in containers if c.labels.get(OWNER_LABEL) == _owner()]
+
+
+def prune(*, include_cli: bool = False) -> list[str]:
+    """Remove containers whose owning process on this host is gone; return their short ids.
+
+    Args:
+        include_cli: also remove those started by ``openenv-gym docker up`` (no owner process).
+    """
+    removed = []
+    host = socket.gethostname()
+    for container in list_containers():
+        owner = container.labels.get(OWNER_LABEL, "")
+        owner_host, _, pid = owner.partition(":")
+        if owner == "cli":
+            orphan = include_cli
+        elif owner_host == host and pid.isdigit():
+            orphan = not _process_alive(int(pid))
+        else:
+            orphan = False  # another host's container: not ours to judge
+        if orphan:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+                removed.append(container.short_id)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@atexit.register
+def _close_all() -> None:
+    for provider in list(_live):
+        provider.close()
