@@ -1,4 +1,4 @@
-"""The ``openenv-gym`` command: ``serve``, ``demo`` (and more as they land)."""
+"""The ``openenv-gym`` command: ``serve``, ``bench``, ``demo`` and ``docker ...``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
+
+from openenv_gym.errors import OpenEnvError
 
 __all__ = ["main"]
 
@@ -79,6 +82,101 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docker_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from openenv_gym.providers.docker_image import build_image
+
+    tag = build_image(
+        tag=args.tag,
+        offline=args.offline,
+        base_image=args.base_image,
+        requirements=Path(args.requirements) if args.requirements else None,
+        rebuild_base=args.rebuild_base,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(f"built {tag}")
+    return 0
+
+
+def _docker_up(args: argparse.Namespace) -> int:
+    from openenv_gym.providers.docker import DockerProvider
+
+    provider = DockerProvider(
+        args.specs or None,
+        image=args.image,
+        num_servers=args.num_servers,
+        cpus=args.cpus,
+        memory=args.memory,
+        keep=True,
+    )
+    for container_id, url in zip(provider.container_ids, provider.urls, strict=True):
+        print(f"{container_id[:12]}  {url}")
+    return 0
+
+
+def _docker_ps(args: argparse.Namespace) -> int:
+    from openenv_gym.providers.docker import CONTAINER_PORT, OWNER_LABEL, list_containers
+
+    print(f"{'CONTAINER':12}  {'STATUS':10}  {'URL':26}  {'OWNER':24}  IMAGE")
+    for container in list_containers():
+        bindings = (container.ports or {}).get(f"{CONTAINER_PORT}/tcp") or []
+        url = f"ws://127.0.0.1:{bindings[0]['HostPort']}" if bindings else "-"
+        image = (container.image.tags or [container.image.short_id])[0]
+        owner = container.labels.get(OWNER_LABEL, "?")
+        print(f"{container.short_id:12}  {container.status:10}  {url:26}  {owner:24}  {image}")
+    return 0
+
+
+def _docker_down(args: argparse.Namespace) -> int:
+    from openenv_gym.providers.docker import prune
+
+    removed = prune(include_cli=True)
+    print(f"removed {len(removed)} container(s) {' '.join(removed)}".rstrip())
+    return 0
+
+
+def _docker_prune(args: argparse.Namespace) -> int:
+    from openenv_gym.providers.docker import prune
+
+    removed = prune(include_cli=args.all)
+    print(f"removed {len(removed)} orphaned container(s) {' '.join(removed)}".rstrip())
+    return 0
+
+
+def _add_docker_commands(commands: Any) -> None:
+    from openenv_gym.providers.docker_image import DEFAULT_IMAGE
+
+    docker = commands.add_parser("docker", help="build and run server containers")
+    sub = docker.add_subparsers(dest="docker_command", required=True)
+    build = sub.add_parser("build", help="build the server image (wheelhouse, base, image)")
+    build.add_argument("--tag", default=DEFAULT_IMAGE)
+    build.add_argument(
+        "--offline",
+        action="store_true",
+        help="no registry: build a Debian base with debootstrap + docker import",
+    )
+    build.add_argument(
+        "--base-image",
+        help="base image (default python:3.11-slim, or the debootstrap base with --offline)",
+    )
+    build.add_argument("--requirements", help="requirements file of env packages to install")
+    build.add_argument("--rebuild-base", action="store_true", help="rebuild the offline base")
+    build.set_defaults(run=_docker_build)
+    up = sub.add_parser("up", help="start server containers and print their URLs")
+    up.add_argument("specs", nargs="*", help="env ids to host (default: any gymnasium id)")
+    up.add_argument("--image", default=DEFAULT_IMAGE)
+    up.add_argument("-n", "--num-servers", type=int, default=1)
+    up.add_argument("--cpus", type=float)
+    up.add_argument("--memory")
+    up.set_defaults(run=_docker_up)
+    sub.add_parser("ps", help="list openenv-gym containers").set_defaults(run=_docker_ps)
+    sub.add_parser("down", help="remove the containers `up` started").set_defaults(run=_docker_down)
+    prune = sub.add_parser("prune", help="remove containers whose owner process is gone")
+    prune.add_argument("--all", action="store_true", help="also those started by `up`")
+    prune.set_defaults(run=_docker_prune)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openenv-gym", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -108,6 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=500)
     demo.set_defaults(run=_demo)
 
+    _add_docker_commands(commands)
+
     # Listed for --help; main() hands "bench ..." to the suite's own parser.
     commands.add_parser("bench", help="throughput, latency and wire size side by side")
     return parser
@@ -126,4 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except OpenEnvError as exc:  # expected failures get one clear line, not a traceback
+        print(f"openenv-gym {args.command}: {exc}", file=sys.stderr)
+        return 1

@@ -22,7 +22,7 @@ from openenv_gym.protocol.messages import (
     parse_body,
 )
 from openenv_gym.protocol.spaces import space_from_data
-from openenv_gym.providers.local import LocalProvider
+from openenv_gym.providers import Provider, start_servers
 
 __all__ = ["RemoteEnv"]
 
@@ -36,7 +36,7 @@ def open_session(
     env_kwargs: dict[str, Any],
     connect_timeout: float,
     call_timeout: float | None,
-    provider: LocalProvider | None = None,
+    provider: Provider | None = None,
 ) -> tuple[Connection, MakeReply]:
     """Connect to ``url`` and create the session's envs; close the connection on failure."""
     assert url is not None or provider is not None
@@ -66,8 +66,10 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
 
     Args:
         env_id: a gymnasium id or ``module:attr`` entry point the server hosts.
-        url: ``ws://host:port`` of a running server. ``None`` starts a local server process
-            hosting ``env_id`` (the embedded default), owned and stopped by this env.
+        url: ``ws://host:port`` of a running server. ``None`` starts a server hosting
+            ``env_id``, owned and stopped by this env: a local process (the embedded default)
+            or, with ``docker_image``, a container.
+        docker_image: run the owned server in a container of this image.
         render_mode: passed to the env on the server.
         connect_timeout: seconds to connect and create the env.
         call_timeout: seconds to wait for each reply; ``None`` waits forever.
@@ -75,7 +77,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             including ``max_episode_steps``).
 
     Raises:
-        ServerStartError: the embedded server failed to start.
+        ServerStartError: the owned server (process or container) failed to start.
         ConnectError: the server cannot be reached.
         RemoteError: the server refused or failed to create the env (e.g. an
             ``UnknownEnvError`` for an id it does not host).
@@ -88,6 +90,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         *,
         url: str | None = None,
         render_mode: str | None = None,
+        docker_image: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         **env_kwargs: Any,
@@ -96,6 +99,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             env_id=env_id,
             url=url,
             render_mode=render_mode,
+            docker_image=docker_image,
             connect_timeout=connect_timeout,
             call_timeout=call_timeout,
             **env_kwargs,
@@ -104,7 +108,9 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         kwargs = dict(env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
-        self._provider = None if url is not None else LocalProvider([env_id])
+        self._provider = (
+            None if url is not None else start_servers([env_id], docker_image=docker_image)
+        )
         try:
             self._connection, reply = open_session(
                 env_id,

@@ -27,7 +27,7 @@ from openenv_gym.client.env import open_session
 from openenv_gym.errors import CallTimeoutError, InvalidActionError, RemoteError
 from openenv_gym.protocol.messages import Op
 from openenv_gym.protocol.spaces import space_from_data
-from openenv_gym.providers.local import LocalProvider
+from openenv_gym.providers import start_servers
 
 __all__ = ["RemoteVectorEnv"]
 
@@ -68,9 +68,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     Args:
         env_id: a gymnasium id or ``module:attr`` entry point the servers host.
         num_envs: number of envs in total.
-        urls: servers to use, one shard each. ``None`` starts ``num_servers`` local servers
-            (the embedded default), owned and stopped by this env.
-        num_servers: local servers to start when ``urls`` is ``None``.
+        urls: servers to use, one shard each. ``None`` starts ``num_servers`` servers, owned
+            and stopped by this env: local processes (the embedded default) or, with
+            ``docker_image``, containers.
+        num_servers: servers to start when ``urls`` is ``None``.
+        docker_image: run the owned servers in containers of this image.
         autoreset_mode: gymnasium's autoreset mode (enum or its string value).
         render_mode: passed to every env.
         connect_timeout: seconds to connect and create the envs.
@@ -79,7 +81,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             ``max_episode_steps``).
 
     Raises:
-        ServerStartError: a local server failed to start.
+        ServerStartError: an owned server (process or container) failed to start.
         ConnectError: a server cannot be reached.
         RemoteError: a server refused or failed to create the envs.
 
@@ -94,6 +96,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         num_servers: int = 1,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        docker_image: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         **env_kwargs: Any,
@@ -108,7 +111,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self._pending_args: Any = None
         self._shards: list[_Shard] = []
         bounds = _split(num_envs, len(urls) if urls else num_servers)
-        self._provider = None if urls else LocalProvider([env_id], num_servers=len(bounds))
+        self._provider = (
+            None
+            if urls
+            else start_servers([env_id], num_servers=len(bounds), docker_image=docker_image)
+        )
         targets = list(urls) if urls else self._provider.urls  # type: ignore[union-attr]
         kwargs = dict(env_kwargs)
         if render_mode is not None:

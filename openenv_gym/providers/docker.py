@@ -60,6 +60,7 @@ class DockerProvider:
     Raises:
         ServerStartError: the engine is unreachable, the image is missing, or a container did
             not become ready; the text names it and holds its last log lines.
+
     """
 
     def __init__(
@@ -118,7 +119,9 @@ class DockerProvider:
         while True:
             container.reload()
             if container.status in ("exited", "dead"):
-                raise self._failure(container, f"exited with code {container.attrs['State']['ExitCode']}")
+                raise self._failure(
+                    container, f"exited with code {container.attrs['State']['ExitCode']}"
+                )
             bindings = (container.ports or {}).get(f"{CONTAINER_PORT}/tcp") or []
             if bindings and url is None:
                 url = f"ws://127.0.0.1:{bindings[0]['HostPort']}"
@@ -178,6 +181,7 @@ def prune(*, include_cli: bool = False) -> list[str]:
 
     Args:
         include_cli: also remove those started by ``openenv-gym docker up`` (no owner process).
+
     """
     removed = []
     host = socket.gethostname()

@@ -82,6 +82,7 @@ def build_wheelhouse(
     Raises:
         ImageBuildError: no source tree to build openenv-gym from, or pip failed (e.g. a
             requirement with no wheel for the image's platform).
+
     """
     if not (PROJECT_ROOT / "setup.cfg").exists():
         raise ImageBuildError(
@@ -89,16 +90,37 @@ def build_wheelhouse(
         )
     dest.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    _run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), str(PROJECT_ROOT)],
-         progress, "building the openenv-gym wheel")
+    _run(
+        [*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), str(PROJECT_ROOT)],
+        progress,
+        "building the openenv-gym wheel",
+    )
     wheels = sorted(dest.glob("openenv_gym-*.whl"))
     extra = requirements.read_text() if requirements is not None else ""
     (dest / "requirements-extra.txt").write_text(extra)
-    target = ["--only-binary=:all:", "--python-version", IMAGE_PYTHON, "--implementation", "cp",
-              *_platform_args(), "--dest", str(dest)]
-    _run([*pip, "download", "--quiet", *target, str(wheels[-1]),
-          "-r", str(dest / "requirements-extra.txt")],
-         progress, "downloading wheels of the dependencies")
+    target = [
+        "--only-binary=:all:",
+        "--python-version",
+        IMAGE_PYTHON,
+        "--implementation",
+        "cp",
+        *_platform_args(),
+        "--dest",
+        str(dest),
+    ]
+    _run(
+        [
+            *pip,
+            "download",
+            "--quiet",
+            *target,
+            str(wheels[-1]),
+            "-r",
+            str(dest / "requirements-extra.txt"),
+        ],
+        progress,
+        "downloading wheels of the dependencies",
+    )
     return dest
 
 
@@ -115,14 +137,25 @@ def build_offline_base(
 
     Raises:
         ImageBuildError: debootstrap is missing or fails, or the import fails.
+
     """
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap not found: apt-get install -y debootstrap")
     client = client or _docker_client()
     with tempfile.TemporaryDirectory(prefix="openenv-gym-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        _run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv",
-              "bookworm", str(rootfs), mirror], progress, "debootstrap")
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv",
+                "bookworm",
+                str(rootfs),
+                mirror,
+            ],
+            progress,
+            "debootstrap",
+        )
         tarball = Path(tmp) / "rootfs.tar"
         _run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], progress, "packing the rootfs")
         repository, _, version = tag.partition(":")
@@ -143,6 +176,7 @@ def build_server_image(
 
     Raises:
         ImageBuildError: the build failed; the text holds the build's last lines.
+
     """
     client = client or _docker_client()
     with tempfile.TemporaryDirectory(prefix="openenv-gym-build-") as context:
@@ -183,6 +217,7 @@ def build_image(
 
     Raises:
         ImageBuildError: a step failed.
+
     """
     client = _docker_client()
     if base_image is None:
@@ -217,11 +252,14 @@ def _docker_client() -> Any:
 
     Raises:
         ImageBuildError: the SDK is not installed or no engine answers.
+
     """
     try:
         import docker
     except ImportError as exc:
-        raise ImageBuildError("the Docker SDK is missing: pip install 'openenv-gym[docker]'") from exc
+        raise ImageBuildError(
+            "the Docker SDK is missing: pip install 'openenv-gym[docker]'"
+        ) from exc
     try:
         client = docker.from_env()
         client.ping()
