@@ -79,10 +79,10 @@ class DockerProvider:
         self.keep = keep
         self._client = _docker_client()
         self._containers: list[Any] = []
+        self._starting: list[Any] = []
         _live.add(self)
         options: dict[str, Any] = {
             "command": list(specs) if specs else None,
-            "detach": True,
             "ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
             "labels": {LABEL: "1", OWNER_LABEL: "cli" if keep else _owner()},
             "environment": dict(environment or {}),
@@ -95,24 +95,28 @@ class DockerProvider:
         try:
             with concurrent.futures.ThreadPoolExecutor(max(1, num_servers)) as pool:
                 futures = [pool.submit(self._start, options, deadline) for _ in range(num_servers)]
-                self.urls = [future.result() for future in futures]
+                started = [future.result() for future in futures]
+            self._containers = [container for container, _ in started]
+            self.urls = [url for _, url in started]
         except BaseException:
             self.close(force=True)
             raise
 
-    def _start(self, options: dict[str, Any], deadline: float) -> str:
+    def _start(self, options: dict[str, Any], deadline: float) -> tuple[Any, str]:
         import docker.errors
 
         try:
-            container = self._client.containers.run(self.image, **options)
+            # create + start, not run: run() would try to pull a missing image from a registry.
+            container = self._client.containers.create(self.image, **options)
+            container.start()
         except docker.errors.ImageNotFound as exc:
             raise ServerStartError(
                 f"image {self.image!r} not found: build it with `openenv-gym docker build`"
             ) from exc
         except docker.errors.APIError as exc:
             raise ServerStartError(f"cannot start a container of {self.image!r}: {exc}") from exc
-        self._containers.append(container)
-        return self._wait_ready(container, deadline)
+        self._starting.append(container)  # for cleanup if another container fails
+        return container, self._wait_ready(container, deadline)
 
     def _wait_ready(self, container: Any, deadline: float) -> str:
         url = None
@@ -153,7 +157,8 @@ class DockerProvider:
     def close(self, *, force: bool = False) -> None:
         """Remove the containers (unless ``keep``, or ``force``); idempotent."""
         _live.discard(self)
-        containers, self._containers = self._containers, []
+        containers = self._containers or self._starting
+        self._containers, self._starting = [], []
         if self.keep and not force:
             return
         for container in containers:

@@ -1,0 +1,173 @@
+"""DockerProvider and the server image against a real Docker engine.
+
+Skipped without an engine, with the reason; CI sets OPENENV_GYM_REQUIRE_DOCKER=1, which turns
+that skip into a failure. The image is built offline by `.ci/run` (or by the fixture if absent).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.parse
+from collections.abc import Iterator
+
+import gymnasium
+import numpy as np
+import pytest
+
+import openenv_gym
+from openenv_gym.errors import ConnectionLostError, ServerStartError
+
+pytestmark = pytest.mark.docker
+
+IMAGE = os.environ.get("OPENENV_GYM_TEST_IMAGE", "openenv-gym:latest")
+REQUIRE = os.environ.get("OPENENV_GYM_REQUIRE_DOCKER") == "1"
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> object:
+    reason = None
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # no SDK, or no engine
+        reason = (
+            f"no Docker engine ({type(exc).__name__}: {exc}); install one (Debian: "
+            "apt-get install docker.io && dockerd &) and pip install 'openenv-gym[docker]', "
+            "or set OPENENV_GYM_REQUIRE_DOCKER=1 to make this a failure"
+        )
+    if reason is not None:
+        if REQUIRE:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return client
+
+
+@pytest.fixture(scope="module")
+def image(docker_client: object) -> str:
+    import docker.errors
+
+    try:
+        docker_client.images.get(IMAGE)  # type: ignore[attr-defined]
+    except docker.errors.ImageNotFound:
+        from openenv_gym.providers.docker_image import build_image
+
+        build_image(tag=IMAGE, offline=True, progress=lambda line: None)
+    return IMAGE
+
+
+@pytest.fixture
+def containers_before(docker_client: object) -> Iterator[None]:
+    from openenv_gym.providers.docker import list_containers
+
+    before = {c.id for c in list_containers()}
+    yield
+    leaked = {c.id for c in list_containers()} - before
+    assert not leaked, f"containers left behind: {leaked}"
+
+
+def test_docker_vector_env_matches_sync_vector_env(image: str, containers_before: None) -> None:
+    remote = openenv_gym.RemoteVectorEnv("CartPole-v1", 64, docker_image=image, num_servers=2)
+    local = gymnasium.make_vec("CartPole-v1", 64, vectorization_mode="sync")
+    try:
+        assert len(set(remote.urls)) == 2
+        np.testing.assert_array_equal(remote.reset(seed=7)[0], local.reset(seed=7)[0])
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            actions = rng.integers(0, 2, 64)
+            for a, b in zip(remote.step(actions)[:4], local.step(actions)[:4], strict=True):
+                np.testing.assert_array_equal(a, b)
+                assert a.dtype == b.dtype
+    finally:
+        remote.close()
+        local.close()
+
+
+def test_docker_make_single_env(image: str, containers_before: None) -> None:
+    env = gymnasium.make("openenv/FrozenLake-v1", docker_image=image)
+    try:
+        local = gymnasium.make("FrozenLake-v1")
+        assert env.reset(seed=3) == local.reset(seed=3)
+        assert env.step(2) == local.step(2)
+    finally:
+        env.close()
+
+
+def test_docker_image_runs_non_root_with_healthcheck(
+    image: str, docker_client: object, containers_before: None
+) -> None:
+    from openenv_gym.providers.docker import DockerProvider
+
+    with DockerProvider(["CartPole-v1"], image=image, cpus=1, memory="512m") as provider:
+        container = docker_client.containers.get(provider.container_ids[0])  # type: ignore[attr-defined]
+        assert container.attrs["Config"]["User"] == "openenv"
+        assert "/healthz" in " ".join(container.attrs["Config"]["Healthcheck"]["Test"])
+        assert container.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
+        assert container.attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
+        bindings = container.attrs["NetworkSettings"]["Ports"]["8765/tcp"]
+        assert bindings[0]["HostIp"] == "127.0.0.1"
+        parts = urllib.parse.urlparse(provider.urls[0])
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()
+
+
+def test_docker_killed_container_is_a_typed_error_naming_its_endpoint(
+    image: str, docker_client: object, containers_before: None
+) -> None:
+    from openenv_gym.providers.docker import DockerProvider
+
+    with DockerProvider(["CartPole-v1"], image=image, num_servers=2) as provider:
+        envs = openenv_gym.RemoteVectorEnv("CartPole-v1", 8, urls=provider.urls, call_timeout=10)
+        envs.reset(seed=0)
+        victim = docker_client.containers.get(provider.container_ids[1])  # type: ignore[attr-defined]
+        victim.kill()
+        with pytest.raises(ConnectionLostError, match=provider.urls[1]):
+            for _ in range(20):
+                envs.step(np.zeros(8, dtype=np.int64))
+        envs.close()
+
+
+def test_docker_failing_container_reports_its_logs(image: str, containers_before: None) -> None:
+    from openenv_gym.providers.docker import DockerProvider
+
+    with pytest.raises(ServerStartError, match="cannot host 'NoSuchEnv-v0'"):
+        DockerProvider(["NoSuchEnv-v0"], image=image, startup_timeout=30)
+
+
+def test_docker_missing_image_is_a_clear_error(docker_client: object) -> None:
+    from openenv_gym.providers.docker import DockerProvider
+
+    with pytest.raises(ServerStartError, match="openenv-gym docker build"):
+        DockerProvider(["CartPole-v1"], image="openenv-gym-no-such-image:never")
+
+
+def test_docker_prune_removes_containers_of_a_killed_client(image: str) -> None:
+    from openenv_gym.providers.docker import list_containers, prune
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from openenv_gym.providers.docker import DockerProvider
+        provider = DockerProvider(["CartPole-v1"], image={image!r})
+        print(provider.container_ids[0], flush=True)
+        sys.stdin.read()
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert owner.stdout is not None
+    container_id = owner.stdout.readline().strip()
+    os.kill(owner.pid, signal.SIGKILL)  # no atexit: the container is orphaned
+    owner.wait(timeout=10)
+    assert container_id in {c.id for c in list_containers()}
+    prune()
+    assert container_id not in {c.id for c in list_containers()}
