@@ -108,6 +108,7 @@ class DockerProvider:
         try:
             # create + start, not run: run() would try to pull a missing image from a registry.
             container = self._client.containers.create(self.image, **options)
+            self._starting.append(container)  # removed by close() even if start() fails
             container.start()
         except docker.errors.ImageNotFound as exc:
             raise ServerStartError(
@@ -115,7 +116,6 @@ class DockerProvider:
             ) from exc
         except docker.errors.APIError as exc:
             raise ServerStartError(f"cannot start a container of {self.image!r}: {exc}") from exc
-        self._starting.append(container)  # for cleanup if another container fails
         return container, self._wait_ready(container, deadline)
 
     def _wait_ready(self, container: Any, deadline: float) -> str:
