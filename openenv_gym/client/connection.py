@@ -18,6 +18,7 @@ from openenv_gym.errors import (
     ConnectError,
     ConnectionLostError,
     DecodeError,
+    OpenEnvError,
     VersionMismatchError,
     remote_error,
 )
@@ -84,6 +85,12 @@ class Connection:
                 operation="handshake",
             )
             self.hello = parse_body(HelloReply, body)
+        except VersionMismatchError:
+            self.close()
+            raise
+        except OpenEnvError as exc:
+            self.close()
+            raise ConnectError(url, f"protocol handshake failed: {exc}") from exc
         except BaseException:
             self.close()
             raise

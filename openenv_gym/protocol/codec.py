@@ -27,7 +27,7 @@ from gymnasium.spaces import GraphInstance
 
 from openenv_gym.errors import DecodeError, EncodeError, MessageTooLargeError
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "decode", "encode"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "decode", "encode", "safe_dtype"]
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest message either side accepts unless configured otherwise (64 MiB)."""
@@ -76,6 +76,18 @@ def _parse_header(header: bytes) -> tuple[np.dtype[Any], tuple[int, ...]]:
     return np.dtype(dtype_str), shape
 
 
+def safe_dtype(name: str) -> np.dtype[Any]:
+    """Return ``np.dtype(name)`` for the plain dtypes the protocol carries.
+
+    Raises:
+        DecodeError: ``name`` is not a byte-order/kind/size dtype string (e.g. object, void).
+
+    """
+    if not isinstance(name, str) or not _DTYPE_PATTERN.fullmatch(name):
+        raise DecodeError(f"refused dtype {name!r}")
+    return np.dtype(name)
+
+
 def _unpack_dtype_shape(data: bytes) -> tuple[np.dtype[Any], tuple[int, ...], int]:
     """Return the dtype, the shape and the offset of the raw bytes in an array payload."""
     try:
@@ -115,6 +127,8 @@ def _decode_object_array(data: bytes) -> np.ndarray[Any, Any]:
     shape, items = _unpackb(data)
     if not isinstance(shape, list) or not isinstance(items, list):
         raise DecodeError("object array must be [shape, items]")
+    if not all(type(dim) is int and dim >= 0 for dim in shape):
+        raise DecodeError(f"object array shape must be non-negative integers, got {shape}")
     array = np.empty(len(items), dtype=object)
     for index, item in enumerate(items):
         # One by one: slice assignment would broadcast nested sequences into new axes.

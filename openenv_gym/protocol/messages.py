@@ -14,7 +14,14 @@ from __future__ import annotations
 import enum
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from openenv_gym.errors import DecodeError
 
@@ -69,10 +76,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
+class _Request(_Model):
+    """A request body: validated strictly (no coercion of ``"1"`` or ``1.0`` into ints)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, strict=True
+    )
+
+
 _ModelT = TypeVar("_ModelT", bound=_Model)
 
 
-class Hello(_Model):
+class Hello(_Request):
     """First request of every connection: which protocol versions the client speaks."""
 
     protocol_version: int
@@ -88,7 +103,7 @@ class HelloReply(_Model):
     allow_any_id: bool
 
 
-class MakeRequest(_Model):
+class MakeRequest(_Request):
     """Create the session's environments.
 
     ``autoreset_mode=None`` asks for one plain ``gymnasium.Env`` (no batching, no autoreset);
@@ -113,11 +128,14 @@ class MakeReply(_Model):
     nondeterministic: bool
 
 
-class ResetRequest(_Model):
+class ResetRequest(_Request):
     """Reset with a seed (an int, one per env, or none) and options."""
 
     seed: int | list[int | None] | None = None
     options: dict[str, Any] | None = None
+
+
+_ATTR_ACCESSORS = frozenset({"get_wrapper_attr", "set_wrapper_attr", "has_wrapper_attr"})
 
 
 def _public_name(name: str) -> str:
@@ -126,7 +144,7 @@ def _public_name(name: str) -> str:
     return name
 
 
-class CallRequest(_Model):
+class CallRequest(_Request):
     """Call an env method (or read an attribute) by name on every env of the session."""
 
     name: str
@@ -135,8 +153,17 @@ class CallRequest(_Model):
 
     _check_name = field_validator("name")(_public_name)
 
+    @model_validator(mode="after")
+    def _no_private_by_accessor(self) -> CallRequest:
+        # get_wrapper_attr("_x") would reach what the name check refuses.
+        if self.name in _ATTR_ACCESSORS:
+            for value in [*self.args[:1], self.kwargs.get("name")]:
+                if isinstance(value, str):
+                    _public_name(value)
+        return self
 
-class AttrRequest(_Model):
+
+class AttrRequest(_Request):
     """Read an attribute of every env of the session."""
 
     name: str
@@ -144,7 +171,7 @@ class AttrRequest(_Model):
     _check_name = field_validator("name")(_public_name)
 
 
-class SetAttrRequest(_Model):
+class SetAttrRequest(_Request):
     """Set an attribute: ``values`` holds one value per env when ``per_env`` is true."""
 
     name: str
@@ -173,11 +200,13 @@ def parse_request(message: Any) -> tuple[Op, int, Any]:
     if not (isinstance(message, list) and len(message) == 3):
         raise DecodeError("a request must be an array [op, request_id, body]")
     op, request_id, body = message
-    if type(request_id) is not int:
-        raise DecodeError(f"request id must be an integer, got {type(request_id).__name__}")
+    if type(request_id) is not int or request_id < 1:
+        raise DecodeError(f"request id must be a positive integer, got {request_id!r}")
+    if type(op) is not int:
+        raise DecodeError(f"op must be an integer, got {type(op).__name__}")
     try:
         return Op(op), request_id, body
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise DecodeError(f"unknown op {op!r}") from exc
 
 

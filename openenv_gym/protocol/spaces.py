@@ -20,6 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from openenv_gym.errors import DecodeError, UnsupportedSpaceError
+from openenv_gym.protocol.codec import safe_dtype
 
 __all__ = ["space_from_data", "space_to_data"]
 
@@ -31,7 +32,7 @@ def _box_to(space: spaces.Box) -> SpaceData:
 
 
 def _box_from(data: SpaceData) -> spaces.Box:
-    return spaces.Box(low=data["low"], high=data["high"], dtype=np.dtype(data["dtype"]))
+    return spaces.Box(low=data["low"], high=data["high"], dtype=safe_dtype(data["dtype"]))
 
 
 def _discrete_to(space: spaces.Discrete) -> SpaceData:
@@ -39,7 +40,7 @@ def _discrete_to(space: spaces.Discrete) -> SpaceData:
 
 
 def _discrete_from(data: SpaceData) -> spaces.Discrete:
-    dtype: Any = np.dtype(data["dtype"])
+    dtype: Any = safe_dtype(data["dtype"])
     return spaces.Discrete(data["n"], start=data["start"], dtype=dtype)
 
 
@@ -48,7 +49,7 @@ def _multi_discrete_to(space: spaces.MultiDiscrete) -> SpaceData:
 
 
 def _multi_discrete_from(data: SpaceData) -> spaces.MultiDiscrete:
-    dtype: Any = np.dtype(data["dtype"])
+    dtype: Any = safe_dtype(data["dtype"])
     return spaces.MultiDiscrete(data["nvec"], dtype=dtype, start=data["start"])
 
 

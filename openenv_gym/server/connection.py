@@ -58,6 +58,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
         self._fragments: list[bytes] = []
+        self._text = False
         # Reads land in this one buffer: asyncio's default allocates 256 KiB per read.
         self._buffer = memoryview(bytearray(_READ_SIZE))
         self.peer = "?"
@@ -109,7 +110,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._flush()
 
     def _handshake(self, request: Request) -> None:
-        if request.path == HEALTH_PATH:
+        if request.path.partition("?")[0] == HEALTH_PATH:
             response = self._protocol.reject(HTTPStatus.OK, "ok\n")
         else:
             response = self._protocol.accept(request)
@@ -118,7 +119,9 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._session = self._new_session()
 
     def _on_frame(self, frame: Frame) -> None:
-        if frame.opcode not in (Opcode.BINARY, Opcode.TEXT, Opcode.CONT):
+        if frame.opcode in (Opcode.BINARY, Opcode.TEXT):
+            self._text = frame.opcode is Opcode.TEXT
+        elif frame.opcode is not Opcode.CONT:
             return  # ping, pong and close are answered by the protocol itself
         self._fragments.append(bytes(frame.data))
         if not frame.fin:
@@ -128,9 +131,13 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         session = self._session
         if session is None or self._protocol.state is not State.OPEN:
             return
-        self._protocol.send_binary(session.handle(message))
+        if self._text:
+            reply = session.refuse("text frames are refused: the protocol is binary msgpack")
+        else:
+            reply = session.handle(message)
+        self._protocol.send_binary(reply)
         if session.closed:
-            self._protocol.send_close()
+            self._protocol.send_close(1000, "session closed")
 
     def _flush(self) -> None:
         transport = self._transport

@@ -9,6 +9,7 @@ so a reset never costs the client an extra round trip.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
@@ -25,6 +26,10 @@ from openenv_gym.server.catalog import EnvFactory
 __all__ = ["EnvHost"]
 
 logger = logging.getLogger("openenv_gym.server")
+
+
+def _built(env: Env[Any, Any]) -> Env[Any, Any]:
+    return env
 
 
 def _portable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -73,10 +78,20 @@ class EnvHost:
             self._single = factory()
             self._envs: list[Env[Any, Any]] = [self._single]
         else:
-            # copy=False: every result is encoded before the next call can overwrite it.
-            self._vector = SyncVectorEnv(
-                [factory] * num_envs, copy=False, autoreset_mode=autoreset_mode
-            )
+            envs: list[Env[Any, Any]] = []
+            try:
+                for _ in range(num_envs):
+                    envs.append(factory())
+                # copy=False: every result is encoded before the next call can overwrite it.
+                self._vector = SyncVectorEnv(
+                    [functools.partial(_built, env) for env in envs],
+                    copy=False,
+                    autoreset_mode=autoreset_mode,
+                )
+            except BaseException:
+                for env in envs:  # a failure part-way must not leak the envs already built
+                    env.close()
+                raise
             self._envs = self._vector.envs
         self._episode_ids = [""] * num_envs
         self._step_counts = np.zeros(num_envs, dtype=np.int64)
@@ -156,11 +171,14 @@ class EnvHost:
 
     def set_attr(self, name: str, values: Any, *, per_env: bool) -> None:
         """Set attribute ``name``; ``values`` holds one value per env when ``per_env``."""
+        if per_env and len(values) != self.num_envs:
+            raise ValueError(f"{len(values)} values for {self.num_envs} env(s) of this session")
         if self._single is not None:
             self._single.set_wrapper_attr(name, values[0] if per_env else values)
             return
         assert self._vector is not None
-        self._vector.set_attr(name, list(values) if per_env else values)
+        # SyncVectorEnv reads a list as one value per env: a shared list must be repeated.
+        self._vector.set_attr(name, list(values) if per_env else [values] * self.num_envs)
 
     def state(self) -> Any:
         """Return each env's episode state: id, step count, and the env's own ``state``.
@@ -179,8 +197,8 @@ class EnvHost:
         if callable(own):
             own = own()
         if isinstance(own, dict):
-            state.update(own)
-        elif own is not None:
+            return {**own, **state}  # the session's episode bookkeeping wins
+        if own is not None:
             state["state"] = own
         return state
 

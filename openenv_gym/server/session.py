@@ -20,7 +20,7 @@ from typing import Any
 
 from gymnasium.vector import AutoresetMode
 
-from openenv_gym.errors import OpenEnvError, ProtocolError, VersionMismatchError
+from openenv_gym.errors import DecodeError, OpenEnvError, ProtocolError, VersionMismatchError
 from openenv_gym.protocol import codec
 from openenv_gym.protocol.messages import (
     PROTOCOL_VERSION,
@@ -83,7 +83,11 @@ def _type_name(exc: BaseException) -> str:
     )
 
 
-def _details(exc: Exception) -> dict[str, Any] | None:
+def _truncate(text: str, limit: int = 16384) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more chars)"
+
+
+def _details(exc: BaseException) -> dict[str, Any] | None:
     """Machine-readable fields a client needs to rebuild a typed error."""
     if isinstance(exc, VersionMismatchError):
         return {"client_version": exc.client_version, "server_version": exc.server_version}
@@ -147,15 +151,19 @@ class Session:
                 )
             result = self._handlers[op](body)
             return codec.encode([Status.OK, request_id, result], max_bytes=self.max_message_bytes)
-        except Exception as exc:  # any failure becomes an error reply; the session lives on
+        except (Exception, SystemExit) as exc:  # an error reply; the session and server live on
             return self._error_reply(request_id, exc)
 
-    def _error_reply(self, request_id: int, exc: Exception) -> bytes:
+    def refuse(self, reason: str) -> bytes:
+        """Return the error reply for a frame refused before decoding (e.g. a text frame)."""
+        return self._error_reply(0, DecodeError(reason))
+
+    def _error_reply(self, request_id: int, exc: BaseException) -> bytes:
         if not isinstance(exc, (ProtocolError, SessionStateError)):
             logger.info("request %d failed: %s: %s", request_id, _type_name(exc), exc)
         body = ErrorBody(
             type=_type_name(exc),
-            message=str(exc),
+            message=_truncate(str(exc)),
             traceback="".join(traceback.format_exception(exc)) if self.debug else None,
             details=_details(exc),
         )

@@ -167,3 +167,29 @@ def test_session_state_reports_episode_and_step_count(client: Client) -> None:
     client.ok(Op.STEP, np.int64(1))
     state = client.ok(Op.STATE)
     assert state["step_count"] == 1 and isinstance(state["episode_id"], str)
+
+
+def test_session_refuses_private_names_through_wrapper_accessors(client: Client) -> None:
+    open_session(client)
+    for args in (["_np_random"], ["_max_episode_steps", 3]):
+        error = client.error(Op.CALL, {"name": "get_wrapper_attr", "args": args})
+        assert "private" in error["message"]
+    assert client.ok(Op.CALL, {"name": "get_wrapper_attr", "args": ["gravity"]}) == 9.8
+
+
+def test_session_set_attr_shares_one_list_value_across_envs(client: Client) -> None:
+    open_session(client, num_envs=3, autoreset_mode=AutoresetMode.NEXT_STEP.value)
+    client.ok(Op.SET_ATTR, {"name": "tag", "values": [1, 2], "per_env": False})
+    assert client.ok(Op.GET_ATTR, {"name": "tag"}) == ([1, 2], [1, 2], [1, 2])
+    client.ok(Op.SET_ATTR, {"name": "tag", "values": [7, 8, 9], "per_env": True})
+    assert client.ok(Op.GET_ATTR, {"name": "tag"}) == (7, 8, 9)
+    error = client.error(Op.SET_ATTR, {"name": "tag", "values": [1], "per_env": True})
+    assert "1 values for 3 env(s)" in error["message"]
+
+
+def test_session_request_bodies_are_validated_strictly(client: Client) -> None:
+    client.ok(Op.HELLO, {"protocol_version": PROTOCOL_VERSION})
+    error = client.error(Op.MAKE, {"env_id": "CartPole-v1", "num_envs": "2"})
+    assert "num_envs" in error["message"]
+    status, request_id, body = client.raw(codec.encode([True, 5, None]))
+    assert status == Status.ERROR and request_id == 0 and "op must be an integer" in body["message"]
