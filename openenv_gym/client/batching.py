@@ -1,8 +1,8 @@
-"""Split batched actions across shards and join shard results into one batch.
+"""Split batched actions across shards and join shard observations into one batch.
 
-Joining must give exactly what one ``SyncVectorEnv`` over all envs would: observations as
-``gymnasium.vector.utils.concatenate`` lays them out, and infos as ``VectorEnv._add_info`` builds
-them (same keys in the same order, same dtypes, same ``_key`` masks, same fill values).
+Joining must give exactly what one ``SyncVectorEnv`` over all envs would, laid out as
+``gymnasium.vector.utils.concatenate`` does. (Infos are joined by replaying the servers' info
+merges through ``VectorEnv._add_info``; see ``server/host.py``.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["concat_batches", "merge_infos", "slice_batch"]
+__all__ = ["concat_batches", "slice_batch"]
 
 _ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -77,58 +77,3 @@ def _(single_space: spaces.Tuple[Any], batches: Sequence[Any]) -> Any:
         concat_batches(sub, [batch[index] for batch in batches])
         for index, sub in enumerate(single_space)
     )
-
-
-def _empty_like_batch(value: np.ndarray[Any, Any], num_envs: int) -> np.ndarray[Any, Any]:
-    """Start a key as ``_add_info`` does: zeros, or ``None`` for object arrays."""
-    if value.dtype.hasobject:
-        return np.full((num_envs, *value.shape[1:]), None, dtype=object)
-    return np.zeros((num_envs, *value.shape[1:]), dtype=value.dtype)
-
-
-def _is_mask(key: Any, info: dict[Any, Any]) -> bool:
-    return isinstance(key, str) and key.startswith("_") and key[1:] in info
-
-
-def merge_infos(
-    shard_infos: Sequence[dict[Any, Any]], offsets: Sequence[int], num_envs: int
-) -> dict[Any, Any]:
-    """Join vector info dicts of consecutive shards into the info dict of all envs.
-
-    Args:
-        shard_infos: each shard's vector info dict (arrays of the shard's length + masks).
-        offsets: index of each shard's first env.
-        num_envs: total number of envs.
-
-    Returns:
-        The vector info dict ``SyncVectorEnv`` would return for all envs together.
-
-    """
-    merged: dict[Any, Any] = {}
-    for info, offset in zip(shard_infos, offsets, strict=True):
-        if info:
-            _merge_into(merged, info, offset, num_envs)
-    return merged
-
-
-def _merge_into(merged: dict[Any, Any], info: dict[Any, Any], offset: int, num_envs: int) -> None:
-    for key, value in info.items():
-        if _is_mask(key, info):
-            continue
-        mask = info.get(f"_{key}")
-        if isinstance(value, dict):
-            nested = merged.get(key, {})
-            _merge_into(nested, value, offset, num_envs)
-            array = nested
-        else:
-            value = np.asarray(value)
-            array = merged.get(key)
-            if array is None:
-                array = _empty_like_batch(value, num_envs)
-            array[offset : offset + len(value)] = value
-        merged_mask = merged.get(f"_{key}")
-        if merged_mask is None:
-            merged_mask = np.zeros(num_envs, dtype=np.bool_)
-        if mask is not None:
-            merged_mask[offset : offset + len(mask)] = mask
-        merged[key], merged[f"_{key}"] = array, merged_mask

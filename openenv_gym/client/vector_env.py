@@ -21,7 +21,7 @@ from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoA
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from openenv_gym.client.batching import _ARRAY_SPACES, concat_batches, merge_infos, slice_batch
+from openenv_gym.client.batching import _ARRAY_SPACES, concat_batches, slice_batch
 from openenv_gym.client.connection import DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, Connection
 from openenv_gym.client.env import open_session
 from openenv_gym.errors import CallTimeoutError, InvalidActionError, RemoteError
@@ -158,6 +158,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self.max_episode_steps = first.max_episode_steps
 
     @property
+    def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
+        """Each env's ``np_random_seed``, as ``SyncVectorEnv`` reports them."""
+        return self.get_attr("np_random_seed")
+
+    @property
     def urls(self) -> list[str]:
         """The server URL of each shard, in env order."""
         return [shard.connection.url for shard in self._shards]
@@ -209,14 +214,14 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
         """Wait for the reset sent by :meth:`reset_async` and return ``(obs, infos)``."""
         replies = self._wait(_Pending.RESET, "reset_wait", timeout)
-        infos: list[dict[str, Any]] = []
+        merges: list[Any] = []
         for shard, reply in zip(self._shards, replies, strict=True):
             if reply is None:
-                infos.append({})
+                merges.append([])
             else:
-                shard.last_obs, info = reply
-                infos.append(info)
-        return self._join_obs(), self._join_infos(infos)
+                shard.last_obs, info_merges = reply
+                merges.append(info_merges)
+        return self._join_obs(), self._join_infos(merges)
 
     def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:
         if seed is None:
@@ -287,9 +292,9 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         """
         replies = self._wait(_Pending.STEP, "step_wait", timeout)
         if len(replies) == 1:
-            obs, rewards, terminations, truncations, infos = replies[0]
+            obs, rewards, terminations, truncations, info_merges = replies[0]
             self._shards[0].last_obs = obs
-            return obs, rewards, terminations, truncations, infos
+            return obs, rewards, terminations, truncations, self._join_infos([info_merges])
         for shard, reply in zip(self._shards, replies, strict=True):
             shard.last_obs = reply[0]
         return (
@@ -436,10 +441,13 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             self.single_observation_space, [shard.last_obs for shard in self._shards]
         )
 
-    def _join_infos(self, infos: list[dict[str, Any]]) -> dict[str, Any]:
-        if len(infos) == 1:
-            return infos[0]
-        return merge_infos(infos, [shard.start for shard in self._shards], self.num_envs)
+    def _join_infos(self, shard_merges: list[list[Any]]) -> dict[str, Any]:
+        """Replay every shard's info merges, in env order, through gymnasium's ``_add_info``."""
+        infos: dict[str, Any] = {}
+        for shard, merges in zip(self._shards, shard_merges, strict=True):
+            for index, info in merges:
+                infos = self._add_info(infos, info, shard.start + index)
+        return infos
 
     def close_extras(self, **kwargs: Any) -> None:
         """Close every shard's session and connection, and stop owned local servers."""

@@ -3,8 +3,14 @@
 A host runs either one plain ``gymnasium.Env`` (``autoreset_mode=None``: what ``RemoteEnv``
 asks for) or a batch of ``num_envs`` envs stepped by gymnasium's own ``SyncVectorEnv`` in the
 requested autoreset mode. Using ``SyncVectorEnv`` itself keeps the batched semantics (autoreset,
-partial resets, info masks, ``final_obs``) exactly gymnasium's: the server does the autoreset,
-so a reset never costs the client an extra round trip.
+partial resets, ``final_obs``) exactly gymnasium's: the server does the autoreset, so a reset
+never costs the client an extra round trip.
+
+Batched infos travel as the list of ``[env_index, info]`` merges ``SyncVectorEnv`` performs, in
+order, not as merged arrays: a client holding several shards replays them all through
+gymnasium's own ``VectorEnv._add_info``, which gives exactly the dtypes one ``SyncVectorEnv``
+over every env would (an info array's dtype comes from the first env, across all shards, that
+sets the key). Envs that return no info cost nothing on the wire.
 """
 
 from __future__ import annotations
@@ -30,6 +36,19 @@ logger = logging.getLogger("openenv_gym.server")
 
 def _built(env: Env[Any, Any]) -> Env[Any, Any]:
     return env
+
+
+class _InfoRecordingSyncVectorEnv(SyncVectorEnv):
+    """A ``SyncVectorEnv`` that records each ``(env index, info)`` merge instead of merging."""
+
+    info_merges: list[list[Any]]
+
+    def _add_info(
+        self, vector_infos: dict[str, Any], env_info: dict[str, Any], env_num: int
+    ) -> dict[str, Any]:
+        if env_info:
+            self.info_merges.append([env_num, env_info])
+        return vector_infos
 
 
 def _portable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +91,7 @@ class EnvHost:
             raise ValueError(f"num_envs must be 1 for a single env, >= 1 for a batch: {num_envs}")
         self.num_envs = num_envs
         self.autoreset_mode = autoreset_mode
-        self._vector: SyncVectorEnv | None = None
+        self._vector: _InfoRecordingSyncVectorEnv | None = None
         self._single: Env[Any, Any] | None = None
         if autoreset_mode is None:
             self._single = factory()
@@ -83,7 +102,7 @@ class EnvHost:
                 for _ in range(num_envs):
                     envs.append(factory())
                 # copy=False: every result is encoded before the next call can overwrite it.
-                self._vector = SyncVectorEnv(
+                self._vector = _InfoRecordingSyncVectorEnv(
                     [functools.partial(_built, env) for env in envs],
                     copy=False,
                     autoreset_mode=autoreset_mode,
@@ -113,26 +132,31 @@ class EnvHost:
     def reset(
         self, seed: int | list[int | None] | None, options: dict[str, Any] | None
     ) -> list[Any]:
-        """Reset and return ``[obs, info]`` (batched for a vector host)."""
+        """Reset and return ``[obs, info]``; batched: ``[obs, info merges]`` (see module doc)."""
         if self._single is not None:
             obs, info = self._single.reset(seed=seed, options=options)  # type: ignore[arg-type]
             self._new_episodes(np.ones(1, dtype=bool))
             return [obs, info]
         assert self._vector is not None
         mask = None if options is None else options.get("reset_mask")
-        obs, info = self._vector.reset(seed=seed, options=options)
+        self._vector.info_merges = []
+        obs, _ = self._vector.reset(seed=seed, options=options)
         self._new_episodes(np.ones(self.num_envs, dtype=bool) if mask is None else mask)
-        return [obs, info]
+        return [obs, self._vector.info_merges]
 
     def step(self, actions: Any) -> list[Any]:
-        """Step and return ``[obs, reward, terminated, truncated, info]``."""
+        """Step and return ``[obs, reward, terminated, truncated, info]``.
+
+        Batched: arrays of rewards and flags, and the info merges (see the module doc).
+        """
         if self._single is not None:
             result = self._single.step(actions)
             self._step_counts += 1
             return list(result)
         assert self._vector is not None
         was_done = self._vector._autoreset_envs.copy()
-        obs, rewards, terminations, truncations, infos = self._vector.step(actions)
+        self._vector.info_merges = []
+        obs, rewards, terminations, truncations, _ = self._vector.step(actions)
         self._step_counts += 1
         if self.autoreset_mode is AutoresetMode.NEXT_STEP and was_done.any():
             self._new_episodes(was_done)
@@ -140,7 +164,7 @@ class EnvHost:
             done = terminations | truncations
             if done.any():
                 self._new_episodes(done)
-        return [obs, rewards, terminations, truncations, infos]
+        return [obs, rewards, terminations, truncations, self._vector.info_merges]
 
     def _new_episodes(self, mask: np.ndarray[Any, Any]) -> None:
         self._step_counts[mask] = 0

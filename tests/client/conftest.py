@@ -12,9 +12,10 @@ import pytest
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from openenv_gym.client.vector_env import RemoteVectorEnv
 from openenv_gym.providers.local import LocalProvider
 
-GYM_VECTOR_ENVS = [
+VECTOR_SPECS = [
     "CartPole-v1",
     "MountainCar-v0",
     "MountainCarContinuous-v0",
@@ -25,16 +26,10 @@ GYM_VECTOR_ENVS = [
     "CliffWalking-v1",
     "Taxi-v4",
     "Blackjack-v1",
-]
-TEST_VECTOR_ENVS = [
     "openenv_gym.testing.envs:DictTupleEnv",
     "openenv_gym.testing.envs:TextEnv",
     "openenv_gym.testing.envs:MultiDiscreteEnv",
 ]
-VECTOR_SPECS = GYM_VECTOR_ENVS + TEST_VECTOR_ENVS
-
-AssertSame = Callable[[Any, Any, str], None]
-MakeLocalVector = Callable[..., SyncVectorEnv]
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +37,21 @@ def vector_servers() -> Iterator[LocalProvider]:
     """Three local servers hosting every env the vector tests use, shared by all of them."""
     with LocalProvider(VECTOR_SPECS, num_servers=3) as provider:
         yield provider
+
+
+@pytest.fixture
+def remote_vector(vector_servers: LocalProvider) -> Iterator[Callable[..., RemoteVectorEnv]]:
+    """Build RemoteVectorEnvs on the shared servers (``shards`` of them); closed at teardown."""
+    built: list[RemoteVectorEnv] = []
+
+    def make(env_id: str, num_envs: int, shards: int = 1, **kwargs: Any) -> RemoteVectorEnv:
+        env = RemoteVectorEnv(env_id, num_envs, urls=vector_servers.urls[:shards], **kwargs)
+        built.append(env)
+        return env
+
+    yield make
+    for env in built:
+        env.close()
 
 
 def make_single_local(env_id: str, **kwargs: Any) -> gymnasium.Env[Any, Any]:
@@ -63,7 +73,7 @@ def _make_local_vector(
 
 
 @pytest.fixture
-def make_local_vector() -> Iterator[MakeLocalVector]:
+def make_local_vector() -> Iterator[Callable[..., SyncVectorEnv]]:
     """Build in-process ``SyncVectorEnv`` twins of remote vector envs; closed at teardown."""
     built: list[SyncVectorEnv] = []
 
@@ -111,6 +121,6 @@ def _assert_same(actual: Any, expected: Any, path: str = "value") -> None:
 
 
 @pytest.fixture(scope="session")
-def assert_same() -> AssertSame:
+def assert_same() -> Callable[[Any, Any, str], None]:
     """The recursive exact comparison (type, dtype, shape, key order, value, NaN)."""
     return _assert_same
