@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from openenv_gym.bench import latency, throughput, wire
+from openenv_gym.bench import latency, openenv_peer, throughput, wire
 
 __all__ = ["main"]
 
 FULL_NUM_ENVS = [1, 16, 64, 256, 1024]
 QUICK_NUM_ENVS = [16, 256]
+FULL_OPENENV_SESSIONS = [1, 16, 64]
+QUICK_OPENENV_SESSIONS = [16]
 
 
 def _progress(total: int) -> Any:
@@ -52,6 +54,10 @@ def _ratios(results: list[throughput.ThroughputResult]) -> dict[str, float]:
         baseline = rates.get(("SyncVectorEnv", num_envs))
         if backend.startswith("RemoteVectorEnv") and baseline:
             ratios[f"{backend} / SyncVectorEnv @ {num_envs}"] = rate / baseline
+    ours = [r.steps_per_second for r in results if r.backend.startswith("RemoteVectorEnv")]
+    theirs = [r.steps_per_second for r in results if r.backend == openenv_peer.BACKEND_NAME]
+    if ours and theirs:
+        ratios["best RemoteVectorEnv / best OpenEnv (any N sessions)"] = max(ours) / max(theirs)
     return ratios
 
 
@@ -75,6 +81,9 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {backend} | " + " | ".join(cells) + " |")
     lines += ["", "## Ratios against baselines of the same run", ""]
     lines += [f"- {name}: **{value:.2f}x**" for name, value in report["ratios"].items()]
+    peer = report.get("openenv") or {}
+    if peer.get("skipped"):
+        lines += ["", f"OpenEnv rows skipped: {peer['skipped']}"]
     lat = report.get("latency")
     if lat:
         lines += [
@@ -86,6 +95,12 @@ def _markdown(report: dict[str, Any]) -> str:
             f"- bare websockets echo round trip p50 {lat['echo_p50_us']:.0f} µs, "
             f"p99 {lat['echo_p99_us']:.0f} µs",
         ]
+        if peer.get("latency_sync"):
+            theirs = peer["latency_sync"]
+            lines.append(
+                f"- OpenEnv client step ({peer['version']}) p50 {theirs['p50_us']:.0f} µs, "
+                f"p99 {theirs['p99_us']:.0f} µs"
+            )
     size = report.get("wire")
     if size:
         lines += [
@@ -97,7 +112,13 @@ def _markdown(report: dict[str, Any]) -> str:
             f"**{size['overhead_ratio']:.3f}x**",
             f"- codec: encode {size['encode_us']:.1f} µs, decode {size['decode_us']:.1f} µs "
             "per reply",
+            f"- bytes per env-step at {size['num_envs']} envs: {size['bytes_per_env_step']:.1f}",
         ]
+        if peer.get("wire"):
+            lines.append(
+                f"- OpenEnv bytes per env-step (request + reply on the wire, one session): "
+                f"{peer['wire']['bytes_per_step']:.1f}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -129,6 +150,26 @@ def _plot(report: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _openenv(
+    args: argparse.Namespace, duration: float, repeats: int, latency_steps: int, advance: Any
+) -> dict[str, Any]:
+    """OpenEnv's own server and client on the same env, or why its rows are skipped."""
+    if "openenv" not in args.backends:
+        return {"skipped": "not requested (--backends)"}
+    ok, why = openenv_peer.available()
+    if not ok:
+        return {"skipped": f"{why} (pip install 'openenv-gym[openenv]')"}
+    sessions = QUICK_OPENENV_SESSIONS if args.quick else FULL_OPENENV_SESSIONS
+    return openenv_peer.run(
+        args.env,
+        sessions,
+        duration=duration,
+        repeats=repeats,
+        latency_steps=latency_steps,
+        progress=advance,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openenv-gym bench", description=__doc__)
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id")
@@ -137,8 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backends",
         nargs="+",
-        default=["sync", "async", "remote"],
-        choices=["sync", "async", "remote"],
+        default=["sync", "async", "remote", "openenv"],
+        choices=["sync", "async", "remote", "openenv"],
     )
     parser.add_argument("--duration", type=float, help="seconds per measurement")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (median kept)")
@@ -163,12 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             sum(1 for n in num_envs for b in chosen if b.max_envs is None or n <= b.max_envs)
             * repeats
             + 2
+            + (len(QUICK_OPENENV_SESSIONS if args.quick else FULL_OPENENV_SESSIONS) * repeats + 3)
+            * ("openenv" in args.backends)
         )
         advance, finish = _progress(runs)
         try:
             results = throughput.run_throughput(
                 args.env, num_envs, chosen, duration=duration, repeats=repeats, progress=advance
             )
+            peer = _openenv(args, duration, repeats, latency_steps, advance)
+            results += peer.get("throughput", [])
             lat = latency.run(args.env, latency_steps, repeats=1 if args.quick else 3)
             advance("latency")
             size = wire.measure(args.env, num_envs=256)
@@ -186,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratios": _ratios(results),
         "latency": lat,
         "wire": size,
+        "openenv": {k: v for k, v in peer.items() if k != "throughput"},
     }
     report["ratios"]["RemoteEnv.step p50 / websockets echo p50"] = lat["ratio_p50"]
     report["ratios"]["wire bytes / raw payload @ 256 envs"] = size["overhead_ratio"]
