@@ -3,12 +3,15 @@
 ``websockets.sync`` reads frames in a background thread and hands each message to the caller
 through a condition variable: two thread switches per reply, a large share of a loopback round
 trip. Request/reply traffic does not need that thread, so this transport drives websockets'
-own sans-I/O ``ClientProtocol`` (handshake, framing, masking, ping/pong, close) directly from
-the caller: ``send`` writes, ``recv`` reads until a whole message is there.
+own sans-I/O ``ClientProtocol`` (handshake, framing, ping/pong, close) directly from the
+caller: ``send`` writes, ``recv`` reads until a whole message is there. Whole binary frames,
+the common case, are built and parsed by ``protocol.framing``.
 """
 
 from __future__ import annotations
 
+import math
+import select
 import socket
 import time
 from collections import deque
@@ -19,6 +22,8 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
+
+from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
 
 __all__ = ["BlockingWebSocket", "TransportError"]
 
@@ -57,6 +62,10 @@ class BlockingWebSocket:
         except OSError as exc:
             raise TransportError(f"cannot connect: {exc}") from exc
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock.settimeout(None)  # blocking; reads are bounded with poll() instead
+        self._poller = select.poll()
+        self._poller.register(self._sock, select.POLLIN)
+        self._max_size = max_size
         self._protocol = ClientProtocol(uri, max_size=max_size)
         self._messages: deque[bytes | str] = deque()
         self._fragments: list[bytes] = []
@@ -83,8 +92,7 @@ class BlockingWebSocket:
         """
         if self._protocol.state is not State.OPEN:
             raise self._closed()
-        self._protocol.send_binary(data)
-        self._flush()
+        self._write(binary_frame(data, mask=True))
 
     def recv(self, timeout: float | None = None) -> bytes | str:
         """Return the next message, waiting at most ``timeout`` seconds (``None``: forever).
@@ -115,11 +123,12 @@ class BlockingWebSocket:
 
     def _flush(self) -> None:
         data = self._protocol.data_to_send()
-        if not data:
-            return
+        if data:
+            self._write(b"".join(data))
+
+    def _write(self, data: bytes) -> None:
         try:
-            self._sock.settimeout(None)
-            self._sock.sendall(b"".join(data))
+            self._sock.sendall(data)
         except OSError:
             self._protocol.receive_eof()
             self._sock.close()
@@ -129,16 +138,20 @@ class BlockingWebSocket:
         """Read once from the socket and process the events; raise on timeout or close."""
         if self._sock.fileno() < 0:
             raise self._closed()
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError("timed out")
-        self._sock.settimeout(remaining)
+        if deadline is not None:
+            # The socket stays blocking; poll() bounds the wait without toggling its mode.
+            remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self._poller.poll(remaining_ms):
+                raise TimeoutError("timed out")
         try:
             data = self._sock.recv(_READ_SIZE)
-        except TimeoutError:
-            raise
         except OSError:
             data = b""
+        if data and self._simple_frames_only():
+            payload = parse_binary_frame(data, masked=False, max_size=self._max_size)
+            if payload is not None:
+                self._messages.append(payload)
+                return
         if data:
             self._protocol.receive_data(data)
         else:
@@ -152,6 +165,14 @@ class BlockingWebSocket:
         if not data:
             self._sock.close()
             raise self._closed()
+
+    def _simple_frames_only(self) -> bool:
+        """Tell whether no partial frame is pending, so a whole frame may bypass the protocol."""
+        return (
+            self._protocol.state is State.OPEN
+            and not self._fragments
+            and not self._protocol.reader.buffer
+        )
 
     def _closed(self) -> ConnectionClosed:
         rcvd, sent = self._protocol.close_rcvd, self._protocol.close_sent

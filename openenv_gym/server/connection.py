@@ -4,7 +4,8 @@ websockets' own ``ServerProtocol`` (sans-I/O) does the HTTP upgrade, framing, pi
 closing handshake; this class feeds it the socket's bytes (read into one reused buffer) and,
 for each whole message, calls the session synchronously and writes the reply. There is no
 per-connection task and no queue between the socket and the session: a request is served
-inside the callback that delivered it, which keeps a loopback round trip near the floor.
+inside the callback that delivered it, which keeps a loopback round trip near the floor. A read
+that is exactly one whole binary frame (the common case) is parsed by ``protocol.framing``.
 
 Plain ``GET /healthz`` is answered ``200 ok`` without an upgrade.
 """
@@ -21,6 +22,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
 from openenv_gym.server.session import Session
 
 __all__ = ["WebSocketConnection"]
@@ -55,6 +57,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._new_session = new_session
         self._on_close = on_close
         self._protocol = ServerProtocol(max_size=max_message_bytes)
+        self._max_size = max_message_bytes
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
         self._fragments: list[bytes] = []
@@ -73,7 +76,13 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:  # noqa: D102
-        self._protocol.receive_data(bytes(self._buffer[:nbytes]))
+        chunk = bytes(self._buffer[:nbytes])
+        if self._simple_frames_only():
+            message = parse_binary_frame(chunk, masked=True, max_size=self._max_size)
+            if message is not None:
+                self._serve(message, text=False)
+                return
+        self._protocol.receive_data(chunk)
         self._process_events()
 
     def eof_received(self) -> bool:  # noqa: D102
@@ -128,16 +137,30 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             return
         message = b"".join(self._fragments)
         self._fragments = []
+        self._serve(message, text=self._text)
+
+    def _serve(self, message: bytes, *, text: bool) -> None:
+        """Answer one request message (one reply frame; a closing handshake after CLOSE)."""
         session = self._session
-        if session is None or self._protocol.state is not State.OPEN:
+        if session is None or self._protocol.state is not State.OPEN or self._transport is None:
             return
-        if self._text:
+        if text:
             reply = session.refuse("text frames are refused: the protocol is binary msgpack")
         else:
             reply = session.handle(message)
-        self._protocol.send_binary(reply)
+        self._transport.write(binary_frame(reply, mask=False))
         if session.closed:
             self._protocol.send_close(1000, "session closed")
+            self._flush()
+
+    def _simple_frames_only(self) -> bool:
+        """Tell whether no partial frame is pending, so a whole frame may bypass the protocol."""
+        return (
+            self._session is not None
+            and self._protocol.state is State.OPEN
+            and not self._fragments
+            and not self._protocol.reader.buffer
+        )
 
     def _flush(self) -> None:
         transport = self._transport
