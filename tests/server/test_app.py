@@ -112,3 +112,29 @@ def test_server_sigterm_closes_clients_with_going_away() -> None:
             env.step(np.int64(0))
     env.close()
     provider.close()
+
+
+def test_server_serves_fragmented_and_large_messages(server: LocalProvider) -> None:
+    with connect(server.urls[0], compression=None, proxy=None, max_size=None) as ws:
+        hello = codec.encode([int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION}])
+        ws.send([hello[:3], hello[3:]])  # a fragmented message takes the general parser
+        assert codec.decode(ws.recv(timeout=5))[0] == Status.OK
+        ws.ping()
+        make = codec.encode([int(Op.MAKE), 2, {"env_id": "CartPole-v1"}])
+        ws.send(make)
+        assert codec.decode(ws.recv(timeout=5))[0] == Status.OK
+        big = np.arange(1_000_000, dtype=np.float64)  # 8 MB: many reads on both ends
+        body = {"name": "payload", "values": big, "per_env": False}
+        ws.send(codec.encode([int(Op.SET_ATTR), 3, body]))
+        assert codec.decode(ws.recv(timeout=30))[0] == Status.OK
+        ws.send(codec.encode([int(Op.GET_ATTR), 4, {"name": "payload"}]))
+        status, _, echoed = codec.decode(ws.recv(timeout=30))
+        assert status == Status.OK
+        np.testing.assert_array_equal(echoed, big)
+
+
+def test_remote_env_moves_large_arrays_both_ways(server: LocalProvider) -> None:
+    with openenv_gym.RemoteEnv("CartPole-v1", url=server.urls[0]) as env:
+        big = np.random.default_rng(0).random((512, 1024))  # 4 MB
+        env.set_attr("payload", big)
+        np.testing.assert_array_equal(env.get_attr("payload"), big)

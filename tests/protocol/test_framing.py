@@ -1,0 +1,62 @@
+"""The whole-binary-frame fast path, checked against websockets' own frame codec."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
+
+
+def _parse_with_websockets(data: bytes, *, mask: bool) -> Frame:
+    reader = StreamReader()
+    reader.feed_data(data)
+    parser = Frame.parse(reader.read_exact, mask=mask)
+    try:
+        next(parser)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("incomplete frame")
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
+@pytest.mark.parametrize("mask", [True, False])
+def test_framing_round_trip_matches_websockets(size: int, mask: bool) -> None:
+    payload = os.urandom(size)
+    frame = binary_frame(payload, mask=mask)
+    parsed = _parse_with_websockets(frame, mask=mask)
+    assert parsed.opcode is Opcode.BINARY and parsed.fin and parsed.data == payload
+    assert parse_binary_frame(frame, masked=mask, max_size=None) == payload
+
+
+def test_framing_parses_websockets_frames() -> None:
+    payload = os.urandom(70_000)
+    frame = Frame(Opcode.BINARY, payload).serialize(mask=True, extensions=[])
+    assert parse_binary_frame(frame, masked=True, max_size=None) == payload
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Frame(Opcode.TEXT, b"hello").serialize(mask=True, extensions=[]),
+        Frame(Opcode.BINARY, b"part", fin=False).serialize(mask=True, extensions=[]),
+        Frame(Opcode.PING, b"").serialize(mask=True, extensions=[]),
+        Frame(Opcode.CLOSE, b"\x03\xe8").serialize(mask=True, extensions=[]),
+        binary_frame(b"unmasked", mask=False),  # a server must refuse unmasked frames
+        binary_frame(b"x" * 200, mask=True)[:-1],  # partial read
+        binary_frame(b"x" * 200, mask=True) + binary_frame(b"y", mask=True),  # two frames
+        b"\x82",
+        b"",
+    ],
+)
+def test_framing_leaves_anything_else_to_the_general_parser(frame: bytes) -> None:
+    assert parse_binary_frame(frame, masked=True, max_size=None) is None
+
+
+def test_framing_leaves_oversized_frames_to_the_general_parser() -> None:
+    frame = binary_frame(b"x" * 1000, mask=True)
+    assert parse_binary_frame(frame, masked=True, max_size=999) is None
+    assert parse_binary_frame(frame, masked=True, max_size=1000) == b"x" * 1000
