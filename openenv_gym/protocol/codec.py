@@ -116,9 +116,17 @@ def _decode_array(data: bytes) -> np.ndarray[Any, Any]:
             f"array of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, "
             f"got {len(data) - offset}"
         )
-    if count == 0:
-        return np.empty(shape, dtype=dtype)
+    if count == 0 or dtype.itemsize == 0:
+        return np.zeros(shape, dtype=dtype)  # zero-size strings are all empty
     flat: np.ndarray[Any, Any] = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    if (
+        dtype.kind == "U"
+        and np.frombuffer(data, dtype=dtype.byteorder.replace("|", "=") + "u4", offset=offset).max(
+            initial=0
+        )
+        > 0x10FFFF
+    ):
+        raise DecodeError("unicode array holds a code point above U+10FFFF")
     result: np.ndarray[Any, Any] = flat.reshape(shape).copy()
     return result
 
@@ -140,7 +148,9 @@ def _decode_object_array(data: bytes) -> np.ndarray[Any, Any]:
 
 
 def _encode_scalar(value: np.generic) -> msgpack.ExtType:
-    return msgpack.ExtType(EXT_NPSCALAR, _array_header(value.dtype, ()) + value.tobytes())
+    # An empty np.str_/np.bytes_ has item size 0 yet tobytes() gives one padding character.
+    raw = value.tobytes() if value.dtype.itemsize else b""
+    return msgpack.ExtType(EXT_NPSCALAR, _array_header(value.dtype, ()) + raw)
 
 
 def _decode_scalar(data: bytes) -> np.generic:
@@ -200,19 +210,37 @@ _EXT_DECODERS = {
 }
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    decoder = _EXT_DECODERS.get(code)
-    if decoder is None:
-        raise DecodeError(f"unknown extension type {code}")
-    return decoder(data)
-
+MAX_EXT_DEPTH = 32
+"""How deeply extension types (tuples in tuples, ...) may nest. Each level decodes with a new
+msgpack unpacker on the C stack, so an unbounded depth would let a peer crash the process."""
 
 _local = threading.local()
 
 
+def _ext_hook(code: int, data: bytes) -> Any:
+    decoder = _EXT_DECODERS.get(code)
+    if decoder is None:
+        raise DecodeError(f"unknown extension type {code}")
+    depth = getattr(_local, "depth", 0)
+    if depth >= MAX_EXT_DEPTH:
+        raise DecodeError(f"extension types nested deeper than {MAX_EXT_DEPTH}")
+    _local.depth = depth + 1
+    try:
+        return decoder(data)
+    finally:
+        _local.depth = depth
+
+
 def _packb_nested(value: Any) -> bytes:
     """Pack an extension type's payload with its own Packer (the thread's one is mid-message)."""
-    return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+    depth = getattr(_local, "pack_depth", 0)
+    if depth >= MAX_EXT_DEPTH:
+        raise EncodeError(f"tuples or object arrays nested deeper than {MAX_EXT_DEPTH}")
+    _local.pack_depth = depth + 1
+    try:
+        return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+    finally:
+        _local.pack_depth = depth
 
 
 def _packb(value: Any) -> bytes:
@@ -252,8 +280,8 @@ def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
         data = _packb(value)
     except EncodeError:
         raise
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(f"cannot encode value: {exc}") from exc
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise EncodeError(f"cannot encode value: {type(exc).__name__}: {exc}") from exc
     if max_bytes is not None and len(data) > max_bytes:
         raise MessageTooLargeError(len(data), max_bytes)
     return data
@@ -280,5 +308,5 @@ def decode(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) ->
         return _unpackb(data)
     except DecodeError:
         raise
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError, SystemError) as exc:
         raise DecodeError(f"malformed message: {type(exc).__name__}: {exc}") from exc

@@ -220,10 +220,12 @@ def parse_reply(message: Any) -> tuple[Status, int, Any]:
     if not (isinstance(message, list) and len(message) == 3):
         raise DecodeError("a reply must be an array [status, request_id, body]")
     status, request_id, body = message
+    if type(status) is not int or type(request_id) is not int or request_id < 0:
+        raise DecodeError(f"invalid reply header {status!r}, {request_id!r}")
     try:
-        return Status(status), int(request_id), body
-    except (ValueError, TypeError) as exc:
-        raise DecodeError(f"invalid reply header {status!r}, {request_id!r}") from exc
+        return Status(status), request_id, body
+    except ValueError as exc:
+        raise DecodeError(f"unknown reply status {status!r}") from exc
 
 
 def parse_body(model: type[_ModelT], body: Any) -> _ModelT:

@@ -171,12 +171,12 @@ def space_from_data(data: Any) -> spaces.Space[Any]:
         DecodeError: the data does not describe a supported space.
 
     """
-    if not isinstance(data, dict) or data.get("type") not in _BY_NAME:
-        kind = data.get("type") if isinstance(data, dict) else type(data).__name__
+    kind = data.get("type") if isinstance(data, dict) else type(data).__name__
+    if not isinstance(kind, str) or kind not in _BY_NAME:
         raise DecodeError(f"not a space description: {kind!r}")
     try:
         return _BY_NAME[data["type"]](data)  # type: ignore[no-any-return]
     except DecodeError:
         raise
-    except (KeyError, TypeError, ValueError, AssertionError) as exc:
+    except (KeyError, TypeError, ValueError, AssertionError, OverflowError, RecursionError) as exc:
         raise DecodeError(f"invalid {data['type']} space description: {exc!r}") from exc
