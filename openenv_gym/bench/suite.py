@@ -84,6 +84,12 @@ def _markdown(report: dict[str, Any]) -> str:
     peer = report.get("openenv") or {}
     if peer.get("skipped"):
         lines += ["", f"OpenEnv rows skipped: {peer['skipped']}"]
+    if str(report.get("docker", "")).startswith("skipped"):
+        lines += ["", f"Docker rows {report['docker']}"]
+    cold = report.get("start_to_ready") or {}
+    if cold:
+        lines += ["", "## Start to ready (server start to completed handshake, median of 3)", ""]
+        lines += [f"- {kind}: {value['median_s']:.2f} s" for kind, value in cold.items()]
     lat = report.get("latency")
     if lat:
         lines += [
@@ -150,6 +156,21 @@ def _plot(report: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _docker_status(image: str) -> tuple[bool, str]:
+    """Whether Docker rows can run: an engine answers and ``image`` exists, or why not."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        client.images.get(image)
+    except ImportError:
+        return False, "the Docker SDK is not installed (pip install 'openenv-gym[docker]')"
+    except Exception as exc:
+        return False, f"no engine or no image {image!r} ({type(exc).__name__}: {exc})"
+    return True, "used"
+
+
 def _openenv(
     args: argparse.Namespace, duration: float, repeats: int, latency_steps: int, advance: Any
 ) -> dict[str, Any]:
@@ -178,8 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backends",
         nargs="+",
-        default=["sync", "async", "remote", "openenv"],
-        choices=["sync", "async", "remote", "openenv"],
+        default=["sync", "async", "remote", "docker", "openenv"],
+        choices=["sync", "async", "remote", "docker", "openenv"],
+    )
+    parser.add_argument(
+        "--docker-image", default="openenv-gym:latest", help="server image for docker rows"
     )
     parser.add_argument("--duration", type=float, help="seconds per measurement")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (median kept)")
@@ -193,17 +217,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; return an exit status."""
     args = _parser().parse_args(argv)
     num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
-    duration = args.duration or (0.5 if args.quick else 1.5)
-    repeats = args.repeats or (1 if args.quick else 3)
+    duration = args.duration or (0.5 if args.quick else 1.0)
+    repeats = args.repeats or (1 if args.quick else 2)
     latency_steps = args.latency_steps or (1000 if args.quick else 5000)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    with throughput.backends(args.env, args.servers, args.backends) as chosen:
+    docker_ok, docker_why = (
+        _docker_status(args.docker_image)
+        if "docker" in args.backends
+        else (
+            False,
+            "not requested (--backends)",
+        )
+    )
+    with throughput.backends(
+        args.env,
+        args.servers,
+        args.backends,
+        docker_image=args.docker_image if docker_ok else None,
+    ) as chosen:
         runs = (
             sum(1 for n in num_envs for b in chosen if b.max_envs is None or n <= b.max_envs)
             * repeats
-            + 2
+            + 3
             + (len(QUICK_OPENENV_SESSIONS if args.quick else FULL_OPENENV_SESSIONS) * repeats + 3)
             * ("openenv" in args.backends)
         )
@@ -218,6 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             advance("latency")
             size = wire.measure(args.env, num_envs=256)
             advance("wire size")
+            cold = {"local process": throughput.start_to_ready(args.env, repeats=3)}
+            if docker_ok:
+                cold["docker container"] = throughput.start_to_ready(
+                    args.env, repeats=3, docker_image=args.docker_image
+                )
+            advance("start-to-ready")
         finally:
             finish()
     report = {
@@ -232,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency": lat,
         "wire": size,
         "openenv": {k: v for k, v in peer.items() if k != "throughput"},
+        "start_to_ready": cold,
+        "docker": "used" if docker_ok else f"skipped: {docker_why}",
     }
     report["ratios"]["RemoteEnv.step p50 / websockets echo p50"] = lat["ratio_p50"]
     report["ratios"]["wire bytes / raw payload @ 256 envs"] = size["overhead_ratio"]

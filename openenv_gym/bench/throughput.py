@@ -19,6 +19,7 @@ import gymnasium
 from gymnasium.vector import VectorEnv
 
 from openenv_gym.client.vector_env import RemoteVectorEnv
+from openenv_gym.providers import Provider, start_servers
 from openenv_gym.providers.local import LocalProvider
 
 __all__ = ["Backend", "ThroughputResult", "backends", "measure", "run_throughput"]
@@ -65,9 +66,18 @@ def measure(env: VectorEnv[Any, Any, Any], duration: float, warmup_steps: int = 
 
 
 @contextmanager
-def backends(env_id: str, servers: Sequence[int], names: Sequence[str]) -> Iterator[list[Backend]]:
-    """Yield the requested backends; local servers are started once and shared by runs."""
-    providers: list[LocalProvider] = []
+def backends(
+    env_id: str,
+    servers: Sequence[int],
+    names: Sequence[str],
+    *,
+    docker_image: str | None = None,
+) -> Iterator[list[Backend]]:
+    """Yield the requested backends; servers are started once and shared by runs.
+
+    ``docker`` needs ``docker_image`` (a built server image and a running engine).
+    """
+    providers: list[Provider] = []
     chosen: list[Backend] = []
     try:
         if "sync" in names:
@@ -84,10 +94,22 @@ def backends(env_id: str, servers: Sequence[int], names: Sequence[str]) -> Itera
                         _make_remote(provider.urls[:count]),
                     )
                 )
+        if "docker" in names and servers and docker_image:
+            containers = start_servers(
+                [env_id], num_servers=max(servers), docker_image=docker_image
+            )
+            providers.append(containers)
+            for count in servers:
+                chosen.append(
+                    Backend(
+                        f"RemoteVectorEnv ({count} container{'s' * (count > 1)})",
+                        _make_remote(containers.urls[:count]),
+                    )
+                )
         yield chosen
     finally:
-        for provider in providers:
-            provider.close()
+        for started in providers:
+            started.close()
 
 
 def _make_sync(env_id: str, num_envs: int) -> VectorEnv[Any, Any, Any]:
@@ -133,6 +155,19 @@ def run_throughput(
         ThroughputResult(name, num_envs, statistics.median(rates), rates)
         for (name, num_envs), rates in samples.items()
     ]
+
+
+def start_to_ready(
+    env_id: str, *, repeats: int, docker_image: str | None = None
+) -> dict[str, float]:
+    """Median seconds from starting one server to a completed handshake (process or container)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        provider = start_servers([env_id], docker_image=docker_image)
+        times.append(time.perf_counter() - started)
+        provider.close()
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
 
 
 def cores() -> int:
