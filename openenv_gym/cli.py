@@ -18,6 +18,7 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     from openenv_gym.providers.local import READY_PREFIX
     from openenv_gym.server.app import ServerConfig, run_server
+    from openenv_gym.server.limits import Limits
 
     if not args.specs and not args.allow_any_id:
         print("openenv-gym serve: name env ids to host, or pass --allow-any-id", file=sys.stderr)
@@ -30,6 +31,14 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         debug=args.debug,
         max_message_bytes=args.max_message_bytes,
+        limits=Limits(
+            max_sessions=args.max_sessions,
+            max_envs_per_session=args.max_envs_per_session,
+            max_envs=args.max_envs,
+        ),
+        token=args.token or os.environ.get("OPENENV_GYM_TOKEN") or None,
+        idle_timeout=args.idle_timeout or None,
+        threads=args.threads,
     )
 
     def ready(url: str) -> None:
@@ -192,6 +201,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve.add_argument("--debug", action="store_true", help="send tracebacks in error replies")
     serve.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
+    serve.add_argument("--max-sessions", type=int, default=256, help="per process")
+    serve.add_argument("--max-envs-per-session", type=int, default=4096)
+    serve.add_argument("--max-envs", type=int, default=16384, help="per process")
+    serve.add_argument(
+        "--token", help="shared secret clients must present (default: $OPENENV_GYM_TOKEN)"
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=900.0,
+        help="close sessions idle this many seconds (0: never)",
+    )
+    serve.add_argument(
+        "--threads",
+        action="store_true",
+        help="serve each session on a thread: a hung env stalls only its session",
+    )
     serve.add_argument(
         "--announce",
         action="store_true",

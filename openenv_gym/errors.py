@@ -13,12 +13,14 @@ built-in exception a caller would naturally catch for it::
     │                                 a gymnasium space type the protocol cannot carry
     ├── EndpointError(ConnectionError)
     │   ├── ConnectError              the server could not be reached
+    │   │   └── AuthenticationError   the server refused the token (HTTP 401)
     │   └── ConnectionLostError       the server went away mid-session
     ├── CallTimeoutError(TimeoutError)
     │                                 a server did not answer within the deadline
     ├── RemoteError                   the server raised; ``remote_type`` names the exception
     │   └── (RemoteError, <builtin>)  e.g. a remote ValueError is also a ``ValueError``
     ├── UnknownEnvError(LookupError)  a server does not host the env id asked for
+    ├── CapacityError                 a server is at one of its limits (sessions, envs)
     ├── InvalidActionError(ValueError)
     │                                 a batch of actions does not fit the action space
     └── ServerStartError(RuntimeError)
@@ -35,7 +37,9 @@ import functools
 import gymnasium.error
 
 __all__ = [
+    "AuthenticationError",
     "CallTimeoutError",
+    "CapacityError",
     "ConnectError",
     "ConnectionLostError",
     "DecodeError",
@@ -119,6 +123,10 @@ class ConnectError(EndpointError):
     """The server could not be reached or refused the session."""
 
 
+class AuthenticationError(ConnectError):
+    """The server refused the connection's token (HTTP 401 at the opening handshake)."""
+
+
 class ConnectionLostError(EndpointError):
     """The server closed the connection or went away during a session."""
 
@@ -178,6 +186,32 @@ class UnknownEnvError(OpenEnvError, LookupError):
         hosted = ", ".join(self.hosted) or "none"
         extra = " and any registered gymnasium id" if self.allow_any_id else ""
         return f"env {self.env_id!r} is not hosted here; hosted: {hosted}{extra}"
+
+
+class CapacityError(OpenEnvError):
+    """A server is at one of its limits; the text names the limit, its use and its maximum."""
+
+    def __init__(
+        self,
+        limit: str,
+        current: int,
+        maximum: int,
+        *,
+        requested: bool = False,
+        requested_more: int = 0,
+    ) -> None:
+        super().__init__(limit, current, maximum)
+        self.limit = limit
+        self.current = current
+        self.maximum = maximum
+        self.requested = requested
+        self.requested_more = requested_more
+
+    def __str__(self) -> str:
+        if self.requested:
+            return f"asked for {self.current} {self.limit}, the limit is {self.maximum}"
+        more = f" (asked for {self.requested_more} more)" if self.requested_more else ""
+        return f"at capacity: {self.current}/{self.maximum} {self.limit}{more}"
 
 
 class InvalidActionError(OpenEnvError, ValueError):

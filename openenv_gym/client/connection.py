@@ -7,6 +7,7 @@ shard before it waits for any.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -14,7 +15,9 @@ from websockets.exceptions import ConnectionClosed
 
 from openenv_gym.client.transport import BlockingWebSocket, TransportError
 from openenv_gym.errors import (
+    AuthenticationError,
     CallTimeoutError,
+    CapacityError,
     ConnectError,
     ConnectionLostError,
     DecodeError,
@@ -51,9 +54,12 @@ class Connection:
         connect_timeout: seconds for connecting plus the HELLO handshake.
         call_timeout: default seconds to wait for each reply; ``None`` waits forever.
         max_message_bytes: largest frame accepted or sent.
+        token: the server's shared secret (default: ``$OPENENV_GYM_TOKEN``).
 
     Raises:
         ConnectError: the server cannot be reached or its handshake fails.
+        AuthenticationError: the server refused the token.
+        CapacityError: the server is at its session limit.
         VersionMismatchError: the server speaks another protocol version.
 
     """
@@ -65,17 +71,22 @@ class Connection:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES,
+        token: str | None = None,
     ) -> None:
         self.url = url
+        token = token or os.environ.get("OPENENV_GYM_TOKEN") or None
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         self.call_timeout = call_timeout
         self.max_message_bytes = max_message_bytes
         self._next_id = 1
         self._ws: BlockingWebSocket | None = None
         try:
             self._ws = BlockingWebSocket(
-                url, open_timeout=connect_timeout, max_size=max_message_bytes
+                url, open_timeout=connect_timeout, max_size=max_message_bytes, headers=headers
             )
         except TransportError as exc:
+            if exc.status == 401:
+                raise AuthenticationError(url, "the server refused the token (HTTP 401)") from exc
             raise ConnectError(url, str(exc)) from exc
         try:
             body = self.request(
@@ -85,7 +96,7 @@ class Connection:
                 operation="handshake",
             )
             self.hello = parse_body(HelloReply, body)
-        except VersionMismatchError:
+        except (VersionMismatchError, CapacityError):
             self.close()
             raise
         except OpenEnvError as exc:
@@ -193,7 +204,9 @@ class Connection:
         return remote_error(self.url, error.type, error.message, error.traceback)
 
 
-def probe(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> HelloReply:
+def probe(
+    url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, token: str | None = None
+) -> HelloReply:
     """Connect, complete the protocol handshake, and disconnect: a readiness check.
 
     Raises:
@@ -201,7 +214,7 @@ def probe(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> HelloReply:
         VersionMismatchError: it speaks another protocol version.
 
     """
-    connection = Connection(url, connect_timeout=timeout)
+    connection = Connection(url, connect_timeout=timeout, token=token)
     try:
         connection.request(Op.CLOSE, timeout=timeout)
         return connection.hello

@@ -37,6 +37,7 @@ def open_session(
     connect_timeout: float,
     call_timeout: float | None,
     provider: Provider | None = None,
+    token: str | None = None,
 ) -> tuple[Connection, MakeReply]:
     """Connect to ``url`` and create the session's envs; close the connection on failure."""
     assert url is not None or provider is not None
@@ -44,6 +45,7 @@ def open_session(
         url if url is not None else provider.urls[0],  # type: ignore[union-attr]
         connect_timeout=connect_timeout,
         call_timeout=call_timeout,
+        token=token,
     )
     try:
         request = MakeRequest(
@@ -70,6 +72,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             ``env_id``, owned and stopped by this env: a local process (the embedded default)
             or, with ``docker_image``, a container.
         docker_image: run the owned server in a container of this image.
+        token: the server's shared secret (default: ``$OPENENV_GYM_TOKEN``).
         render_mode: passed to the env on the server.
         connect_timeout: seconds to connect and create the env.
         call_timeout: seconds to wait for each reply; ``None`` waits forever.
@@ -78,7 +81,8 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
 
     Raises:
         ServerStartError: the owned server (process or container) failed to start.
-        ConnectError: the server cannot be reached.
+        ConnectError: the server cannot be reached (``AuthenticationError``: bad token).
+        CapacityError: the server is at one of its limits (sessions, envs).
         RemoteError: the server refused or failed to create the env (e.g. an
             ``UnknownEnvError`` for an id it does not host).
 
@@ -91,6 +95,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         url: str | None = None,
         render_mode: str | None = None,
         docker_image: str | None = None,
+        token: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         **env_kwargs: Any,
@@ -100,6 +105,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             url=url,
             render_mode=render_mode,
             docker_image=docker_image,
+            token=token,
             connect_timeout=connect_timeout,
             call_timeout=call_timeout,
             **env_kwargs,
@@ -121,6 +127,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
                 connect_timeout=connect_timeout,
                 call_timeout=call_timeout,
                 provider=self._provider,
+                token=token,
             )
         except BaseException:
             if self._provider is not None:

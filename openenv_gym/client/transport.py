@@ -31,7 +31,16 @@ _READ_SIZE = 1 << 16  # under malloc's mmap threshold: a larger buffer costs a m
 
 
 class TransportError(Exception):
-    """The connection could not be opened or broke; the text says how."""
+    """The connection could not be opened or broke; the text says how.
+
+    Attributes:
+        status: the HTTP status when the server refused the opening handshake.
+
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class BlockingWebSocket:
@@ -43,13 +52,21 @@ class BlockingWebSocket:
         url: ``ws://host:port/path``.
         open_timeout: seconds to connect and complete the opening handshake.
         max_size: largest message accepted.
+        headers: extra HTTP headers of the opening handshake (e.g. ``Authorization``).
 
     Raises:
         TransportError: the URL is invalid, the server cannot be reached, or the handshake fails.
 
     """
 
-    def __init__(self, url: str, *, open_timeout: float | None, max_size: int | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        open_timeout: float | None,
+        max_size: int | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         deadline = None if open_timeout is None else time.monotonic() + open_timeout
         try:
             uri = parse_uri(url)
@@ -72,7 +89,10 @@ class BlockingWebSocket:
         self._first_opcode = Opcode.BINARY
         self._response: Response | None = None
         try:
-            self._protocol.send_request(self._protocol.connect())
+            request = self._protocol.connect()
+            for name, value in (headers or {}).items():
+                request.headers[name] = value
+            self._protocol.send_request(request)
             self._flush()
             while self._response is None:
                 self._read(deadline)
@@ -81,7 +101,11 @@ class BlockingWebSocket:
             raise TransportError(f"opening handshake failed: {exc}") from exc
         if self._protocol.handshake_exc is not None:
             self._sock.close()
-            raise TransportError(f"opening handshake refused: {self._protocol.handshake_exc}")
+            response = getattr(self._protocol.handshake_exc, "response", None)
+            raise TransportError(
+                f"opening handshake refused: {self._protocol.handshake_exc}",
+                status=getattr(response, "status_code", None),
+            )
 
     def send(self, data: bytes) -> None:
         """Send one binary message.

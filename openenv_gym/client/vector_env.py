@@ -73,6 +73,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             ``docker_image``, containers.
         num_servers: servers to start when ``urls`` is ``None``.
         docker_image: run the owned servers in containers of this image.
+        token: the servers' shared secret (default: ``$OPENENV_GYM_TOKEN``).
         autoreset_mode: gymnasium's autoreset mode (enum or its string value).
         render_mode: passed to every env.
         connect_timeout: seconds to connect and create the envs.
@@ -82,7 +83,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
 
     Raises:
         ServerStartError: an owned server (process or container) failed to start.
-        ConnectError: a server cannot be reached.
+        ConnectError: a server cannot be reached (``AuthenticationError``: bad token).
+        CapacityError: a server is at one of its limits (sessions, envs).
         RemoteError: a server refused or failed to create the envs.
 
     """
@@ -97,6 +99,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         docker_image: str | None = None,
+        token: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         **env_kwargs: Any,
@@ -131,6 +134,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                     env_kwargs=kwargs,
                     connect_timeout=connect_timeout,
                     call_timeout=call_timeout,
+                    token=token,
                 )
                 self._shards.append(_Shard(connection, start, stop))
                 replies.append(reply)

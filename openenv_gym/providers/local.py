@@ -44,8 +44,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 class _Process:
     """One server subprocess, from launch to ready URL."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], token: str | None) -> None:
         self.args = args
+        self.token = token
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             args,
@@ -73,7 +74,7 @@ class _Process:
             if line.startswith(READY_PREFIX):
                 self.url = line[len(READY_PREFIX) :].strip()
         try:
-            probe(self.url, timeout=max(0.1, deadline - time.monotonic()))
+            probe(self.url, timeout=max(0.1, deadline - time.monotonic()), token=self.token)
         except OpenEnvError as exc:
             raise self._failure(f"failed its handshake: {exc}") from exc
         return self.url
@@ -116,6 +117,7 @@ class LocalProvider:
         num_servers: how many server processes.
         startup_timeout: seconds for all of them to become ready.
         extra_args: more ``openenv-gym serve`` options (e.g. ``["--debug"]``).
+        token: a shared secret the servers require (and the readiness handshake presents).
 
     Attributes:
         urls: the ready servers' URLs, one per server.
@@ -132,10 +134,13 @@ class LocalProvider:
         num_servers: int = 1,
         startup_timeout: float = 60.0,
         extra_args: Sequence[str] = (),
+        token: str | None = None,
     ) -> None:
         args = [sys.executable, "-m", "openenv_gym", "serve", *specs]
         args += ["--host", "127.0.0.1", "--port", "0", "--announce", *extra_args]
-        self._processes = [_Process(args) for _ in range(num_servers)]
+        if token:
+            args += ["--token", token]
+        self._processes = [_Process(args, token) for _ in range(num_servers)]
         _live.add(self)
         deadline = time.monotonic() + startup_timeout
         try:

@@ -8,7 +8,9 @@ protocol and serves its own :class:`Session`; requests of one session are answer
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -18,7 +20,8 @@ from collections.abc import Callable, Sequence
 
 from openenv_gym.protocol import codec
 from openenv_gym.server.catalog import EnvCatalog
-from openenv_gym.server.connection import WebSocketConnection
+from openenv_gym.server.connection import ConnectionOptions, WebSocketConnection
+from openenv_gym.server.limits import Limits, Usage
 from openenv_gym.server.session import Session
 
 __all__ = ["ServerConfig", "run_server"]
@@ -41,6 +44,11 @@ class ServerConfig:
         workers: processes sharing the listening socket.
         debug: include tracebacks in error replies.
         max_message_bytes: largest frame accepted.
+        limits: sessions and envs admitted per process.
+        token: shared secret clients must present (``Authorization: Bearer``); ``None``: none.
+        idle_timeout: close sessions that sent nothing for this many seconds (``None``: never).
+        threads: serve each session's requests on a thread, so that a slow or hung env does
+            not stall the other sessions of its process (costs some latency per request).
 
     """
 
@@ -51,6 +59,10 @@ class ServerConfig:
     workers: int = 1
     debug: bool = False
     max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    token: str | None = None
+    idle_timeout: float | None = 900.0
+    threads: bool = False
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -64,8 +76,21 @@ class _App:
     def __init__(self, config: ServerConfig, catalog: EnvCatalog) -> None:
         self.config = config
         self.catalog = catalog
+        self.usage = Usage(config.limits)
         self.connections: set[WebSocketConnection] = set()
         self._all_closed = asyncio.Event()
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(
+                config.limits.max_sessions, thread_name_prefix="openenv-gym-session"
+            )
+            if config.threads
+            else None
+        )
+        self._options = ConnectionOptions(
+            max_message_bytes=config.max_message_bytes,
+            token=config.token,
+            executor=self._executor,
+        )
 
     def _new_session(self) -> Session:
         return Session(
@@ -73,13 +98,12 @@ class _App:
             server_name=f"openenv-gym pid {os.getpid()}",
             debug=self.config.debug,
             max_message_bytes=self.config.max_message_bytes,
+            usage=self.usage,
         )
 
     def _new_connection(self) -> WebSocketConnection:
         connection = WebSocketConnection(
-            self._new_session,
-            max_message_bytes=self.config.max_message_bytes,
-            on_close=self._forget,
+            self._new_session, options=self._options, on_close=self._forget
         )
         self.connections.add(connection)
         self._all_closed.clear()
@@ -99,10 +123,13 @@ class _App:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, _resolve, stop)
         server = await loop.create_server(self._new_connection, sock=sock)
+        sweeper = asyncio.create_task(self._close_idle()) if self.config.idle_timeout else None
         if on_started is not None:
             on_started()
         await stop
         server.close()
+        if sweeper is not None:
+            sweeper.cancel()
         # Requests in flight have already been answered (they run to completion inside the
         # loop's callbacks); now every client gets a going-away close frame.
         for connection in list(self.connections):
@@ -114,6 +141,23 @@ class _App:
                 for connection in list(self.connections):
                     connection.abort()
         await server.wait_closed()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _close_idle(self) -> None:
+        """Close connections idle for longer than ``idle_timeout``, checking now and then."""
+        timeout = self.config.idle_timeout
+        assert timeout is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(timeout / 4, 30.0))
+            now = loop.time()
+            for connection in list(self.connections):
+                connection.close_if_idle(now, timeout)
+
+
+def _resolve_host(host: str) -> str:
+    return str(socket.getaddrinfo(host, None)[0][4][0]) if host else "0.0.0.0"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -148,6 +192,12 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
 
     """
     catalog = EnvCatalog(config.specs, allow_any_id=config.allow_any_id)
+    if not config.token and not ipaddress.ip_address(_resolve_host(config.host)).is_loopback:
+        logger.warning(
+            "serving on %s WITHOUT A TOKEN: anyone who can reach this address can run the hosted "
+            "envs; pass --token (or set OPENENV_GYM_TOKEN)",
+            config.host,
+        )
     sock = _bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     url = f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"

@@ -13,7 +13,12 @@ Plain ``GET /healthz`` is answered ``200 ok`` without an upgrade.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import hmac
 import logging
+import socket
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -25,7 +30,7 @@ from websockets.server import ServerProtocol
 from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
 from openenv_gym.server.session import Session
 
-__all__ = ["WebSocketConnection"]
+__all__ = ["ConnectionOptions", "WebSocketConnection"]
 
 logger = logging.getLogger("openenv_gym.server")
 
@@ -36,14 +41,38 @@ GOING_AWAY = 1001
 _READ_SIZE = 1 << 16
 
 
+@dataclasses.dataclass(frozen=True)
+class ConnectionOptions:
+    """How connections are served.
+
+    Attributes:
+        max_message_bytes: the largest message accepted (larger ones close the connection
+            with code 1009, as RFC 6455 prescribes).
+        token: when set, the opening handshake must carry ``Authorization: Bearer <token>``;
+            anything else gets HTTP 401 before a session exists.
+        executor: run each session's requests on these threads (one at a time per session),
+            so a slow or hung env does not stall other sessions; ``None`` serves inline.
+        keepalive: TCP keepalive (idle, interval, probes) in seconds, so that the kernel
+            reaps half-open connections of vanished clients; ``None`` leaves it off.
+
+    """
+
+    max_message_bytes: int
+    token: str | None = None
+    executor: concurrent.futures.Executor | None = None
+    keepalive: tuple[int, int, int] | None = (30, 10, 3)
+
+
 class WebSocketConnection(asyncio.BufferedProtocol):
     """Serve one client: the opening handshake, then one reply per request message.
 
     Args:
         new_session: builds the session for this connection once the upgrade succeeds.
-        max_message_bytes: the largest message accepted (larger ones close the connection
-            with code 1009, as RFC 6455 prescribes).
+        options: limits, authentication and threading (see :class:`ConnectionOptions`).
         on_close: called once when the connection is gone.
+
+    Attributes:
+        last_activity: ``loop.time()`` of the last request (for idle timeouts).
 
     """
 
@@ -51,13 +80,17 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self,
         new_session: Callable[[], Session],
         *,
-        max_message_bytes: int,
+        options: ConnectionOptions,
         on_close: Callable[[WebSocketConnection], None],
     ) -> None:
         self._new_session = new_session
         self._on_close = on_close
-        self._protocol = ServerProtocol(max_size=max_message_bytes)
-        self._max_size = max_message_bytes
+        self._options = options
+        self._protocol = ServerProtocol(max_size=options.max_message_bytes)
+        self._max_size = options.max_message_bytes
+        self._pending: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._busy = False
+        self.last_activity = 0.0
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
         self._fragments: list[bytes] = []
@@ -69,8 +102,12 @@ class WebSocketConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self.last_activity = asyncio.get_running_loop().time()
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        sock = transport.get_extra_info("socket")
+        if self._options.keepalive is not None and sock is not None:
+            _enable_keepalive(sock, *self._options.keepalive)
 
     def get_buffer(self, sizehint: int) -> memoryview:  # noqa: D102
         return self._buffer
@@ -121,6 +158,9 @@ class WebSocketConnection(asyncio.BufferedProtocol):
     def _handshake(self, request: Request) -> None:
         if request.path.partition("?")[0] == HEALTH_PATH:
             response = self._protocol.reject(HTTPStatus.OK, "ok\n")
+        elif not self._authorized(request):
+            logger.warning("refused a connection from %s: invalid or missing token", self.peer)
+            response = self._protocol.reject(HTTPStatus.UNAUTHORIZED, "invalid or missing token\n")
         else:
             response = self._protocol.accept(request)
         self._protocol.send_response(response)
@@ -139,19 +179,56 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._fragments = []
         self._serve(message, text=self._text)
 
+    def _authorized(self, request: Request) -> bool:
+        if self._options.token is None:
+            return True
+        supplied = request.headers.get("Authorization", "")
+        expected = f"Bearer {self._options.token}"
+        return hmac.compare_digest(supplied.encode(), expected.encode())
+
     def _serve(self, message: bytes, *, text: bool) -> None:
         """Answer one request message (one reply frame; a closing handshake after CLOSE)."""
         session = self._session
         if session is None or self._protocol.state is not State.OPEN or self._transport is None:
             return
-        if text:
-            reply = session.refuse("text frames are refused: the protocol is binary msgpack")
+        self.last_activity = asyncio.get_running_loop().time()
+        if self._options.executor is None:
+            self._reply(session, _answer(session, message, text))
+        elif self._busy:
+            self._pending.append((message, text))  # served in order after the one running
         else:
-            reply = session.handle(message)
+            self._submit(session, message, text)
+
+    def _submit(self, session: Session, message: bytes, text: bool) -> None:
+        self._busy = True
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._options.executor, _answer, session, message, text)
+        future.add_done_callback(lambda done: self._on_answered(session, done))
+
+    def _on_answered(self, session: Session, done: asyncio.Future[bytes]) -> None:
+        self._busy = False
+        if done.cancelled() or self._session is not session:
+            return  # the connection went away meanwhile
+        self._reply(session, done.result())
+        if self._pending and not session.closed:
+            message, text = self._pending.popleft()
+            self._submit(session, message, text)
+
+    def _reply(self, session: Session, reply: bytes) -> None:
+        if self._transport is None or self._protocol.state is not State.OPEN:
+            return
         self._transport.write(binary_frame(reply, mask=False))
         if session.closed:
             self._protocol.send_close(1000, "session closed")
             self._flush()
+
+    def close_if_idle(self, now: float, idle_timeout: float) -> bool:
+        """Close the connection if no request came for ``idle_timeout`` s; tell if it did."""
+        if self._busy or now - self.last_activity < idle_timeout:
+            return False
+        logger.info("closing %s: idle for %.0f s", self.peer, now - self.last_activity)
+        self.close(GOING_AWAY, "idle timeout")
+        return True
 
     def _simple_frames_only(self) -> bool:
         """Tell whether no partial frame is pending, so a whole frame may bypass the protocol."""
@@ -173,3 +250,21 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             transport.write(chunk)
         if self._protocol.close_expected():
             transport.close()  # after the closing handshake the server closes TCP first
+
+
+def _answer(session: Session, message: bytes, text: bool) -> bytes:
+    if text:
+        return session.refuse("text frames are refused: the protocol is binary msgpack")
+    return session.handle(message)
+
+
+def _enable_keepalive(sock: socket.socket, idle: int, interval: int, probes: int) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", interval),
+        ("TCP_KEEPCNT", probes),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:  # Linux has all three; other systems may lack some
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)

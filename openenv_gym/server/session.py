@@ -20,7 +20,13 @@ from typing import Any
 
 from gymnasium.vector import AutoresetMode
 
-from openenv_gym.errors import DecodeError, OpenEnvError, ProtocolError, VersionMismatchError
+from openenv_gym.errors import (
+    CapacityError,
+    DecodeError,
+    OpenEnvError,
+    ProtocolError,
+    VersionMismatchError,
+)
 from openenv_gym.protocol import codec
 from openenv_gym.protocol.messages import (
     PROTOCOL_VERSION,
@@ -40,6 +46,7 @@ from openenv_gym.protocol.messages import (
 )
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.host import EnvHost
+from openenv_gym.server.limits import Limits, Usage
 
 __all__ = ["Session", "SessionState"]
 
@@ -91,6 +98,8 @@ def _details(exc: BaseException) -> dict[str, Any] | None:
     """Machine-readable fields a client needs to rebuild a typed error."""
     if isinstance(exc, VersionMismatchError):
         return {"client_version": exc.client_version, "server_version": exc.server_version}
+    if isinstance(exc, CapacityError):
+        return {"limit": exc.limit, "current": exc.current, "maximum": exc.maximum}
     return None
 
 
@@ -102,6 +111,7 @@ class Session:
         server_name: how the server names itself in HELLO replies.
         debug: send tracebacks in error replies.
         max_message_bytes: the largest frame accepted and sent.
+        usage: the server process's session and env counts, checked against its limits.
 
     """
 
@@ -112,8 +122,12 @@ class Session:
         server_name: str = "openenv-gym",
         debug: bool = False,
         max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES,
+        usage: Usage | None = None,
     ) -> None:
         self.catalog = catalog
+        self.usage = usage or Usage(Limits())
+        self._admitted = False
+        self._reserved_envs = 0
         self.server_name = server_name
         self.debug = debug
         self.max_message_bytes = max_message_bytes
@@ -177,6 +191,12 @@ class Session:
         hello = parse_body(Hello, body)
         if hello.protocol_version != PROTOCOL_VERSION:
             raise VersionMismatchError("", hello.protocol_version, PROTOCOL_VERSION)
+        try:
+            self.usage.open_session()
+        except CapacityError:
+            self.state = SessionState.CLOSED  # refused: the connection closes after the reply
+            raise
+        self._admitted = True
         self.state = SessionState.OPEN
         return HelloReply(
             protocol_version=PROTOCOL_VERSION,
@@ -189,11 +209,18 @@ class Session:
         request = parse_body(MakeRequest, body)
         factory = self.catalog.factory(request.env_id, dict(request.kwargs))
         mode = None if request.autoreset_mode is None else AutoresetMode(request.autoreset_mode)
-        host = EnvHost(factory, num_envs=request.num_envs, autoreset_mode=mode)
+        self.usage.reserve_envs(request.num_envs)
+        try:
+            host = EnvHost(factory, num_envs=request.num_envs, autoreset_mode=mode)
+        except BaseException:
+            self.usage.release_envs(request.num_envs)
+            raise
+        self._reserved_envs = request.num_envs
         try:
             reply = MakeReply(**host.describe()).model_dump()
         except Exception:
             host.close()
+            self._release()
             raise
         self.host = host
         self.state = SessionState.ACTIVE
@@ -230,3 +257,11 @@ class Session:
                 host.close()
             except Exception:
                 logger.exception("closing the envs of a session failed")
+        self._release()
+
+    def _release(self) -> None:
+        self.usage.release_envs(self._reserved_envs)
+        self._reserved_envs = 0
+        if self._admitted:
+            self._admitted = False
+            self.usage.close_session()

@@ -8,13 +8,14 @@ Host them with ``openenv-gym serve openenv_gym.testing.envs:DictTupleEnv`` (entr
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["DictTupleEnv", "MultiDiscreteEnv", "TextEnv"]
+__all__ = ["DictTupleEnv", "MultiDiscreteEnv", "SlowEnv", "TextEnv"]
 
 
 class _EpisodeEnv(gymnasium.Env[Any, Any]):
@@ -132,3 +133,24 @@ class MultiDiscreteEnv(_EpisodeEnv):
         obs = self.np_random.integers(0, 256, (4, 4), dtype=np.uint8)
         info = {"action_sum": np.int64(np.sum(action)), "big": bool(action[0] > 2)}
         return obs, np.float32(np.sum(action)), terminated, truncated, info
+
+
+class SlowEnv(gymnasium.Env[Any, Any]):
+    """CartPole-like spaces, but each step sleeps ``delay`` seconds: a stand-in for a hung env."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = spaces.Discrete(2)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray[Any, Any], float, bool, bool, dict[str, Any]]:
+        time.sleep(self.delay)
+        return np.zeros(2, dtype=np.float32), 0.0, False, False, {}
