@@ -39,6 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
         token=args.token or os.environ.get("OPENENV_GYM_TOKEN") or None,
         idle_timeout=args.idle_timeout or None,
         threads=args.threads,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
     )
 
     def ready(url: str) -> None:
@@ -213,6 +215,8 @@ def _parser() -> argparse.ArgumentParser:
         default=900.0,
         help="close sessions idle this many seconds (0: never)",
     )
+    serve.add_argument("--certfile", help="PEM certificate chain: serve wss:// (TLS)")
+    serve.add_argument("--keyfile", help="PEM private key of --certfile")
     serve.add_argument(
         "--threads",
         action="store_true",

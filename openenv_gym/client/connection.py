@@ -8,6 +8,7 @@ shard before it waits for any.
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from typing import Any
 
@@ -55,6 +56,7 @@ class Connection:
         call_timeout: default seconds to wait for each reply; ``None`` waits forever.
         max_message_bytes: largest frame accepted or sent.
         token: the server's shared secret (default: ``$OPENENV_GYM_TOKEN``).
+        ssl_context: TLS settings for ``wss://`` URLs (default: the system's trusted CAs).
 
     Raises:
         ConnectError: the server cannot be reached or its handshake fails.
@@ -72,6 +74,7 @@ class Connection:
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES,
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         token = token or os.environ.get("OPENENV_GYM_TOKEN") or None
@@ -82,7 +85,11 @@ class Connection:
         self._ws: BlockingWebSocket | None = None
         try:
             self._ws = BlockingWebSocket(
-                url, open_timeout=connect_timeout, max_size=max_message_bytes, headers=headers
+                url,
+                open_timeout=connect_timeout,
+                max_size=max_message_bytes,
+                headers=headers,
+                ssl_context=ssl_context,
             )
         except TransportError as exc:
             if exc.status == 401:
@@ -205,7 +212,11 @@ class Connection:
 
 
 def probe(
-    url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, token: str | None = None
+    url: str,
+    *,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> HelloReply:
     """Connect, complete the protocol handshake, and disconnect: a readiness check.
 
@@ -214,7 +225,7 @@ def probe(
         VersionMismatchError: it speaks another protocol version.
 
     """
-    connection = Connection(url, connect_timeout=timeout, token=token)
+    connection = Connection(url, connect_timeout=timeout, token=token, ssl_context=ssl_context)
     try:
         connection.request(Op.CLOSE, timeout=timeout)
         return connection.hello

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from typing import Any, Literal, SupportsFloat
 
 import gymnasium
@@ -38,6 +39,7 @@ def open_session(
     call_timeout: float | None,
     provider: Provider | None = None,
     token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[Connection, MakeReply]:
     """Connect to ``url`` and create the session's envs; close the connection on failure."""
     assert url is not None or provider is not None
@@ -46,6 +48,7 @@ def open_session(
         connect_timeout=connect_timeout,
         call_timeout=call_timeout,
         token=token,
+        ssl_context=ssl_context,
     )
     try:
         request = MakeRequest(
@@ -73,6 +76,8 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             or, with ``docker_image``, a container.
         docker_image: run the owned server in a container of this image.
         token: the server's shared secret (default: ``$OPENENV_GYM_TOKEN``).
+        ssl_context: TLS settings for a ``wss://`` url (default: the system's trusted CAs).
+            Not pickled: an unpickled env uses the default.
         render_mode: passed to the env on the server.
         connect_timeout: seconds to connect and create the env.
         call_timeout: seconds to wait for each reply; ``None`` waits forever.
@@ -96,6 +101,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         render_mode: str | None = None,
         docker_image: str | None = None,
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         **env_kwargs: Any,
@@ -128,6 +134,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
                 call_timeout=call_timeout,
                 provider=self._provider,
                 token=token,
+                ssl_context=ssl_context,
             )
         except BaseException:
             if self._provider is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import select
 import socket
+import ssl
 import time
 from collections import deque
 
@@ -53,6 +54,7 @@ class BlockingWebSocket:
         open_timeout: seconds to connect and complete the opening handshake.
         max_size: largest message accepted.
         headers: extra HTTP headers of the opening handshake (e.g. ``Authorization``).
+        ssl_context: TLS settings for ``wss://`` (default: the system's trusted CAs).
 
     Raises:
         TransportError: the URL is invalid, the server cannot be reached, or the handshake fails.
@@ -66,18 +68,21 @@ class BlockingWebSocket:
         open_timeout: float | None,
         max_size: int | None,
         headers: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         deadline = None if open_timeout is None else time.monotonic() + open_timeout
         try:
             uri = parse_uri(url)
         except InvalidURI as exc:
             raise TransportError(f"invalid url: {exc}") from exc
-        if uri.secure:
-            raise TransportError("wss:// is not supported by this transport")
         try:
-            self._sock = socket.create_connection((uri.host, uri.port), timeout=open_timeout)
-        except OSError as exc:
+            sock = socket.create_connection((uri.host, uri.port), timeout=open_timeout)
+            if uri.secure:
+                context = ssl_context or ssl.create_default_context()
+                sock = context.wrap_socket(sock, server_hostname=uri.host)
+        except OSError as exc:  # ssl.SSLError included
             raise TransportError(f"cannot connect: {exc}") from exc
+        self._sock = sock
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.settimeout(None)  # blocking; reads are bounded with poll() instead
         self._poller = select.poll()
@@ -162,7 +167,8 @@ class BlockingWebSocket:
         """Read once from the socket and process the events; raise on timeout or close."""
         if self._sock.fileno() < 0:
             raise self._closed()
-        if deadline is not None:
+        tls_buffered = isinstance(self._sock, ssl.SSLSocket) and self._sock.pending() > 0
+        if deadline is not None and not tls_buffered:
             # The socket stays blocking; poll() bounds the wait without toggling its mode.
             remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0 or not self._poller.poll(remaining_ms):

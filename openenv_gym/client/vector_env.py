@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import enum
 import itertools
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -74,6 +75,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         num_servers: servers to start when ``urls`` is ``None``.
         docker_image: run the owned servers in containers of this image.
         token: the servers' shared secret (default: ``$OPENENV_GYM_TOKEN``).
+        ssl_context: TLS settings for ``wss://`` urls (default: the system's trusted CAs).
         autoreset_mode: gymnasium's autoreset mode (enum or its string value).
         render_mode: passed to every env.
         connect_timeout: seconds to connect and create the envs.
@@ -100,6 +102,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         render_mode: str | None = None,
         docker_image: str | None = None,
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         **env_kwargs: Any,
@@ -135,6 +138,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                     connect_timeout=connect_timeout,
                     call_timeout=call_timeout,
                     token=token,
+                    ssl_context=ssl_context,
                 )
                 self._shards.append(_Shard(connection, start, stop))
                 replies.append(reply)

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 
 from openenv_gym.protocol import codec
@@ -49,6 +50,8 @@ class ServerConfig:
         idle_timeout: close sessions that sent nothing for this many seconds (``None``: never).
         threads: serve each session's requests on a thread, so that a slow or hung env does
             not stall the other sessions of its process (costs some latency per request).
+        certfile: PEM certificate chain: serve ``wss://`` (TLS) instead of ``ws://``.
+        keyfile: PEM private key of ``certfile`` (if not inside it).
 
     """
 
@@ -63,6 +66,16 @@ class ServerConfig:
     token: str | None = None
     idle_timeout: float | None = 900.0
     threads: bool = False
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Return the TLS context for ``certfile``/``keyfile``, or ``None`` for plain ``ws://``."""
+        if self.certfile is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.certfile, self.keyfile)
+        return context
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -122,7 +135,9 @@ class _App:
         stop = loop.create_future()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, _resolve, stop)
-        server = await loop.create_server(self._new_connection, sock=sock)
+        server = await loop.create_server(
+            self._new_connection, sock=sock, ssl=self.config.ssl_context()
+        )
         sweeper = asyncio.create_task(self._close_idle()) if self.config.idle_timeout else None
         if on_started is not None:
             on_started()
@@ -200,7 +215,8 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
         )
     sock = _bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
-    url = f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+    scheme = "wss" if config.certfile else "ws"
+    url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
     context = multiprocessing.get_context("fork")
     children = [
         context.Process(target=_worker, args=(config, sock), daemon=True)
