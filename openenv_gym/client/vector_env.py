@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import enum
 import itertools
+import logging
 import ssl
 import time
 from collections.abc import Sequence
@@ -25,12 +26,26 @@ from gymnasium.vector.utils import batch_space
 from openenv_gym.client.batching import _ARRAY_SPACES, concat_batches, slice_batch
 from openenv_gym.client.connection import DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, Connection
 from openenv_gym.client.env import open_session
-from openenv_gym.errors import CallTimeoutError, InvalidActionError, RemoteError
+from openenv_gym.client.recovery import (
+    LOST,
+    flag_reconnected,
+    lost_step_reply,
+    reopen,
+    reset_after_loss,
+)
+from openenv_gym.errors import (
+    CallTimeoutError,
+    ConnectionLostError,
+    InvalidActionError,
+    RemoteError,
+)
 from openenv_gym.protocol.messages import Op
 from openenv_gym.protocol.spaces import space_from_data
 from openenv_gym.providers import start_servers
 
 __all__ = ["RemoteVectorEnv"]
+
+logger = logging.getLogger("openenv_gym.client")
 
 
 class _Pending(enum.Enum):
@@ -48,6 +63,7 @@ class _Shard:
     start: int
     stop: int
     last_obs: Any = None
+    body: Any = None  # the last RESET body sent, to redo it if the shard is lost
 
     @property
     def size(self) -> int:
@@ -80,6 +96,10 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         render_mode: passed to every env.
         connect_timeout: seconds to connect and create the envs.
         call_timeout: seconds to wait for each reply; ``None`` waits forever.
+        reconnect: when a shard's server goes away, re-open its session (on the same URL, or
+            on a replacement server when this env owns its servers) and continue: that
+            shard's envs start fresh episodes, reported as truncated and flagged in
+            ``infos["reconnected"]`` (see ``client/recovery.py``). Off: a typed error.
         **env_kwargs: keyword arguments of every env (``gymnasium.make``'s, including
             ``max_episode_steps``).
 
@@ -105,6 +125,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        reconnect: bool = False,
         **env_kwargs: Any,
     ) -> None:
         if num_envs < 1:
@@ -113,8 +134,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self.num_envs = num_envs
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self._pending = _Pending.NONE
-        self._pending_ids: list[int | None] = []
-        self._pending_args: Any = None
+        self._pending_ids: list[Any] = []
+        self._reconnect = reconnect
         self._shards: list[_Shard] = []
         bounds = _split(num_envs, len(urls) if urls else num_servers)
         self._provider = (
@@ -126,19 +147,19 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         kwargs = dict(env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
+        self._session_args: dict[str, Any] = dict(
+            autoreset_mode=self.autoreset_mode.value,
+            env_kwargs=kwargs,
+            connect_timeout=connect_timeout,
+            call_timeout=call_timeout,
+            token=token,
+            ssl_context=ssl_context,
+        )
         try:
             replies = []
             for (start, stop), url in zip(bounds, targets, strict=False):
                 connection, reply = open_session(
-                    env_id,
-                    url,
-                    num_envs=stop - start,
-                    autoreset_mode=self.autoreset_mode.value,
-                    env_kwargs=kwargs,
-                    connect_timeout=connect_timeout,
-                    call_timeout=call_timeout,
-                    token=token,
-                    ssl_context=ssl_context,
+                    env_id, url, num_envs=stop - start, **self._session_args
                 )
                 self._shards.append(_Shard(connection, start, stop))
                 replies.append(reply)
@@ -215,13 +236,18 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                     ids.append(None)  # nothing to reset here: keep its last observations
                     continue
                 shard_options = {**(options or {}), "reset_mask": shard_mask}
-            body = {"seed": seeds[shard.start : shard.stop], "options": shard_options}
-            ids.append(shard.connection.send(Op.RESET, body))
+            shard.body = {"seed": seeds[shard.start : shard.stop], "options": shard_options}
+            ids.append(self._send(shard, Op.RESET, shard.body))
         self._set_pending(_Pending.RESET, ids)
 
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
         """Wait for the reset sent by :meth:`reset_async` and return ``(obs, infos)``."""
         replies = self._wait(_Pending.RESET, "reset_wait", timeout)
+        for index, reply in enumerate(replies):
+            if reply is LOST:
+                shard = self._shards[index]
+                obs, info_merges = self._recover(index)
+                replies[index] = [obs, flag_reconnected(info_merges, shard.size)]
         merges: list[Any] = []
         for shard, reply in zip(self._shards, replies, strict=True):
             if reply is None:
@@ -281,11 +307,13 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self._check_can_send("step_async")
         actions = self._check_actions(actions)
         if len(self._shards) == 1:
-            ids = [self._shards[0].connection.send(Op.STEP, actions)]
+            ids = [self._send(self._shards[0], Op.STEP, actions)]
         else:
             ids = [
-                shard.connection.send(
-                    Op.STEP, slice_batch(self.single_action_space, actions, shard.start, shard.stop)
+                self._send(
+                    shard,
+                    Op.STEP,
+                    slice_batch(self.single_action_space, actions, shard.start, shard.stop),
                 )
                 for shard in self._shards
             ]
@@ -299,6 +327,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
 
         """
         replies = self._wait(_Pending.STEP, "step_wait", timeout)
+        for index, reply in enumerate(replies):
+            if reply is LOST:
+                replies[index] = lost_step_reply(
+                    self._recover(index, body=None), self._shards[index].size
+                )
         if len(replies) == 1:
             obs, rewards, terminations, truncations, info_merges = replies[0]
             self._shards[0].last_obs = obs
@@ -403,7 +436,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 self._pending.value,
             )
 
-    def _set_pending(self, kind: _Pending, ids: Sequence[int | None]) -> None:
+    def _set_pending(self, kind: _Pending, ids: Sequence[Any]) -> None:
         self._pending, self._pending_ids = kind, list(ids)
 
     def _wait(self, kind: _Pending, name: str, timeout: float | None) -> list[Any]:
@@ -416,24 +449,38 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 f"Calling `{name}` without any prior call to `{kind.value}_async`.", kind.value
             )
         ids, self._pending, self._pending_ids = self._pending_ids, _Pending.NONE, []
-        return self._receive_all(ids, kind.value, timeout)
+        recoverable = kind is not _Pending.CALL
+        return self._receive_all(ids, kind.value, timeout, recoverable=recoverable)
 
     def _receive_all(
-        self, ids: Sequence[int | None], operation: str, timeout: float | None
+        self,
+        ids: Sequence[Any],
+        operation: str,
+        timeout: float | None,
+        *,
+        recoverable: bool = False,
     ) -> list[Any]:
-        """Collect each shard's reply; one deadline for all. ``None`` ids are skipped shards."""
+        """Collect each shard's reply; one deadline for all.
+
+        ``None`` ids are skipped shards. With ``recoverable`` (steps and resets of a
+        ``reconnect`` env) a lost shard's reply is ``LOST`` instead of an error.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Any] = []
         error: BaseException | None = None
         for shard, request_id in zip(self._shards, ids, strict=True):
-            if request_id is None:
-                replies.append(None)
+            if request_id is None or request_id is LOST:
+                replies.append(request_id)  # LOST only comes from _send with reconnect on
                 continue
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 replies.append(
                     shard.connection.receive(request_id, timeout=remaining, operation=operation)
                 )
+            except ConnectionLostError as exc:
+                if not (recoverable and self._reconnect):
+                    error = error or exc
+                replies.append(LOST)
             except (RemoteError, CallTimeoutError) as exc:
                 # Keep draining the other shards so their replies do not go stale; raise after.
                 error = error or exc
@@ -441,6 +488,35 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         if error is not None:
             raise error
         return replies
+
+    def _send(self, shard: _Shard, op: Op, body: Any) -> Any:
+        """Send to a shard; with ``reconnect`` a lost connection gives ``LOST``, not an error."""
+        try:
+            return shard.connection.send(op, body)
+        except ConnectionLostError:
+            if not self._reconnect:
+                raise
+            return LOST
+
+    def _recover(self, index: int, body: Any = ...) -> list[Any]:
+        """Re-open lost shard ``index`` (see ``client/recovery.py``) and reset it."""
+        shard = self._shards[index]
+        shard.connection.close()
+
+        def open_shard(url: str) -> Connection:
+            return open_session(self.env_id, url, num_envs=shard.size, **self._session_args)[0]
+
+        restart = getattr(self._provider, "restart", None)
+        shard.connection = reopen(
+            shard.connection.url, open_shard, None if restart is None else lambda: restart(index)
+        )
+        logger.warning(
+            "envs %d-%d lost their server; fresh episodes on %s",
+            shard.start,
+            shard.stop - 1,
+            shard.connection.url,
+        )
+        return reset_after_loss(shard.connection, shard.body if body is ... else body)
 
     def _join_obs(self) -> Any:
         if len(self._shards) == 1:

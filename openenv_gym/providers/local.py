@@ -150,6 +150,20 @@ class LocalProvider:
             raise
         logger.debug("local servers ready: %s", self.urls)
 
+    def restart(self, index: int, *, startup_timeout: float = 60.0) -> str:
+        """Replace server ``index`` (e.g. after it died) with a new process; return its URL.
+
+        Raises:
+            ServerStartError: the new server failed to start.
+
+        """
+        old = self._processes[index]
+        old.stop()
+        new = _Process(old.args, old.token)
+        self._processes[index] = new
+        self.urls[index] = new.wait_ready(time.monotonic() + startup_timeout)
+        return self.urls[index]
+
     @property
     def pids(self) -> list[int]:
         """Process ids of the servers."""
