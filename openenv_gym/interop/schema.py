@@ -222,18 +222,9 @@ def schema_from_space(space: spaces.Space[Any]) -> dict[str, Any]:
     if isinstance(space, spaces.Box):
         kind = "integer" if np.issubdtype(space.dtype, np.integer) else "number"
         item: dict[str, Any] = {"type": kind}
-        if (
-            np.all(np.isfinite(space.low))
-            and space.low.size
-            and np.all(space.low == space.low.flat[0])
-        ):
-            item["minimum"] = space.low.flat[0].item()
-        if (
-            np.all(np.isfinite(space.high))
-            and space.high.size
-            and np.all(space.high == space.high.flat[0])
-        ):
-            item["maximum"] = space.high.flat[0].item()
+        for key, bound in (("minimum", space.low), ("maximum", space.high)):
+            if bound.size and np.all(np.isfinite(bound)) and np.all(bound == bound.flat[0]):
+                item[key] = bound.flat[0].item()  # a uniform finite bound: state it
         for size in reversed(space.shape):
             item = {"type": "array", "items": item, "minItems": size, "maxItems": size}
         return item
