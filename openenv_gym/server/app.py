@@ -21,7 +21,11 @@ from collections.abc import Callable, Sequence
 
 from openenv_gym.protocol import codec
 from openenv_gym.server.catalog import EnvCatalog
-from openenv_gym.server.connection import ConnectionOptions, WebSocketConnection
+from openenv_gym.server.connection import (
+    ConnectionOptions,
+    OpenEnvHosting,
+    WebSocketConnection,
+)
 from openenv_gym.server.limits import Limits, Usage
 from openenv_gym.server.session import Session
 
@@ -103,6 +107,7 @@ class _App:
             max_message_bytes=config.max_message_bytes,
             token=config.token,
             executor=self._executor,
+            openenv=OpenEnvHosting(catalog, self.usage),
         )
 
     def _new_session(self) -> Session:

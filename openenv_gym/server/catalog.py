@@ -3,7 +3,8 @@
 A server is configured with env specs; a client can only ask for those. A spec is either
 
 * a gymnasium id (``"CartPole-v1"``, or ``"module:Env-v0"`` whose module registers it), or
-* an entry point ``"module:attr"`` naming an ``Env`` class or factory.
+* an entry point ``"module:attr"`` naming an ``Env`` class or factory, or an OpenEnv
+  ``Environment`` class (hosted through ``interop.hosted.OpenEnvAsGym``).
 
 With ``allow_any_id`` a server also hosts every id in gymnasium's registry (never an entry point
 or a module-prefixed id: those import code, so they must be configured explicitly).
@@ -21,6 +22,7 @@ import gymnasium
 from gymnasium.envs.registration import EnvSpec
 
 from openenv_gym.errors import UnknownEnvError
+from openenv_gym.interop.hosted import OpenEnvAsGym, is_openenv_environment
 
 __all__ = ["EnvCatalog", "EnvFactory"]
 
@@ -34,7 +36,10 @@ def _resolve_spec(spec: str) -> EnvSpec:
         return gymnasium.spec(spec)
     module = importlib.import_module(module_name)
     if hasattr(module, attr):
-        return EnvSpec(id=spec, entry_point=getattr(module, attr))
+        entry_point = getattr(module, attr)
+        if is_openenv_environment(entry_point):  # hosted through its gymnasium view
+            entry_point = functools.partial(OpenEnvAsGym, entry_point)
+        return EnvSpec(id=spec, entry_point=entry_point)
     return gymnasium.spec(attr)  # the module registered it on import
 
 

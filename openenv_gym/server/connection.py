@@ -17,18 +17,32 @@ import collections
 import concurrent.futures
 import dataclasses
 import hmac
+import json
 import logging
 import socket
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 
+from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
+from openenv_gym.server.catalog import EnvCatalog
+from openenv_gym.server.limits import Usage
+from openenv_gym.server.openenv_session import (
+    OPENENV_HTTP_PATHS,
+    OPENENV_WS_PATH,
+    OpenEnvSession,
+    http_reply,
+    route,
+)
 from openenv_gym.server.session import Session
+
+AnySession = Session | OpenEnvSession
 
 __all__ = ["ConnectionOptions", "WebSocketConnection"]
 
@@ -61,6 +75,15 @@ class ConnectionOptions:
     token: str | None = None
     executor: concurrent.futures.Executor | None = None
     keepalive: tuple[int, int, int] | None = (30, 10, 3)
+    openenv: OpenEnvHosting | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenEnvHosting:
+    """What OpenEnv's protocol (``/ws``, ``/health``, ``/schema``, ``/metadata``) needs."""
+
+    catalog: EnvCatalog
+    usage: Usage
 
 
 class WebSocketConnection(asyncio.BufferedProtocol):
@@ -92,7 +115,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._busy = False
         self.last_activity = 0.0
         self._transport: asyncio.Transport | None = None
-        self._session: Session | None = None
+        self._session: AnySession | None = None
         self._fragments: list[bytes] = []
         self._text = False
         # Reads land in this one buffer: asyncio's default allocates 256 KiB per read.
@@ -156,15 +179,27 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._flush()
 
     def _handshake(self, request: Request) -> None:
-        if request.path.partition("?")[0] == HEALTH_PATH:
+        path, _, query = request.path.partition("?")
+        hosting = self._options.openenv
+        openenv = route(path, query) if hosting is not None else None
+        if openenv is not None:
+            path, query = openenv
+        if path == HEALTH_PATH:
             response = self._protocol.reject(HTTPStatus.OK, "ok\n")
         elif not self._authorized(request):
             logger.warning("refused a connection from %s: invalid or missing token", self.peer)
             response = self._protocol.reject(HTTPStatus.UNAUTHORIZED, "invalid or missing token\n")
+        elif hosting is not None and openenv is not None and path in OPENENV_HTTP_PATHS:
+            status, body = http_reply(hosting.catalog, path, query)
+            response = _json_response(status, body)
         else:
             response = self._protocol.accept(request)
         self._protocol.send_response(response)
-        if response.status_code == 101:
+        if response.status_code != 101:
+            return
+        if hosting is not None and openenv is not None and path == OPENENV_WS_PATH:
+            self._session = OpenEnvSession(hosting.catalog, query, hosting.usage)
+        else:
             self._session = self._new_session()
 
     def _on_frame(self, frame: Frame) -> None:
@@ -199,13 +234,13 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         else:
             self._submit(session, message, text)
 
-    def _submit(self, session: Session, message: bytes, text: bool) -> None:
+    def _submit(self, session: AnySession, message: bytes, text: bool) -> None:
         self._busy = True
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._options.executor, _answer, session, message, text)
         future.add_done_callback(lambda done: self._on_answered(session, done))
 
-    def _on_answered(self, session: Session, done: asyncio.Future[bytes]) -> None:
+    def _on_answered(self, session: AnySession, done: asyncio.Future[bytes]) -> None:
         self._busy = False
         if done.cancelled() or self._session is not session:
             return  # the connection went away meanwhile
@@ -214,10 +249,14 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             message, text = self._pending.popleft()
             self._submit(session, message, text)
 
-    def _reply(self, session: Session, reply: bytes) -> None:
+    def _reply(self, session: AnySession, reply: bytes) -> None:
         if self._transport is None or self._protocol.state is not State.OPEN:
             return
-        self._transport.write(binary_frame(reply, mask=False))
+        if session.text_protocol:
+            self._protocol.send_text(reply)
+            self._flush()
+        else:
+            self._transport.write(binary_frame(reply, mask=False))
         if session.closed:
             self._protocol.send_close(1000, "session closed")
             self._flush()
@@ -252,10 +291,26 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             transport.close()  # after the closing handshake the server closes TCP first
 
 
-def _answer(session: Session, message: bytes, text: bool) -> bytes:
-    if text:
-        return session.refuse("text frames are refused: the protocol is binary msgpack")
+def _answer(session: AnySession, message: bytes, text: bool) -> bytes:
+    if text != session.text_protocol:
+        return session.refuse(
+            "OpenEnv messages on /ws are JSON text frames"
+            if session.text_protocol
+            else "text frames are refused: the protocol is binary msgpack"
+        )
     return session.handle(message)
+
+
+def _json_response(status: int, body: dict[str, Any]) -> Response:
+    payload = json.dumps(body).encode()
+    headers = Headers(
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status, HTTPStatus(status).phrase, headers, payload)
 
 
 def _enable_keepalive(sock: socket.socket, idle: int, interval: int, probes: int) -> None:

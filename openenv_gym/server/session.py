@@ -115,6 +115,9 @@ class Session:
 
     """
 
+    text_protocol = False
+    """Frames are binary msgpack (``OpenEnvSession`` speaks JSON text instead)."""
+
     def __init__(
         self,
         catalog: EnvCatalog,
