@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["concat_batches", "slice_batch"]
+__all__ = ["check_reset_mask", "concat_batches", "slice_batch", "vector_seeds"]
 
 _ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -77,3 +77,45 @@ def _(single_space: spaces.Tuple[Any], batches: Sequence[Any]) -> Any:
         concat_batches(sub, [batch[index] for batch in batches])
         for index, sub in enumerate(single_space)
     )
+
+
+def vector_seeds(seed: int | list[int | None] | None, num_envs: int) -> list[int | None]:
+    """Spread a vector ``reset`` seed over envs as ``SyncVectorEnv`` does (``seed + i``).
+
+    Raises:
+        ValueError: a list whose length is not ``num_envs`` (``SyncVectorEnv``'s message).
+
+    """
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, int):
+        return [seed + i for i in range(num_envs)]
+    if len(seed) != num_envs:
+        raise ValueError(
+            f"If seeds are passed as a list the length must match num_envs={num_envs} "
+            f"but got length={len(seed)}."
+        )
+    return [None if s is None else int(s) for s in seed]
+
+
+def check_reset_mask(mask: Any, num_envs: int) -> None:
+    """Check ``options["reset_mask"]`` as ``SyncVectorEnv`` does, with its errors.
+
+    Raises:
+        TypeError: not a bool ndarray.
+        ValueError: wrong shape, or no True value.
+
+    """
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
+    if mask.shape != (num_envs,):
+        raise ValueError(
+            f"`options['reset_mask']` must have shape `({num_envs},)`, got {mask.shape}"
+        )
+    if mask.dtype != np.bool_:
+        raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
+    if not np.any(mask):
+        raise ValueError(
+            "`options['reset_mask']` must contain a boolean array with at least one True "
+            f"value, got reset_mask={mask}"
+        )

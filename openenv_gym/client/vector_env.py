@@ -23,7 +23,13 @@ from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoA
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from openenv_gym.client.batching import _ARRAY_SPACES, concat_batches, slice_batch
+from openenv_gym.client.batching import (
+    _ARRAY_SPACES,
+    check_reset_mask,
+    concat_batches,
+    slice_batch,
+    vector_seeds,
+)
 from openenv_gym.client.connection import DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, Connection
 from openenv_gym.client.env import open_session
 from openenv_gym.client.recovery import (
@@ -222,11 +228,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     ) -> None:
         """Send the reset to every shard without waiting (see :meth:`reset`)."""
         self._check_can_send("reset_async")
-        seeds = self._seeds(seed)
+        seeds = vector_seeds(seed, self.num_envs)
         options = None if options is None else dict(options)  # never mutate the caller's
         mask = None if options is None else options.pop("reset_mask", None)
         if mask is not None:
-            self._check_reset_mask(mask)
+            check_reset_mask(mask, self.num_envs)
         ids: list[int | None] = []
         for shard in self._shards:
             shard_options = options
@@ -256,33 +262,6 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 shard.last_obs, info_merges = reply
                 merges.append(info_merges)
         return self._join_obs(), self._join_infos(merges)
-
-    def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, int):
-            return [seed + i for i in range(self.num_envs)]
-        if len(seed) != self.num_envs:
-            raise ValueError(
-                f"If seeds are passed as a list the length must match num_envs={self.num_envs} "
-                f"but got length={len(seed)}."
-            )
-        return [None if s is None else int(s) for s in seed]
-
-    def _check_reset_mask(self, mask: Any) -> None:
-        if not isinstance(mask, np.ndarray):
-            raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
-        if mask.shape != (self.num_envs,):
-            raise ValueError(
-                f"`options['reset_mask']` must have shape `({self.num_envs},)`, got {mask.shape}"
-            )
-        if mask.dtype != np.bool_:
-            raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
-        if not np.any(mask):
-            raise ValueError(
-                "`options['reset_mask']` must contain a boolean array with at least one True "
-                f"value, got reset_mask={mask}"
-            )
 
     # -- step ----------------------------------------------------------------------------
 
