@@ -41,6 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         certfile=args.certfile,
         keyfile=args.keyfile,
+        mcp_port=args.mcp_port,
+        mcp_mode=args.mcp_mode,
     )
 
     def ready(url: str) -> None:
@@ -90,6 +92,20 @@ def _demo(args: argparse.Namespace) -> int:
         f"{len(episode_returns)} episodes, mean return "
         f"{np.mean(episode_returns) if episode_returns else float('nan'):.1f} (random policy)"
     )
+    return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from openenv_gym.mcp import serve_stdio
+    from openenv_gym.server.catalog import EnvCatalog
+
+    env = EnvCatalog([args.env_id]).factory(args.env_id, {})()
+    try:
+        asyncio.run(serve_stdio(env, mode=args.mode, name=args.env_id))
+    finally:
+        env.close()
     return 0
 
 
@@ -215,6 +231,10 @@ def _parser() -> argparse.ArgumentParser:
         default=900.0,
         help="close sessions idle this many seconds (0: never)",
     )
+    serve.add_argument(
+        "--mcp-port", type=int, help="also serve the first env as MCP tools at http://HOST:PORT/mcp"
+    )
+    serve.add_argument("--mcp-mode", choices=["simulation", "production"], default="simulation")
     serve.add_argument("--certfile", help="PEM certificate chain: serve wss:// (TLS)")
     serve.add_argument("--keyfile", help="PEM private key of --certfile")
     serve.add_argument(
@@ -235,6 +255,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--servers", type=int, default=2)
     demo.add_argument("--steps", type=int, default=500)
     demo.set_defaults(run=_demo)
+
+    mcp = commands.add_parser("mcp", help="serve one env as MCP tools over stdio")
+    mcp.add_argument("env_id", help="gymnasium id or module:attr entry point")
+    mcp.add_argument(
+        "--mode",
+        choices=["simulation", "production"],
+        default="simulation",
+        help="simulation: reset/step/state + env tools; production: env tools only",
+    )
+    mcp.set_defaults(run=_mcp)
 
     _add_docker_commands(commands)
 

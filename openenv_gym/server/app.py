@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from openenv_gym.protocol import codec
 from openenv_gym.server.catalog import EnvCatalog
@@ -54,6 +55,10 @@ class ServerConfig:
         idle_timeout: close sessions that sent nothing for this many seconds (``None``: never).
         threads: serve each session's requests on a thread, so that a slow or hung env does
             not stall the other sessions of its process (costs some latency per request).
+        mcp_port: also serve the first hosted env as MCP tools (streamable HTTP at
+            ``http://host:mcp_port/mcp``; see ``openenv_gym.mcp``), from the main process.
+        mcp_mode: ``"simulation"`` (reset/step/state + env tools) or ``"production"`` (the
+            env's own tools only).
         certfile: PEM certificate chain: serve ``wss://`` (TLS) instead of ``ws://``.
         keyfile: PEM private key of ``certfile`` (if not inside it).
 
@@ -72,6 +77,8 @@ class ServerConfig:
     threads: bool = False
     certfile: str | None = None
     keyfile: str | None = None
+    mcp_port: int | None = None
+    mcp_mode: Literal["simulation", "production"] = "simulation"
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """Return the TLS context for ``certfile``/``keyfile``, or ``None`` for plain ``ws://``."""
@@ -144,12 +151,14 @@ class _App:
             self._new_connection, sock=sock, ssl=self.config.ssl_context()
         )
         sweeper = asyncio.create_task(self._close_idle()) if self.config.idle_timeout else None
+        mcp = asyncio.create_task(self._serve_mcp()) if self.config.mcp_port is not None else None
         if on_started is not None:
             on_started()
         await stop
         server.close()
-        if sweeper is not None:
-            sweeper.cancel()
+        for task in (sweeper, mcp):
+            if task is not None:
+                task.cancel()
         # Requests in flight have already been answered (they run to completion inside the
         # loop's callbacks); now every client gets a going-away close frame.
         for connection in list(self.connections):
@@ -163,6 +172,24 @@ class _App:
         await server.wait_closed()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve_mcp(self) -> None:
+        """Serve the first hosted env as MCP tools until cancelled (see ``openenv_gym.mcp``)."""
+        from openenv_gym.mcp import serve_http
+
+        assert self.config.mcp_port is not None
+        env_id = self.catalog.specs[0]
+        env = self.catalog.factory(env_id, {})()
+        try:
+            await serve_http(
+                env,
+                mode=self.config.mcp_mode,
+                name=env_id,
+                host=self.config.host,
+                port=self.config.mcp_port,
+            )
+        finally:
+            env.close()
 
     async def _close_idle(self) -> None:
         """Close connections idle for longer than ``idle_timeout``, checking now and then."""

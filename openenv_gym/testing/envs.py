@@ -15,7 +15,9 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["DictTupleEnv", "MultiDiscreteEnv", "SlowEnv", "TextEnv"]
+from openenv_gym.tools import tool
+
+__all__ = ["CounterEnv", "DictTupleEnv", "MultiDiscreteEnv", "SlowEnv", "TextEnv"]
 
 
 class _EpisodeEnv(gymnasium.Env[Any, Any]):
@@ -154,3 +156,38 @@ class SlowEnv(gymnasium.Env[Any, Any]):
     def step(self, action: Any) -> tuple[np.ndarray[Any, Any], float, bool, bool, dict[str, Any]]:
         time.sleep(self.delay)
         return np.zeros(2, dtype=np.float32), 0.0, False, False, {}
+
+
+class CounterEnv(gymnasium.Env[Any, Any]):
+    """Add 0-4 to a counter until it reaches ``target``; ``add`` is also an agent tool.
+
+    ``step(action)`` calls the ``add`` tool, so the Gymnasium facade and an MCP agent go
+    through the same code.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, target: int = 10) -> None:
+        self.target = target
+        self.total = 0
+        self.observation_space = spaces.Box(0, 1000, (), np.int64)
+        self.action_space = spaces.Discrete(5)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        self.total = int(self.np_random.integers(0, 3))
+        return np.array(self.total, dtype=np.int64), {}
+
+    @tool
+    def add(self, amount: int) -> dict[str, Any]:
+        """Add ``amount`` (0-4) to the counter; return the new total and whether it is done."""
+        if not 0 <= amount <= 4:
+            raise ValueError(f"amount must be in 0..4, got {amount}")
+        self.total = min(self.total + amount, 1000)
+        return {"total": self.total, "done": self.total >= self.target}
+
+    def step(self, action: Any) -> tuple[np.ndarray[Any, Any], float, bool, bool, dict[str, Any]]:
+        result = self.add(int(action))
+        return np.array(result["total"], dtype=np.int64), float(action), result["done"], False, {}
