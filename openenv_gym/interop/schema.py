@@ -111,11 +111,13 @@ def _object(schema: Mapping[str, Any], defs: Mapping[str, Any], exclude: frozens
 
 def _enum(values: list[Any]) -> Field:
     index = {json.dumps(value): i for i, value in enumerate(values)}
-    return Field(
-        spaces.Discrete(len(values)),
-        lambda value: np.int64(index.get(json.dumps(value), 0)),
-        lambda value: values[int(value)],
-    )
+
+    def from_json(value: Any) -> np.int64:
+        if json.dumps(value) not in index:
+            raise ValueError(f"{value!r} is not one of {values}")
+        return np.int64(index[json.dumps(value)])
+
+    return Field(spaces.Discrete(len(values)), from_json, lambda value: values[int(value)])
 
 
 def _string(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Field:
@@ -151,7 +153,7 @@ def _integer(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Field:
     box = spaces.Box(lo, hi, (), np.int64)
     return Field(
         box,
-        lambda value: np.asarray(max(lo, 0) if value is None else int(value), dtype=np.int64),
+        lambda value: np.asarray(min(max(lo, 0), hi) if value is None else int(value), np.int64),
         lambda value: int(value),
     )
 
@@ -164,7 +166,7 @@ def _number(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Field:
         (),
         np.float64,
     )
-    zero = 0.0 if low is None else max(float(low), min(0.0, float(high or 0.0)))
+    zero = min(max(0.0, -np.inf if low is None else float(low)), np.inf if high is None else high)
     return Field(
         box,
         lambda value: np.asarray(zero if value is None else float(value), dtype=np.float64),
