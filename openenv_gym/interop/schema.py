@@ -112,7 +112,7 @@ def _object(schema: Mapping[str, Any], defs: Mapping[str, Any], exclude: frozens
 def _enum(values: list[Any]) -> Field:
     index = {json.dumps(value): i for i, value in enumerate(values)}
 
-    def from_json(value: Any) -> np.int64:
+    def from_json(value: Any) -> Any:
         if json.dumps(value) not in index:
             raise ValueError(f"{value!r} is not one of {values}")
         return np.int64(index[json.dumps(value)])
