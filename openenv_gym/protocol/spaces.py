@@ -13,6 +13,7 @@ Samples need no help from this module: the codec keeps their exact Python and nu
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,11 @@ from openenv_gym.protocol.codec import safe_dtype
 __all__ = ["space_from_data", "space_to_data"]
 
 SpaceData = dict[str, Any]
+
+MAX_SPACE_DEPTH = 64
+"""How deeply composite spaces may nest in a description (a bound, not Python's stack, decides)."""
+
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("space_depth", default=0)
 
 
 def _box_to(space: spaces.Box) -> SpaceData:
@@ -174,9 +180,15 @@ def space_from_data(data: Any) -> spaces.Space[Any]:
     kind = data.get("type") if isinstance(data, dict) else type(data).__name__
     if not isinstance(kind, str) or kind not in _BY_NAME:
         raise DecodeError(f"not a space description: {kind!r}")
+    depth = _depth.get()
+    if depth >= MAX_SPACE_DEPTH:
+        raise DecodeError(f"space description nested deeper than {MAX_SPACE_DEPTH}")
+    token = _depth.set(depth + 1)
     try:
         return _BY_NAME[data["type"]](data)  # type: ignore[no-any-return]
     except DecodeError:
         raise
     except (KeyError, TypeError, ValueError, AssertionError, OverflowError, RecursionError) as exc:
         raise DecodeError(f"invalid {data['type']} space description: {exc!r}") from exc
+    finally:
+        _depth.reset(token)
