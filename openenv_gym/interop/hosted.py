@@ -142,10 +142,17 @@ def json_codec(env: gymnasium.Env[Any, Any]) -> JsonCodec:
     """Return the JSON form of ``env`` (native models for OpenEnv envs, see module doc)."""
     inner = env.unwrapped
     if isinstance(inner, OpenEnvAsGym):
+        model: Any = inner.action_model
+
+        def action_from_json(data: Any) -> Any:
+            # Validate the raw JSON with the env's own model first, as OpenEnv's server does:
+            # a missing field, an extra field or a wrong type is refused, not coerced.
+            return inner.action_field.from_json(model.model_validate(data).model_dump())
+
         return JsonCodec(
-            inner.action_model.model_json_schema(),  # type: ignore[attr-defined]
+            model.model_json_schema(),
             inner.observation_model.model_json_schema(),  # type: ignore[attr-defined]
-            inner.action_field.from_json,
+            action_from_json,
             inner.observation_field.to_json,
         )
     action_space, observation_space = env.action_space, env.observation_space

@@ -22,8 +22,9 @@ import uuid
 from typing import Any
 
 import gymnasium
+import pydantic
 
-from openenv_gym.interop.hosted import JsonCodec, json_codec
+from openenv_gym.interop.hosted import JsonCodec, OpenEnvAsGym, json_codec
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.limits import Limits, Usage
 
@@ -91,9 +92,11 @@ def http_reply(catalog: EnvCatalog, path: str, query: str) -> tuple[int, dict[st
                 "observation": codec.observation_schema,
                 "state": STATE_SCHEMA,
             }
+        inner = env.unwrapped
+        described = type(getattr(inner, "env", inner))  # an OpenEnv env's own class
         return 200, {
             "name": env_id,
-            "description": (type(env.unwrapped).__doc__ or "").strip().split("\n")[0],
+            "description": (described.__doc__ or "").strip().split("\n")[0],
             "version": "openenv-gym",
         }
     finally:
@@ -139,6 +142,8 @@ class OpenEnvSession:
         data = message.get("data") or {}
         try:
             reply_type, body = handler(data if isinstance(data, dict) else {})
+        except pydantic.ValidationError as exc:
+            return self._error(f"Invalid message: {exc}", "VALIDATION_ERROR")
         except Exception as exc:  # the env's own failure: an error reply, the session lives on
             logger.info("openenv session %s failed: %s", kind, exc)
             return self._error(f"{type(exc).__name__}: {exc}", "EXECUTION_ERROR")
@@ -172,9 +177,13 @@ class OpenEnvSession:
 
     def _reset(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         env, _ = self._ensure_env()
-        options = {k: v for k, v in data.items() if k not in ("seed", "episode_id")}
+        self._episode_id = data.get("episode_id") or str(uuid.uuid4())
+        native = isinstance(env.unwrapped, OpenEnvAsGym)  # OpenEnv envs take their episode id
+        skip = ("seed",) if native else ("seed", "episode_id")
+        options = {k: v for k, v in data.items() if k not in skip}
+        if native:
+            options["episode_id"] = self._episode_id
         obs, _ = env.reset(seed=data.get("seed"), options=options or None)
-        self._episode_id = data.get("episode_id") or uuid.uuid4().hex
         self._step_count = 0
         return "observation", self._payload(obs, None, False)
 
@@ -185,6 +194,9 @@ class OpenEnvSession:
         return "observation", self._payload(obs, float(reward), bool(terminated or truncated))
 
     def _state(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        env = self._env.unwrapped if self._env is not None else None
+        if isinstance(env, OpenEnvAsGym):
+            return "state", env.state()  # the OpenEnv env's own state, custom fields included
         return "state", {"episode_id": self._episode_id, "step_count": self._step_count}
 
     def close(self) -> None:

@@ -127,3 +127,24 @@ def test_openenv_client_gets_error_replies_and_the_session_lives_on(server: str)
         with pytest.raises(Exception, match=r"(?i)error"):
             client.step({"guess": "way too long a guess"})
         assert client.step({"guess": "cab"}).observation["guesses_left"] == 5
+
+
+def test_openenv_session_validates_actions_and_keeps_the_env_state() -> None:
+    from openenv_gym.server.catalog import EnvCatalog
+    from openenv_gym.server.openenv_session import OpenEnvSession
+
+    session = OpenEnvSession(EnvCatalog([WORD_GAME]), "")
+
+    def call(message: dict[str, Any]) -> Any:
+        return json.loads(session.handle(json.dumps(message).encode()))
+
+    assert call({"type": "reset", "data": {"seed": 3, "episode_id": "ep1"}})["type"] == (
+        "observation"
+    )
+    for bad in ({}, {"guess": "cab", "bogus": 1}, {"guess": 5}):
+        reply = call({"type": "step", "data": bad})
+        assert reply["type"] == "error" and reply["data"]["code"] == "VALIDATION_ERROR"
+    assert call({"type": "step", "data": {"guess": "cab"}})["type"] == "observation"
+    assert call({"type": "state"})["data"] == {"episode_id": "ep1", "step_count": 1}
+    assert call({"type": "nonsense"})["data"]["code"] == "UNKNOWN_TYPE"
+    session.close()
