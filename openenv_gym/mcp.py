@@ -28,7 +28,7 @@ import numpy as np
 import pydantic
 
 from openenv_gym.interop.schema import schema_from_space
-from openenv_gym.tools import tool_methods
+from openenv_gym.tools import tools
 
 __all__ = [
     "Mode",
@@ -83,7 +83,7 @@ class ToolRegistry:
         self.tools: dict[str, tuple[str, dict[str, Any], Callable[..., Any]]] = {}
         if mode == "simulation":
             self._add_simulation_tools()
-        for name, method in tool_methods(env.unwrapped).items():
+        for name, method in tools(env.unwrapped).items():
             doc = (inspect.getdoc(method) or name).split("\n")[0]
             self.tools[name] = (doc, _method_schema(method), method)
 

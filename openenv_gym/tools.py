@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["TOOL_MARK", "tool", "tool_methods"]
+__all__ = ["TOOL_MARK", "is_tool", "tool", "tools"]
 
 TOOL_MARK = "__openenv_tool__"
 
@@ -19,15 +19,28 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def tool(method: _F) -> _F:
-    """Mark an env method as a tool agents may call (its docstring is the description)."""
+    """Mark an env method as a tool agents may call.
+
+    Returns the method itself, so its name, signature, annotations and docstring (what a tool
+    listing shows) are unchanged.
+    """
     setattr(method, TOOL_MARK, True)
     return method
 
 
-def tool_methods(env: Any) -> dict[str, Callable[..., Any]]:
-    """Return the bound tool methods of ``env`` (unwrapped), by name."""
+def is_tool(method: object) -> bool:
+    """Return whether ``method`` (a function or bound method) was marked with :func:`tool`."""
+    return getattr(method, TOOL_MARK, False) is True
+
+
+def tools(env: object) -> dict[str, Callable[..., Any]]:
+    """Return the bound tool methods of ``env`` (an unwrapped env instance), by name.
+
+    Looks at the class, so properties of the instance are not evaluated; private names are
+    never tools.
+    """
     return {
-        name: method
-        for name, method in inspect.getmembers(env, callable)
-        if getattr(method, TOOL_MARK, False)
+        name: getattr(env, name)
+        for name, member in inspect.getmembers(type(env), callable)
+        if not name.startswith("_") and is_tool(member)
     }
