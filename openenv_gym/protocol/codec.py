@@ -116,8 +116,14 @@ def _decode_array(data: bytes) -> np.ndarray[Any, Any]:
             f"array of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, "
             f"got {len(data) - offset}"
         )
-    if count == 0 or dtype.itemsize == 0:
-        return np.zeros(shape, dtype=dtype)  # zero-size strings are all empty
+    if dtype.itemsize == 0:
+        # Only an empty np.str_/np.bytes_ scalar has item size 0; an array of them would let
+        # a few bytes of message ask for any amount of memory.
+        if shape != ():
+            raise DecodeError(f"refused array of item size 0 with shape {shape}")
+        return np.zeros((), dtype=dtype)
+    if count == 0:
+        return np.empty(shape, dtype=dtype)
     flat: np.ndarray[Any, Any] = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
     if (
         dtype.kind == "U"

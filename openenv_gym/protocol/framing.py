@@ -18,7 +18,7 @@ try:
 except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["binary_frame", "parse_binary_frame"]
+__all__ = ["FrameBoundary", "binary_frame", "parse_binary_frame"]
 
 _FIN_BINARY = 0x82
 _MASK_BIT = 0x80
@@ -73,3 +73,55 @@ def parse_binary_frame(chunk: bytes, *, masked: bool, max_size: int | None) -> b
     if len(chunk) != offset + 4 + length:
         return None
     return apply_mask(chunk[offset + 4 :], chunk[offset : offset + 4])
+
+
+class FrameBoundary:
+    """Track where frames end in a byte stream, so a whole frame may skip the general parser.
+
+    The fast path is only sound at a frame boundary: websockets' parser may have consumed a
+    header and wait for its payload with an empty buffer. Feed every byte that goes to the
+    general parser here; :attr:`at_boundary` says whether the stream stands between frames.
+    """
+
+    def __init__(self) -> None:
+        self._header = b""
+        self._remaining = 0
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when no frame is partly received."""
+        return not self._header and self._remaining == 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Account for ``chunk``, the next bytes of the stream."""
+        view = memoryview(chunk)
+        while view:
+            if self._remaining:
+                taken = min(self._remaining, len(view))
+                self._remaining -= taken
+                view = view[taken:]
+                continue
+            needed = _header_size(self._header + bytes(view[: 2 - len(self._header)]))
+            taken = max(0, min(needed - len(self._header), len(view)))
+            self._header += bytes(view[:taken])
+            view = view[taken:]
+            if len(self._header) >= needed and len(self._header) >= 2:
+                self._remaining = _payload_size(self._header)
+                self._header = b""
+
+
+def _header_size(start: bytes) -> int:
+    """Return the full header size given its first bytes (2 until the length byte is known)."""
+    if len(start) < 2:
+        return 2
+    size = 2 + {126: 2, 127: 8}.get(start[1] & 0x7F, 0)
+    return size + (4 if start[1] & _MASK_BIT else 0)
+
+
+def _payload_size(header: bytes) -> int:
+    length = header[1] & 0x7F
+    if length == 126:
+        return int(_U16.unpack_from(header, 2)[0])
+    if length == 127:
+        return int(_U64.unpack_from(header, 2)[0])
+    return length

@@ -30,7 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
+from openenv_gym.protocol.framing import FrameBoundary, binary_frame, parse_binary_frame
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.limits import Usage
 from openenv_gym.server.openenv_session import (
@@ -113,10 +113,12 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._max_size = options.max_message_bytes
         self._pending: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._busy = False
+        self._paused = False
         self.last_activity = 0.0
         self._transport: asyncio.Transport | None = None
         self._session: AnySession | None = None
         self._fragments: list[bytes] = []
+        self._boundary = FrameBoundary()
         self._text = False
         # Reads land in this one buffer: asyncio's default allocates 256 KiB per read.
         self._buffer = memoryview(bytearray(_READ_SIZE))
@@ -142,8 +144,23 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             if message is not None:
                 self._serve(message, text=False)
                 return
+        if self._session is not None:
+            self._boundary.feed(chunk)  # frames the general parser sees; see _simple_frames_only
         self._protocol.receive_data(chunk)
         self._process_events()
+
+    def pause_writing(self) -> None:  # noqa: D102
+        # The client does not read its replies: hold its requests (those already read wait in
+        # order) and stop reading more until it does, so that replies cannot pile up unbounded.
+        self._paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:  # noqa: D102
+        self._paused = False
+        self._drain()
+        if self._transport is not None and not self._transport.is_closing() and not self._paused:
+            self._transport.resume_reading()
 
     def eof_received(self) -> bool:  # noqa: D102
         self._protocol.receive_eof()
@@ -153,8 +170,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._transport = None
         session, self._session = self._session, None
-        if session is not None:
+        if session is not None and not self._busy:
             session.close()
+        # else: a request of this session runs on a thread; _on_answered closes the session
+        # once it returns, so whatever that request builds is closed too.
         self._on_close(self)
 
     def close(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
@@ -227,12 +246,19 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         if session is None or self._protocol.state is not State.OPEN or self._transport is None:
             return
         self.last_activity = asyncio.get_running_loop().time()
-        if self._options.executor is None:
+        if self._busy or self._paused:
+            # Served in order once the running request returns or the client reads again.
+            self._pending.append((message, text))
+        elif self._options.executor is None:
             self._reply(session, _answer(session, message, text))
-        elif self._busy:
-            self._pending.append((message, text))  # served in order after the one running
         else:
             self._submit(session, message, text)
+
+    def _drain(self) -> None:
+        """Serve queued requests while neither a request runs nor writing is paused."""
+        while self._pending and not (self._busy or self._paused) and self._session is not None:
+            message, text = self._pending.popleft()
+            self._serve(message, text=text)
 
     def _submit(self, session: AnySession, message: bytes, text: bool) -> None:
         self._busy = True
@@ -243,11 +269,11 @@ class WebSocketConnection(asyncio.BufferedProtocol):
     def _on_answered(self, session: AnySession, done: asyncio.Future[bytes]) -> None:
         self._busy = False
         if done.cancelled() or self._session is not session:
-            return  # the connection went away meanwhile
+            session.close()  # the connection went away meanwhile
+            return
         self._reply(session, done.result())
-        if self._pending and not session.closed:
-            message, text = self._pending.popleft()
-            self._submit(session, message, text)
+        if not session.closed:
+            self._drain()
 
     def _reply(self, session: AnySession, reply: bytes) -> None:
         if self._transport is None or self._protocol.state is not State.OPEN:
@@ -275,6 +301,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._session is not None
             and self._protocol.state is State.OPEN
             and not self._fragments
+            and self._boundary.at_boundary
             and not self._protocol.reader.buffer
         )
 

@@ -7,6 +7,7 @@ current use and the maximum ("at capacity: 64/64 sessions"); nothing is created 
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from openenv_gym.errors import CapacityError
 
@@ -36,6 +37,7 @@ class Usage:
         self.limits = limits
         self.sessions = 0
         self.envs = 0
+        self._lock = threading.Lock()  # sessions served on threads (--threads) count here too
 
     def open_session(self) -> None:
         """Admit one more session.
@@ -44,13 +46,15 @@ class Usage:
             CapacityError: ``max_sessions`` are open.
 
         """
-        if self.sessions >= self.limits.max_sessions:
-            raise CapacityError("sessions", self.sessions, self.limits.max_sessions)
-        self.sessions += 1
+        with self._lock:
+            if self.sessions >= self.limits.max_sessions:
+                raise CapacityError("sessions", self.sessions, self.limits.max_sessions)
+            self.sessions += 1
 
     def close_session(self) -> None:
         """Forget one session."""
-        self.sessions -= 1
+        with self._lock:
+            self.sessions -= 1
 
     def reserve_envs(self, count: int) -> None:
         """Admit ``count`` more envs for one session.
@@ -63,10 +67,12 @@ class Usage:
             raise CapacityError(
                 "envs per session", count, self.limits.max_envs_per_session, requested=True
             )
-        if self.envs + count > self.limits.max_envs:
-            raise CapacityError("envs", self.envs, self.limits.max_envs, requested_more=count)
-        self.envs += count
+        with self._lock:
+            if self.envs + count > self.limits.max_envs:
+                raise CapacityError("envs", self.envs, self.limits.max_envs, requested_more=count)
+            self.envs += count
 
     def release_envs(self, count: int) -> None:
         """Forget ``count`` envs."""
-        self.envs -= count
+        with self._lock:
+            self.envs -= count

@@ -60,3 +60,26 @@ def test_framing_leaves_oversized_frames_to_the_general_parser() -> None:
     frame = binary_frame(b"x" * 1000, mask=True)
     assert parse_binary_frame(frame, masked=True, max_size=999) is None
     assert parse_binary_frame(frame, masked=True, max_size=1000) == b"x" * 1000
+
+
+def test_frame_boundary_tracks_frames_split_anywhere() -> None:
+    from openenv_gym.protocol.framing import FrameBoundary
+
+    stream = b"".join(
+        binary_frame(os.urandom(size), mask=True) for size in (0, 5, 125, 126, 70_000)
+    )
+    ends = set()
+    offset = 0
+    for size in (0, 5, 125, 126, 70_000):
+        offset += len(binary_frame(b"x" * size, mask=True))
+        ends.add(offset)
+    for cut in range(0, len(stream), 997):  # feed in two pieces cut at many places
+        boundary = FrameBoundary()
+        boundary.feed(stream[:cut])
+        assert boundary.at_boundary == (cut in ends or cut == 0)
+        boundary.feed(stream[cut:])
+        assert boundary.at_boundary
+    header_only = binary_frame(b"y" * 41, mask=True)[:6]
+    boundary = FrameBoundary()
+    boundary.feed(header_only)
+    assert not boundary.at_boundary  # the attack: a header, then a "frame" inside its payload
