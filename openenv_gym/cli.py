@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -103,6 +104,8 @@ def _mcp(args: argparse.Namespace) -> int:
 
     env = EnvCatalog([args.env_id]).factory(args.env_id, {})()
     try:
+        if args.mode == "production":  # the operator prepares the world; agents cannot reset it
+            env.reset(seed=args.seed, options=json.loads(args.reset_options or "null"))
         asyncio.run(serve_stdio(env, mode=args.mode, name=args.env_id))
     finally:
         env.close()
@@ -264,6 +267,8 @@ def _parser() -> argparse.ArgumentParser:
         default="simulation",
         help="simulation: reset/step/state + env tools; production: env tools only",
     )
+    mcp.add_argument("--seed", type=int, help="production: the seed of the one reset at start")
+    mcp.add_argument("--reset-options", help='production: JSON reset options, e.g. {"task": "x"}')
     mcp.set_defaults(run=_mcp)
 
     _add_docker_commands(commands)

@@ -114,7 +114,7 @@ def build_wheelhouse(
             "download",
             "--quiet",
             *target,
-            str(wheels[-1]),
+            f"{wheels[-1]}[mcp]",  # the image serves MCP too: `openenv-gym mcp ENV` (stdio)
             "-r",
             str(dest / "requirements-extra.txt"),
         ],

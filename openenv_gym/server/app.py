@@ -180,6 +180,8 @@ class _App:
         assert self.config.mcp_port is not None
         env_id = self.catalog.specs[0]
         env = self.catalog.factory(env_id, {})()
+        if self.config.mcp_mode == "production":
+            env.reset()  # the world agents act in; they cannot reset it themselves
         try:
             await serve_http(
                 env,
