@@ -3,9 +3,9 @@
 An OpenEnv server (``openenv.core.env_server.create_app``) describes its env by JSON schemas at
 ``GET /schema`` and holds one env per WebSocket session at ``/ws``, where JSON text messages
 ``{"type": "reset" | "step" | "state" | "close", "data": {...}}`` are answered by
-``{"type": "observation" | "state" | "error", "data": {...}}``. :class:`OpenEnvEnv` is one such
-session as a ``gymnasium.Env``; :class:`OpenEnvVectorEnv` fans ``num_envs`` sessions out over
-one or more servers as a ``gymnasium.vector.VectorEnv`` with ``SyncVectorEnv``'s semantics.
+``{"type": "observation" | "state" | "error", "data": {...}}``. :class:`OpenEnvEnv` is one
+such session as a ``gymnasium.Env``; ``openenv_vector_env.OpenEnvVectorEnv`` fans ``num_envs``
+sessions out over one or more servers as a ``VectorEnv`` with ``SyncVectorEnv``'s semantics.
 
 Spaces come from the schemas through :func:`openenv_gym.interop.schema.field_from_schema`
 (actions without ``metadata``, observations without ``reward``/``done``/``metadata``).
@@ -17,20 +17,14 @@ observation ``metadata``; if a server does, it becomes the ``info`` dict.
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
 from typing import Any, SupportsFloat, cast
 
 import gymnasium
-import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
@@ -42,12 +36,11 @@ from openenv_gym.errors import (
     ConnectionLostError,
     DecodeError,
     InvalidActionError,
-    OpenEnvError,
     remote_error,
 )
 from openenv_gym.interop.schema import Field, field_from_schema
 
-__all__ = ["OpenEnvEnv", "OpenEnvVectorEnv"]
+__all__ = ["OpenEnvEnv", "endpoints", "fetch_json", "fields_from_server"]
 
 ACTION_EXCLUDE = frozenset({"metadata"})
 OBSERVATION_EXCLUDE = frozenset({"reward", "done", "metadata"})
@@ -392,283 +385,3 @@ class OpenEnvEnv(gymnasium.Env[Any, Any]):
 
     def __repr__(self) -> str:
         return f"OpenEnvEnv({self.url!r})"
-
-
-class OpenEnvVectorEnv(VectorEnv[Any, Any, Any]):
-    """``num_envs`` OpenEnv sessions as one ``gymnasium.vector.VectorEnv``.
-
-    An OpenEnv server holds one env per connection, so env ``i`` is its own session on
-    ``urls[i % len(urls)]``. Each step sends every session its message before reading any
-    reply, so the servers work on them concurrently. Semantics are ``SyncVectorEnv``'s in
-    every autoreset mode: ``seed + i`` seeds, ``options["reset_mask"]`` partial resets,
-    vector infos with ``_key`` masks, ``final_obs``/``final_info`` in SAME_STEP, float64
-    rewards, bool flags (OpenEnv's ``done`` as termination, truncations all ``False``).
-
-    Args:
-        url_or_urls: one server URL or several (see :class:`OpenEnvEnv` for the forms);
-            every server must publish the same schemas.
-        num_envs: number of sessions.
-        autoreset_mode: gymnasium's autoreset mode (enum or its string value).
-        connect_timeout: seconds to fetch the schemas and open each session.
-        call_timeout: seconds to wait for the replies of each exchange; ``None``: forever.
-
-    Raises:
-        ValueError: ``num_envs < 1``, no URL, a bad URL, or servers whose schemas differ.
-        ConnectError: a server cannot be reached or is not an OpenEnv server.
-
-    """
-
-    def __init__(
-        self,
-        url_or_urls: str | Sequence[str],
-        num_envs: int,
-        *,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
-    ) -> None:
-        self.closed = True
-        self._sessions: list[_Session] = []
-        urls = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
-        if num_envs < 1 or not urls:
-            raise ValueError(f"need num_envs >= 1 and a URL, got {num_envs} and {urls}")
-        self.urls = [urls[i % len(urls)] for i in range(num_envs)]
-        self.num_envs = num_envs
-        self.call_timeout = call_timeout
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
-        self.metadata = {"render_modes": [], "autoreset_mode": self.autoreset_mode}
-        self._action, self._observation = self._common_fields(urls, connect_timeout)
-        self.single_action_space = self._action.space
-        self.single_observation_space = self._observation.space
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self._open_sessions(connect_timeout)
-        self.closed = False
-        self._env_obs: list[Any] = [None] * num_envs
-        self._rewards = np.zeros(num_envs, dtype=np.float64)
-        self._terminations = np.zeros(num_envs, dtype=np.bool_)
-        self._truncations = np.zeros(num_envs, dtype=np.bool_)
-        self._autoreset_envs = np.zeros(num_envs, dtype=np.bool_)
-
-    @staticmethod
-    def _common_fields(urls: Sequence[str], timeout: float) -> tuple[Field, Field]:
-        """Fetch every distinct server's schemas; they must describe the same spaces."""
-        fields = [fields_from_server(url, timeout) for url in dict.fromkeys(urls)]
-        first = fields[0]
-        for url, (action, observation) in zip(dict.fromkeys(urls), fields, strict=True):
-            if action.space != first[0].space or observation.space != first[1].space:
-                raise ValueError(f"{url} publishes other spaces than {urls[0]}")
-        return first
-
-    def _open_sessions(self, timeout: float) -> None:
-        try:
-            for url in self.urls:
-                self._sessions.append(
-                    _Session(
-                        endpoints(url)[1], connect_timeout=timeout, call_timeout=self.call_timeout
-                    )
-                )
-        except BaseException:
-            self.close_extras()
-            raise
-
-    # -- exchanges -----------------------------------------------------------------------
-
-    def _exchange(self, messages: dict[int, tuple[str, Any]]) -> dict[int, dict[str, Any]]:
-        """Send each env ``i`` its ``(kind, data)``, then collect every reply's data.
-
-        All replies are read (one ``call_timeout`` deadline for all) before the first error
-        is raised, so no session is left with a stale reply.
-
-        Raises:
-            RemoteError, CapacityError, CallTimeoutError, ConnectionLostError: from the first
-                session that failed.
-
-        """
-        error: OpenEnvError | None = None
-        sent: list[int] = []
-        for index, (kind, data) in messages.items():
-            try:
-                self._sessions[index].send(kind, data)
-                sent.append(index)
-            except OpenEnvError as exc:
-                error = error or exc
-        deadline = None if self.call_timeout is None else time.monotonic() + self.call_timeout
-        replies: dict[int, dict[str, Any]] = {}
-        for index in sent:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                replies[index] = self._sessions[index].receive(messages[index][0], remaining)
-            except OpenEnvError as exc:
-                error = error or exc
-        if error is not None:
-            raise error
-        return replies
-
-    def _batch(self) -> Any:
-        """Fresh batched observations of every env's last observation."""
-        out: Any = create_empty_array(self.single_observation_space, self.num_envs, fn=np.zeros)
-        return concatenate(self.single_observation_space, self._env_obs, out)
-
-    # -- reset ---------------------------------------------------------------------------
-
-    def reset(
-        self,
-        *,
-        seed: int | list[int | None] | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> tuple[Any, dict[str, Any]]:
-        """Reset every env (or those in ``options["reset_mask"]``), as ``SyncVectorEnv``.
-
-        Args:
-            seed: ``None``, an int (env ``i`` gets ``seed + i``) or one seed per env.
-            options: reset keyword arguments for every env, plus an optional ``reset_mask``
-                (bool array of shape ``(num_envs,)``).
-
-        Raises:
-            ValueError, TypeError: a bad seed list or mask, as ``SyncVectorEnv``.
-            RemoteError: an env raised on its server.
-            CallTimeoutError, ConnectionLostError: a server did not answer.
-
-        """
-        seeds = self._seeds(seed)
-        options = dict(options or {})  # never mutate the caller's
-        mask = options.pop("reset_mask", None)
-        if mask is None:
-            mask = np.ones(self.num_envs, dtype=np.bool_)
-        else:
-            self._check_reset_mask(mask)
-        self._terminations[mask] = False
-        self._truncations[mask] = False
-        self._autoreset_envs[mask] = False
-        indices = np.flatnonzero(mask).tolist()
-        replies = self._exchange({i: ("reset", _reset_data(seeds[i], options)) for i in indices})
-        infos: dict[str, Any] = {}
-        for index in indices:
-            self._env_obs[index], _, _, info = _decode(self._observation, replies[index])
-            infos = self._add_info(infos, info, index)
-        return self._batch(), infos
-
-    def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, int):
-            return [seed + i for i in range(self.num_envs)]
-        if len(seed) != self.num_envs:
-            raise ValueError(
-                f"If seeds are passed as a list the length must match num_envs={self.num_envs} "
-                f"but got length={len(seed)}."
-            )
-        return list(seed)
-
-    def _check_reset_mask(self, mask: Any) -> None:
-        if not isinstance(mask, np.ndarray):
-            raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
-        if mask.shape != (self.num_envs,):
-            raise ValueError(
-                f"`options['reset_mask']` must have shape `({self.num_envs},)`, got {mask.shape}"
-            )
-        if mask.dtype != np.bool_:
-            raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
-        if not np.any(mask):
-            raise ValueError(
-                "`options['reset_mask']` must contain a boolean array with at least one True "
-                f"value, got reset_mask={mask}"
-            )
-
-    # -- step ----------------------------------------------------------------------------
-
-    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-        """Step every env with its action, autoresetting as ``SyncVectorEnv`` does.
-
-        Args:
-            actions: an element of ``action_space`` (one action per env, batched).
-
-        Returns:
-            ``(obs, rewards, terminations, truncations, infos)``: batched observations,
-            float64 rewards and bool flags of shape ``(num_envs,)``, vector infos.
-
-        Raises:
-            AssertionError: DISABLED mode stepping an env that is done and was not reset
-                (as ``SyncVectorEnv``).
-            InvalidActionError: an action cannot be converted to the action schema.
-            RemoteError: a server rejected an action or its env raised.
-            CallTimeoutError, ConnectionLostError: a server did not answer.
-
-        """
-        messages = self._step_messages(actions)
-        replies = self._exchange(messages)
-        env_infos: list[dict[str, Any]] = []
-        for index, (kind, _) in messages.items():
-            obs, reward, done, info = _decode(self._observation, replies[index])
-            self._env_obs[index] = obs
-            self._rewards[index] = 0.0 if kind == "reset" else reward
-            self._terminations[index] = False if kind == "reset" else done
-            self._truncations[index] = False
-            env_infos.append(info)
-        infos = self._same_step_resets(env_infos)
-        self._autoreset_envs = self._terminations | self._truncations
-        return (
-            self._batch(),
-            self._rewards.copy(),
-            self._terminations.copy(),
-            self._truncations.copy(),
-            infos,
-        )
-
-    def _step_messages(self, actions: Any) -> dict[int, tuple[str, Any]]:
-        """Each env's message: its step, or (NEXT_STEP, after done) its reset."""
-        if self.autoreset_mode is AutoresetMode.DISABLED and self._autoreset_envs.any():
-            raise AssertionError(f"{self._autoreset_envs=}")
-        messages: dict[int, tuple[str, Any]] = {}
-        for index, action in enumerate(iterate(self.action_space, actions)):
-            if self.autoreset_mode is AutoresetMode.NEXT_STEP and self._autoreset_envs[index]:
-                messages[index] = ("reset", _reset_data(None, None))
-            else:
-                messages[index] = ("step", _encode_action(self._action, action))
-        if len(messages) != self.num_envs:
-            raise InvalidActionError(f"expected {self.num_envs} actions, got {len(messages)}")
-        return messages
-
-    def _same_step_resets(self, env_infos: list[dict[str, Any]]) -> dict[str, Any]:
-        """In SAME_STEP mode, reset the envs that are done; build the vector infos."""
-        done = self._terminations | self._truncations
-        resets: dict[int, dict[str, Any]] = {}
-        if self.autoreset_mode is AutoresetMode.SAME_STEP and done.any():
-            indices = np.flatnonzero(done).tolist()
-            resets = self._exchange({i: ("reset", _reset_data(None, None)) for i in indices})
-        infos: dict[str, Any] = {}
-        for index, info in enumerate(env_infos):
-            if index in resets:
-                final = {"final_obs": self._env_obs[index], "final_info": info}
-                infos = self._add_info(infos, final, index)
-                self._env_obs[index], _, _, info = _decode(self._observation, resets[index])
-            infos = self._add_info(infos, info, index)
-        return infos
-
-    # -- state / close -------------------------------------------------------------------
-
-    def state(self) -> list[dict[str, Any]]:
-        """Return every env's episode state (``episode_id``, ``step_count``...), in env order.
-
-        Raises:
-            CallTimeoutError, ConnectionLostError: a server did not answer.
-
-        """
-        replies = self._exchange({i: ("state", None) for i in range(self.num_envs)})
-        return [copy.deepcopy(replies[i]) for i in range(self.num_envs)]
-
-    def close_extras(self, **kwargs: Any) -> None:
-        """End every session (a ``close`` message each) and close the connections."""
-        sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close(say_goodbye=True)
-
-    def __enter__(self) -> OpenEnvVectorEnv:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"OpenEnvVectorEnv({sorted(set(self.urls))}, num_envs={self.num_envs})"

@@ -30,7 +30,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 pytest.importorskip("openenv")
 
 from openenv_gym.bench import openenv_peer
-from openenv_gym.client.openenv_env import OpenEnvEnv, OpenEnvVectorEnv, endpoints
+from openenv_gym.client.openenv_env import OpenEnvEnv, endpoints
+from openenv_gym.client.openenv_vector_env import OpenEnvVectorEnv
 from openenv_gym.errors import (
     CallTimeoutError,
     CapacityError,
