@@ -22,6 +22,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from typing import Any, SupportsFloat, cast
 
 import gymnasium
@@ -40,7 +41,14 @@ from openenv_gym.errors import (
 )
 from openenv_gym.interop.schema import Field, field_from_schema
 
-__all__ = ["OpenEnvEnv", "endpoints", "fetch_json", "fields_from_server"]
+__all__ = [
+    "OpenEnvEnv",
+    "endpoints",
+    "fetch_json",
+    "fields_from_server",
+    "health_check",
+    "start_openenv_containers",
+]
 
 ACTION_EXCLUDE = frozenset({"metadata"})
 OBSERVATION_EXCLUDE = frozenset({"reward", "done", "metadata"})
@@ -377,11 +385,69 @@ class OpenEnvEnv(gymnasium.Env[Any, Any]):
         """
         return self._session.request("state")
 
+    @classmethod
+    def from_docker_image(
+        cls,
+        image: str,
+        *,
+        port: int = 8000,
+        command: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> OpenEnvEnv:
+        """Start an OpenEnv image's server in a container (owned, removed on ``close()``).
+
+        Args:
+            image: an OpenEnv environment image (its server listens on ``port`` inside).
+            port: the container's server port (OpenEnv images use 8000).
+            command: arguments replacing the image's default command, if any.
+            **kwargs: ``OpenEnvEnv`` options.
+
+        Raises:
+            ServerStartError: the container did not become healthy; the text has its logs.
+
+        """
+        provider = start_openenv_containers(image, port=port, command=command)
+        try:
+            env = cls(provider.urls[0], **kwargs)
+        except BaseException:
+            provider.close()
+            raise
+        env._provider = provider
+        return env
+
     def close(self) -> None:
-        """End the session (a ``close`` message) and close the connection; idempotent."""
+        """End the session (a ``close`` message), close the connection and an owned container."""
         session = getattr(self, "_session", None)
         if session is not None:
             session.close(say_goodbye=True)
+        provider = getattr(self, "_provider", None)
+        if provider is not None:
+            self._provider = None
+            provider.close()
 
     def __repr__(self) -> str:
         return f"OpenEnvEnv({self.url!r})"
+
+
+def health_check(url: str, timeout: float) -> None:
+    """Raise unless the OpenEnv server at ``url`` answers ``GET /health``."""
+    fetch_json(endpoints(url)[0] + "/health", timeout, server=url)
+
+
+def start_openenv_containers(
+    image: str, *, port: int = 8000, num_servers: int = 1, command: Sequence[str] | None = None
+) -> Any:
+    """Start ``num_servers`` containers of an OpenEnv image; ready when ``/health`` answers.
+
+    ``command`` replaces the image's default command (arguments of its entry point).
+    """
+    from openenv_gym.providers.docker import DockerProvider
+
+    return DockerProvider(
+        command,
+        image=image,
+        num_servers=num_servers,
+        container_port=port,
+        scheme="http",
+        ready=health_check,
+    )

@@ -25,6 +25,7 @@ from openenv_gym.client.openenv_env import (
     _Session,
     endpoints,
     fields_from_server,
+    start_openenv_containers,
 )
 from openenv_gym.errors import (
     InvalidActionError,
@@ -272,11 +273,33 @@ class OpenEnvVectorEnv(VectorEnv[Any, Any, Any]):
         replies = self._exchange({i: ("state", None) for i in range(self.num_envs)})
         return [copy.deepcopy(replies[i]) for i in range(self.num_envs)]
 
+    @classmethod
+    def from_docker_image(
+        cls, image: str, num_envs: int, *, num_servers: int = 1, port: int = 8000, **kwargs: Any
+    ) -> OpenEnvVectorEnv:
+        """Start ``num_servers`` containers of an OpenEnv image and fan ``num_envs`` over them.
+
+        Raises:
+            ServerStartError: a container did not become healthy; the text has its logs.
+
+        """
+        provider = start_openenv_containers(image, port=port, num_servers=num_servers)
+        try:
+            envs = cls(provider.urls, num_envs, **kwargs)
+        except BaseException:
+            provider.close()
+            raise
+        envs._provider = provider
+        return envs
+
     def close_extras(self, **kwargs: Any) -> None:
-        """End every session (a ``close`` message each) and close the connections."""
+        """End every session (a ``close`` message each), close connections and containers."""
         sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close(say_goodbye=True)
+        provider, self._provider = getattr(self, "_provider", None), None
+        if provider is not None:
+            provider.close()
 
     def __enter__(self) -> OpenEnvVectorEnv:
         return self

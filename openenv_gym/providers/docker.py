@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from openenv_gym.client.connection import probe
@@ -53,6 +53,10 @@ class DockerProvider:
         environment: environment variables of the containers.
         startup_timeout: seconds for all containers to become ready.
         keep: leave the containers running after ``close()`` and at exit (``docker up``).
+        container_port: the port the server listens on inside (8765; OpenEnv images: 8000).
+        scheme: of the URLs returned (``ws``; ``http`` for OpenEnv servers).
+        ready: ``ready(url, timeout)`` raises until the server answers (default: our
+            protocol handshake; for OpenEnv images, its ``/health``).
 
     Attributes:
         urls: ``ws://127.0.0.1:PORT`` of each ready container.
@@ -74,16 +78,22 @@ class DockerProvider:
         environment: Mapping[str, str] | None = None,
         startup_timeout: float = 60.0,
         keep: bool = False,
+        container_port: int = CONTAINER_PORT,
+        scheme: str = "ws",
+        ready: Callable[[str, float], object] | None = None,
     ) -> None:
         self.image = image
         self.keep = keep
+        self.container_port = container_port
+        self.scheme = scheme
+        self._ready = ready or (lambda url, timeout: probe(url, timeout=timeout))
         self._client = _docker_client()
         self._containers: list[Any] = []
         self._starting: list[Any] = []
         _live.add(self)
         options: dict[str, Any] = {
             "command": list(specs) if specs else None,
-            "ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
+            "ports": {f"{container_port}/tcp": ("127.0.0.1", None)},
             "labels": {LABEL: "1", OWNER_LABEL: "cli" if keep else _owner()},
             "environment": dict(environment or {}),
         }
@@ -126,14 +136,14 @@ class DockerProvider:
                 raise self._failure(
                     container, f"exited with code {container.attrs['State']['ExitCode']}"
                 )
-            bindings = (container.ports or {}).get(f"{CONTAINER_PORT}/tcp") or []
+            bindings = (container.ports or {}).get(f"{self.container_port}/tcp") or []
             if bindings and url is None:
-                url = f"ws://127.0.0.1:{bindings[0]['HostPort']}"
+                url = f"{self.scheme}://127.0.0.1:{bindings[0]['HostPort']}"
             if url is not None:
                 try:
-                    probe(url, timeout=max(0.2, min(2.0, deadline - time.monotonic())))
+                    self._ready(url, max(0.2, min(2.0, deadline - time.monotonic())))
                     return url
-                except OpenEnvError:
+                except (OpenEnvError, OSError):
                     pass  # the server in the container is still starting
             if time.monotonic() >= deadline:
                 raise self._failure(container, "did not answer a protocol handshake in time")

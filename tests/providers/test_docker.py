@@ -171,3 +171,19 @@ def test_docker_prune_removes_containers_of_a_killed_client(image: str) -> None:
     assert container_id in {c.id for c in list_containers()}
     prune()
     assert container_id not in {c.id for c in list_containers()}
+
+
+def test_docker_openenv_image_driven_through_gymnasium(image: str, containers_before: None) -> None:
+    # Our image also speaks OpenEnv's protocol on its port: it stands in for an OpenEnv image.
+    from openenv_gym.client.openenv_env import OpenEnvEnv
+
+    env = OpenEnvEnv.from_docker_image(image, port=8765, command=["CartPole-v1"])
+    try:
+        local = gymnasium.make("CartPole-v1")
+        obs, _ = env.reset(seed=4)
+        expected, _ = local.reset(seed=4)
+        np.testing.assert_array_equal(obs["observation"], expected.astype(np.float64))
+        _, reward, done, truncated, _ = env.step({"action": 1})
+        assert reward == 1.0 and done is False and truncated is False
+    finally:
+        env.close()
