@@ -24,8 +24,6 @@ from openenv_gym.envs import Task, TaskSet, is_tool, terminal, tools
 from openenv_gym.envs.terminal import ALLOW_ENV_VAR, TerminalEnv, in_container
 
 SPEC = "openenv_gym.envs.terminal:TerminalEnv"
-IMAGE = os.environ.get("OPENENV_GYM_TEST_IMAGE", "openenv-gym:latest")
-REQUIRE = os.environ.get("OPENENV_GYM_REQUIRE_DOCKER") == "1"
 
 SOLUTIONS: dict[str, list[str]] = {
     "hello-file": ["echo 'Hello, terminal!' > hello.txt"],
@@ -289,47 +287,8 @@ def test_gymnasium_make_with_the_entry_point() -> None:
 
 
 @pytest.fixture(scope="module")
-def docker_client() -> object:
-    reason = None
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:  # no SDK, or no engine
-        reason = (
-            f"no Docker engine ({type(exc).__name__}: {exc}); install one (Debian: "
-            "apt-get install docker.io && dockerd &) and pip install 'openenv-gym[docker]', "
-            "or set OPENENV_GYM_REQUIRE_DOCKER=1 to make this a failure"
-        )
-    if reason is not None:
-        if REQUIRE:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return client
-
-
-@pytest.fixture(scope="module")
-def image(docker_client: object) -> str:
-    import docker.errors
-
-    try:
-        docker_client.images.get(IMAGE)  # type: ignore[attr-defined]
-    except docker.errors.ImageNotFound:
-        from openenv_gym.providers.docker_image import build_image
-
-        build_image(tag=IMAGE, offline=True, progress=lambda line: None)
-    return IMAGE
-
-
-@pytest.fixture
-def containers_before(docker_client: object) -> Iterator[None]:
-    from openenv_gym.providers.docker import list_containers
-
-    before = {c.id for c in list_containers()}
-    yield
-    leaked = {c.id for c in list_containers()} - before
-    assert not leaked, f"containers left behind: {leaked}"
+def image(docker_image: str) -> str:
+    return docker_image
 
 
 def _network_note(route_table: str, interfaces: str) -> str | None:

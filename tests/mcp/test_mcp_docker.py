@@ -24,28 +24,19 @@ import openenv_gym
 
 pytestmark = pytest.mark.docker
 
-IMAGE = os.environ.get("OPENENV_GYM_TEST_IMAGE", "openenv-gym:latest")
 TERMINAL = "openenv_gym.envs.terminal:TerminalEnv"
 COMMANDS = ["ls", "printf 'Hello, terminal!\\n' > hello.txt", "cat hello.txt"]
 
 
 @pytest.fixture(scope="module")
-def offline_container() -> Iterator[Any]:
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-        client.images.get(IMAGE)
-        if shutil.which("docker") is None:
-            raise RuntimeError("the docker CLI is needed for `docker exec -i`")
-    except Exception as exc:
-        reason = f"no Docker engine, CLI or image {IMAGE!r} ({exc})"
+def offline_container(docker_client: Any, docker_image: str) -> Iterator[Any]:
+    if shutil.which("docker") is None:
+        reason = "the docker CLI is needed for `docker exec -i`"
         if os.environ.get("OPENENV_GYM_REQUIRE_DOCKER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    container = client.containers.run(
-        IMAGE,
+    container = docker_client.containers.run(
+        docker_image,
         entrypoint=["sleep", "300"],
         network_mode="none",
         detach=True,
@@ -94,7 +85,7 @@ def test_mcp_agent_in_an_offline_container_matches_the_gymnasium_facade(
     names, over_mcp, interfaces = _over_mcp(offline_container)
     assert names == {"run"}  # production mode: the env's own tool, never reset
     assert interfaces.split() == ["lo"]  # no network but loopback inside the container
-    with openenv_gym.RemoteEnv(TERMINAL, docker_image=IMAGE) as env:
+    with openenv_gym.RemoteEnv(TERMINAL, docker_image=offline_container.image.tags[0]) as env:
         env.reset(seed=0, options={"task": "hello-file"})
         over_gym = [env.step(command) for command in COMMANDS]
     assert [r["reward"] for r in over_mcp] == [step[1] for step in over_gym]

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import urllib.parse
-from collections.abc import Iterator
 
 import gymnasium
 import numpy as np
@@ -24,52 +23,10 @@ from openenv_gym.errors import ConnectionLostError, ServerStartError
 
 pytestmark = pytest.mark.docker
 
-IMAGE = os.environ.get("OPENENV_GYM_TEST_IMAGE", "openenv-gym:latest")
-REQUIRE = os.environ.get("OPENENV_GYM_REQUIRE_DOCKER") == "1"
-
 
 @pytest.fixture(scope="module")
-def docker_client() -> object:
-    reason = None
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:  # no SDK, or no engine
-        reason = (
-            f"no Docker engine ({type(exc).__name__}: {exc}); install one (Debian: "
-            "apt-get install docker.io && dockerd &) and pip install 'openenv-gym[docker]', "
-            "or set OPENENV_GYM_REQUIRE_DOCKER=1 to make this a failure"
-        )
-    if reason is not None:
-        if REQUIRE:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return client
-
-
-@pytest.fixture(scope="module")
-def image(docker_client: object) -> str:
-    import docker.errors
-
-    try:
-        docker_client.images.get(IMAGE)  # type: ignore[attr-defined]
-    except docker.errors.ImageNotFound:
-        from openenv_gym.providers.docker_image import build_image
-
-        build_image(tag=IMAGE, offline=True, progress=lambda line: None)
-    return IMAGE
-
-
-@pytest.fixture
-def containers_before(docker_client: object) -> Iterator[None]:
-    from openenv_gym.providers.docker import list_containers
-
-    before = {c.id for c in list_containers()}
-    yield
-    leaked = {c.id for c in list_containers()} - before
-    assert not leaked, f"containers left behind: {leaked}"
+def image(docker_image: str) -> str:
+    return docker_image
 
 
 def test_docker_vector_env_matches_sync_vector_env(image: str, containers_before: None) -> None:
