@@ -36,15 +36,15 @@ import os
 import platform
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from openenv_gym.bench.openenv_peer import serve_process
 
 SPEC = "openenv_gym.testing.openenv_echo:WordGuessEnv"
 WORDS = ("cab", "bad", "dab", "add", "bed")
@@ -64,53 +64,15 @@ def _serve_openenv(fd: int, max_sessions: int) -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
-def _healthy(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{url}/health", timeout=1.0) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @contextmanager
 def openenv_server(startup_timeout: float = 90.0) -> Iterator[str]:
-    """Run OpenEnv's own server for WordGuessEnv in a subprocess; yield its ``http://`` URL.
-
-    The socket is bound here (127.0.0.1, a free port) and inherited by the child; ready once
-    ``GET /health`` answers 200, within ``startup_timeout`` seconds.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, tempfile.TemporaryFile() as log:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), SERVE_FLAG, str(sock.fileno())],
-            pass_fds=[sock.fileno()],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + startup_timeout
-            while not _healthy(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    tail = log.read().decode(errors="replace")[-2000:]
-                    raise RuntimeError(
-                        f"OpenEnv server not ready within {startup_timeout} s "
-                        f"(exit code {process.poll()}):\n{tail}"
-                    )
-                time.sleep(0.1)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """Run OpenEnv's own server for WordGuessEnv in a subprocess; yield its ``http://`` URL."""
+    with serve_process(
+        lambda fd: [sys.executable, os.path.abspath(__file__), SERVE_FLAG, str(fd)],
+        startup_timeout=startup_timeout,
+        what="OpenEnv server for WordGuessEnv",
+    ) as url:
+        yield url
 
 
 # -- OpenEnv's client: N concurrent sessions ------------------------------------------------

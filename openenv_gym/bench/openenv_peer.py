@@ -164,10 +164,35 @@ def serve(
 ) -> Iterator[str]:
     """Run an OpenEnv server for ``env_id`` in another process; yield ``http://127.0.0.1:port``.
 
-    The listening socket is bound here (127.0.0.1, a free port) and handed to the child.
-
     Raises:
         RuntimeError: the server exited or did not answer ``/health`` within ``startup_timeout``.
+
+    """
+
+    def argv(fd: int) -> list[str]:
+        code = (
+            "from openenv_gym.bench.openenv_peer import _serve_main; "
+            f"_serve_main({env_id!r}, {max_sessions}, {fd})"
+        )
+        return [sys.executable, "-c", code]
+
+    with serve_process(
+        argv, startup_timeout=startup_timeout, what=f"OpenEnv server for {env_id}"
+    ) as url:
+        yield url
+
+
+@contextmanager
+def serve_process(
+    argv: Callable[[int], list[str]], *, startup_timeout: float, what: str = "OpenEnv server"
+) -> Iterator[str]:
+    """Run ``argv(fd)`` serving HTTP on the inherited socket ``fd``; yield its URL.
+
+    The socket is bound here (127.0.0.1, a free port), so there is no free-port race; the
+    server is ready once ``GET /health`` answers 200.
+
+    Raises:
+        RuntimeError: the server exited or was not ready within ``startup_timeout``.
 
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, tempfile.TemporaryFile() as log:
@@ -175,12 +200,8 @@ def serve(
         sock.bind(("127.0.0.1", 0))
         sock.listen(1024)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        code = (
-            "from openenv_gym.bench.openenv_peer import _serve_main; "
-            f"_serve_main({env_id!r}, {max_sessions}, {sock.fileno()})"
-        )
         process = subprocess.Popen(
-            [sys.executable, "-c", code],
+            argv(sock.fileno()),
             pass_fds=[sock.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -194,10 +215,10 @@ def serve(
                     log.seek(0)
                     tail = log.read().decode(errors="replace")[-2000:]
                     raise RuntimeError(
-                        f"OpenEnv server for {env_id} not ready within {startup_timeout} s "
+                        f"{what} not ready within {startup_timeout} s "
                         f"(exit code {process.poll()}):\n{tail}"
                     )
-                time.sleep(0.1)
+                time.sleep(0.1)  # between /health polls; the deadline bounds the loop
             yield url
         finally:
             process.terminate()
