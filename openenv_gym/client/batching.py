@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["check_reset_mask", "concat_batches", "slice_batch", "vector_seeds"]
+__all__ = ["ARRAY_SPACES", "check_reset_mask", "concat_batches", "slice_batch", "vector_seeds"]
 
-_ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+"""Single spaces whose batches are one ndarray with the envs on the first axis."""
 
 
 @functools.singledispatch

@@ -24,7 +24,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from openenv_gym.client.batching import (
-    _ARRAY_SPACES,
+    ARRAY_SPACES,
     check_reset_mask,
     concat_batches,
     slice_batch,
@@ -326,7 +326,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         )
 
     def _check_actions(self, actions: Any) -> Any:
-        if isinstance(self.single_action_space, _ARRAY_SPACES):
+        if isinstance(self.single_action_space, ARRAY_SPACES):
             array = np.asarray(actions)
             expected = self.action_space.shape
             if array.shape != expected:
