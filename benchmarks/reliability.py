@@ -32,12 +32,10 @@ invariant fails. Known library bugs are listed in ``KNOWN_BUGS``: a check they b
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import concurrent.futures
 import contextlib
 import dataclasses
-import http.client
 import itertools
 import json
 import multiprocessing
@@ -52,13 +50,13 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import numpy as np
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from openenv_gym import RemoteEnv, RemoteVectorEnv
 from openenv_gym.errors import (
@@ -77,6 +75,20 @@ from openenv_gym.protocol.messages import (
     parse_reply,
 )
 from openenv_gym.providers.local import LocalProvider
+from openenv_gym.testing.rawws import (
+    DEFAULT_KEY,
+    client_frame,
+    healthz,
+    open_fds,
+    opening_handshake,
+    raw_connection,
+    read_frames,
+    read_until_eof,
+    rss_mib,
+    split_server_frames,
+    upgraded_connection,
+    ws_connection,
+)
 
 CARTPOLE = "CartPole-v1"
 DICT_TUPLE = "openenv_gym.testing.envs:DictTupleEnv"
@@ -188,18 +200,6 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _live_children() -> list[int]:
     """Return the pids of running processes whose parent is this one."""
     me, children = os.getpid(), []
@@ -236,123 +236,24 @@ def _serve_supports(flag: str) -> bool:
     return flag in help_text
 
 
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
-
-
-def _healthz(url: str, timeout: float = ANSWER_TIMEOUT) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", _port(url), timeout=timeout)
-    try:
-        conn.request("GET", "/healthz")
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
-
-
 def _settle_fds(pid: int, target: int, timeout: float = 5.0) -> int:
     """Wait for the server to close what it is closing; return its fd count."""
     deadline = time.monotonic() + timeout
-    while _fds(pid) > target and time.monotonic() < deadline:
+    while open_fds(pid) > target and time.monotonic() < deadline:
         time.sleep(0.05)
-    return _fds(pid)
+    return open_fds(pid)
 
 
 # --------------------------------------------------------------------------- raw WebSocket
 
 
-def _handshake() -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def _raw(url: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", _port(url)), timeout=ANSWER_TIMEOUT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _raw_upgraded(url: str) -> socket.socket:
-    sock = _raw(url)
-    sock.sendall(_handshake())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"EOF during the opening handshake: {response!r}")
-        response += chunk
-    if not response.startswith(b"HTTP/1.1 101"):
-        raise ConnectionError(f"handshake refused: {response[:60]!r}")
-    return sock
-
-
-def _frame(
-    payload: bytes, *, opcode: int = 0x2, fin: bool = True, rsv: int = 0, masked: bool = True
-) -> bytes:
-    head = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload)
-    bit = 0x80 if masked else 0
-    if n < 126:
-        header = bytes((head, bit | n))
-    elif n < 65536:
-        header = bytes((head, bit | 126)) + struct.pack("!H", n)
-    else:
-        header = bytes((head, bit | 127)) + struct.pack("!Q", n)
-    if not masked:
-        return header + payload
-    key = os.urandom(4)
-    data = np.frombuffer(payload, dtype=np.uint8)
-    masked_payload = (data ^ np.resize(np.frombuffer(key, dtype=np.uint8), data.shape)).tobytes()
-    return header + key + masked_payload
-
-
 def _request(op: Op, request_id: int, body: Any) -> bytes:
-    return _frame(codec.encode([int(op), request_id, body]))
-
-
-def _server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    frames, offset = [], 0
-    while len(data) - offset >= 2:
-        opcode, length, start = data[offset] & 0x0F, data[offset + 1] & 0x7F, offset + 2
-        if length == 126:
-            if len(data) - offset < 4:
-                break
-            (length,) = struct.unpack_from("!H", data, start)
-            start += 2
-        elif length == 127:
-            if len(data) - offset < 10:
-                break
-            (length,) = struct.unpack_from("!Q", data, start)
-            start += 8
-        if len(data) < start + length:
-            break
-        frames.append((opcode, data[start : start + length]))
-        offset = start + length
-    return frames
+    return client_frame(codec.encode([int(op), request_id, body]))
 
 
 def _read_frames(sock: socket.socket, count: int, timeout: float = ANSWER_TIMEOUT) -> list[Any]:
     """Return the first ``count`` server frames as decoded replies (or ("close", code))."""
-    deadline, data = time.monotonic() + timeout, b""
-    while True:
-        frames = _server_frames(data)
-        if len(frames) >= count:
-            break
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"{len(frames)} of {count} frames within {timeout} s")
-        sock.settimeout(remaining)
-        with contextlib.suppress(TimeoutError):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError(f"EOF after {len(frames)} of {count} frames")
-            data += chunk
+    frames = read_frames(sock, count, timeout)
     out: list[Any] = []
     for opcode, payload in frames[:count]:
         if opcode == 0x8:
@@ -360,24 +261,6 @@ def _read_frames(sock: socket.socket, count: int, timeout: float = ANSWER_TIMEOU
         else:
             out.append(parse_reply(codec.decode(payload, max_bytes=None)))
     return out
-
-
-def _read_until_eof(sock: socket.socket, timeout: float = ANSWER_TIMEOUT) -> bytes:
-    deadline, received = time.monotonic() + timeout, b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"the server did not close within {timeout} s")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(1 << 16)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
 
 
 def _rst(sock: socket.socket) -> None:
@@ -551,7 +434,9 @@ def run_load(report: Report, urls: list[str], args: argparse.Namespace) -> None:
         stats["sessions served"] >= args.sessions and stats["vector steps"] > 0,
         f"{stats['sessions served']} served",
     )
-    report.check("load: servers healthy afterwards", all(_healthz(url) == 200 for url in urls))
+    report.check(
+        "load: servers healthy afterwards", all(healthz(url, ANSWER_TIMEOUT) == 200 for url in urls)
+    )
 
 
 # --------------------------------------------------------------------------- (b) faults
@@ -685,7 +570,7 @@ VICTIM = textwrap.dedent(
 def _fault_client_killed(url: str, pid: int, timeout: float) -> Fault:
     bystander = RemoteEnv(CARTPOLE, url=url, call_timeout=timeout)
     bystander.reset(seed=0)
-    baseline = _fds(pid)
+    baseline = open_fds(pid)
     victim = subprocess.Popen(
         [sys.executable, "-c", VICTIM, url],
         stdin=subprocess.PIPE,
@@ -697,7 +582,7 @@ def _fault_client_killed(url: str, pid: int, timeout: float) -> Fault:
         assert victim.stdout is not None
         ready, _, _ = select.select([victim.stdout], [], [], 60)
         line = victim.stdout.readline() if ready else ""
-        during = _fds(pid)
+        during = open_fds(pid)
         os.kill(victim.pid, signal.SIGKILL)  # ours, by pid
         victim.wait(10)
     finally:
@@ -796,20 +681,6 @@ def run_faults(
 
 class _Bad(Exception):
     """A bad outcome: the server hung, sent garbage or closed uncleanly."""
-
-
-@contextlib.contextmanager
-def _ws(url: str) -> Iterator[ClientConnection]:
-    with connect(
-        url,
-        compression=None,
-        proxy=None,
-        max_size=None,
-        open_timeout=ANSWER_TIMEOUT,
-        close_timeout=2,
-        ping_interval=None,
-    ) as ws:
-        yield ws
 
 
 def _answer(ws: ClientConnection, outcomes: collections.Counter[str]) -> Any:
@@ -1015,7 +886,7 @@ class Fuzzer:
             value = codec.decode(data, max_bytes=None) if isinstance(data, bytes) else None
             if isinstance(value, list) and len(value) == 3 and type(value[0]) is int:
                 header = value
-        with _ws(self.url) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
             self._open(ws, kind)
             reply = _send(ws, data, self.outcomes, **kw)
             ended = False
@@ -1136,13 +1007,13 @@ class Fuzzer:
         """Send a message in random fragments."""
         data = codec.encode(HELLO) if self.rng.random() < 0.5 else self.rng.randbytes(40)
         cuts = sorted({0, len(data), *(self.rng.randint(0, len(data)) for _ in range(4))})
-        with _ws(self.url) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
             reply = _send(ws, [data[a:b] for a, b in itertools.pairwise(cuts)], self.outcomes)
             self._carries_on(ws, reply)
 
     def fuzz_raw_frames(self) -> None:
         """Send hand-built frames breaking the rules, then a close frame and EOF."""
-        sock = _raw_upgraded(self.url)
+        sock = upgraded_connection(self.url, ANSWER_TIMEOUT)
         try:
             with contextlib.suppress(OSError):
                 for _ in range(self.rng.randint(1, 5)):
@@ -1158,22 +1029,22 @@ class Fuzzer:
                         ]
                     )
                     sock.sendall(
-                        _frame(
+                        client_frame(
                             payload,
                             opcode=self.rng.choice([0, 1, 2, 8, 9, 10, 3, 15]),
                             fin=self.rng.random() < 0.7,
                             rsv=self.rng.choice([0, 0, 0, 1, 4]),
-                            masked=self.rng.random() < 0.9,
+                            key=DEFAULT_KEY if self.rng.random() < 0.9 else None,
                         )
                     )
-                sock.sendall(_frame(struct.pack("!H", 1000), opcode=0x8))
+                sock.sendall(client_frame(struct.pack("!H", 1000), opcode=0x8))
                 sock.shutdown(socket.SHUT_WR)
-            data = _read_until_eof(sock)
+            data = read_until_eof(sock, ANSWER_TIMEOUT)[0]
         except TimeoutError as exc:
             raise _Bad(str(exc)) from exc
         finally:
             sock.close()
-        for opcode, payload in _server_frames(data):
+        for opcode, payload in split_server_frames(data)[0]:
             if opcode == 0x8 and len(payload) >= 2:
                 code = struct.unpack("!H", payload[:2])[0]
                 if code not in CLEAN_CLOSE_CODES:
@@ -1188,7 +1059,7 @@ class Fuzzer:
         parts = self.rng.randint(1, 4)
         data = b"\x00" * size
         fragments = [data[size * i // parts : size * (i + 1) // parts] for i in range(parts)]
-        with _ws(self.small_url) as ws:
+        with ws_connection(self.small_url, ANSWER_TIMEOUT) as ws:
             reply = _send(ws, fragments if parts > 1 else data, self.outcomes)
             if size > SMALL_LIMIT and reply is not None:
                 raise _Bad(f"a {size}-byte message over the limit was answered: {reply}")
@@ -1204,8 +1075,8 @@ class Fuzzer:
             [3, 4, np.array([1, -1])],
             [7, 5, {"name": "blob", "values": np.arange(20_000.0), "per_env": False}],
         ]
-        stream = _handshake() + b"".join(_frame(codec.encode(r)) for r in requests)
-        sock = _raw(self.url)
+        stream = opening_handshake() + b"".join(client_frame(codec.encode(r)) for r in requests)
+        sock = raw_connection(self.url, ANSWER_TIMEOUT)
         try:
             sock.sendall(stream[: self.rng.randint(0, len(stream))])
             if self.rng.random() < 0.5:
@@ -1214,7 +1085,7 @@ class Fuzzer:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
             try:
-                _read_until_eof(sock)
+                read_until_eof(sock, ANSWER_TIMEOUT)[0]
             except TimeoutError as exc:
                 raise _Bad(f"half-closed connection not closed: {exc}") from exc
         finally:
@@ -1236,12 +1107,12 @@ class Fuzzer:
             if self.rng.random() < 0.5
             else b"".join(self.rng.choices(lines, k=self.rng.randint(0, 4)))
         )
-        sock = _raw(self.url)
+        sock = raw_connection(self.url, ANSWER_TIMEOUT)
         try:
             with contextlib.suppress(OSError):
                 sock.sendall(prefix + garbage + b"\r\n\r\n")
                 sock.shutdown(socket.SHUT_WR)
-            response = _read_until_eof(sock)
+            response = read_until_eof(sock, ANSWER_TIMEOUT)[0]
         except TimeoutError as exc:
             raise _Bad(str(exc)) from exc
         finally:
@@ -1262,7 +1133,7 @@ class Fuzzer:
                 self.bad.append(f"{kind}: {exc}")
             except Exception as exc:  # the harness itself failed (e.g. a refused connection)
                 self.bad.append(f"{kind}: {type(exc).__name__}: {exc}")
-            if sum(self.tried.values()) % 50 == 0 and _healthz(self.url) != 200:
+            if sum(self.tried.values()) % 50 == 0 and healthz(self.url, ANSWER_TIMEOUT) != 200:
                 self.bad.append(f"{kind}: the server stopped answering /healthz")
                 break
 
@@ -1281,7 +1152,7 @@ def run_fuzz(report: Report, url: str, small_url: str, args: argparse.Namespace)
                 bystander.reset()
             stepped += 1
     bystander.close()
-    healthy = _healthz(url) == 200 and _healthz(small_url) == 200
+    healthy = healthz(url, ANSWER_TIMEOUT) == 200 and healthz(small_url, ANSWER_TIMEOUT) == 200
     report.put(
         "fuzz",
         inputs_tried=sum(fuzzer.tried.values()),
@@ -1311,29 +1182,29 @@ def _cycle(url: str, kind: str) -> None:
             envs.step(np.zeros(4, dtype=np.int64))
         return
     if kind == "handshake only":
-        sock = _raw(url)
-        sock.sendall(_handshake()[:20])
+        sock = raw_connection(url, ANSWER_TIMEOUT)
+        sock.sendall(opening_handshake()[:20])
         _rst(sock)
         return
-    sock = _raw_upgraded(url)
+    sock = upgraded_connection(url, ANSWER_TIMEOUT)
     make = {"env_id": CARTPOLE, "num_envs": 4, "autoreset_mode": "NextStep"}
     if kind == "reset without close frame":
-        sock.sendall(_frame(codec.encode(HELLO)) + _request(Op.MAKE, 2, make))
+        sock.sendall(client_frame(codec.encode(HELLO)) + _request(Op.MAKE, 2, make))
         _read_frames(sock, 2)
         _rst(sock)
     elif kind == "reset mid-request":
-        sock.sendall(_frame(codec.encode(HELLO)) + _request(Op.MAKE, 2, make))
+        sock.sendall(client_frame(codec.encode(HELLO)) + _request(Op.MAKE, 2, make))
         _read_frames(sock, 2)
         sock.sendall(_request(Op.STEP, 3, np.zeros(4, dtype=np.int64)))
         _rst(sock)
     elif kind == "reset with requests unanswered":
-        sock.sendall(_frame(codec.encode(HELLO)) + _request(Op.MAKE, 2, make))
+        sock.sendall(client_frame(codec.encode(HELLO)) + _request(Op.MAKE, 2, make))
         _rst(sock)
     elif kind == "half-close":
-        sock.sendall(_frame(codec.encode(HELLO)))
+        sock.sendall(client_frame(codec.encode(HELLO)))
         _read_frames(sock, 1)
         sock.shutdown(socket.SHUT_WR)
-        _read_until_eof(sock)
+        read_until_eof(sock, ANSWER_TIMEOUT)[0]
         sock.close()
     else:
         raise ValueError(kind)
@@ -1357,8 +1228,8 @@ def _capacity(url: str) -> tuple[int | None, int | None, str]:
     try:
         refusal = None
         for _ in range(LEAK_MAX_SESSIONS + 1):
-            sock = _raw_upgraded(url)
-            sock.sendall(_frame(codec.encode(HELLO)))
+            sock = upgraded_connection(url, ANSWER_TIMEOUT)
+            sock.sendall(client_frame(codec.encode(HELLO)))
             status, _, body = _read_frames(sock, 1)[0]
             if status is not Status.OK:
                 refusal = body
@@ -1386,8 +1257,8 @@ def _leak_check(report: Report, label: str, url: str, pid: int, cycles: int) -> 
     for kind in LEAK_CYCLES * 5:  # warm up lazy imports and caches before the baseline
         _cycle(url, kind)
     time.sleep(0.3)
-    fds_before = _fds(pid)
-    rss_before = _rss_mib(pid)
+    fds_before = open_fds(pid)
+    rss_before = rss_mib(pid)
     errors: collections.Counter[str] = collections.Counter()
     started = time.monotonic()
     for number in range(cycles):
@@ -1399,7 +1270,7 @@ def _leak_check(report: Report, label: str, url: str, pid: int, cycles: int) -> 
     elapsed = time.monotonic() - started
     fds_after = _settle_fds(pid, fds_before)
     time.sleep(0.2)
-    rss_after = _rss_mib(pid)
+    rss_after = rss_mib(pid)
     leaked_sessions, leaked_envs, note = _capacity(url)
     figures = {
         "cycles": cycles,

@@ -18,7 +18,7 @@ try:
 except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["FrameBoundary", "binary_frame", "parse_binary_frame"]
+__all__ = ["FrameBoundary", "apply_mask", "binary_frame", "parse_binary_frame"]
 
 _FIN_BINARY = 0x82
 _MASK_BIT = 0x80

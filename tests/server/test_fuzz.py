@@ -22,11 +22,9 @@ campaign tried and what the server answered.
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import dataclasses
-import http.client
 import itertools
 import os
 import socket
@@ -42,7 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 import openenv_gym
 from openenv_gym.protocol import codec
@@ -55,6 +53,21 @@ from openenv_gym.protocol.messages import (
     parse_reply,
 )
 from openenv_gym.providers.local import LocalProvider
+from openenv_gym.testing.rawws import (
+    abort,
+    client_frame,
+    close_frame,
+    healthz,
+    open_fds,
+    opening_handshake,
+    raw_connection,
+    read_frames,
+    read_until_eof,
+    rss_mib,
+    split_server_frames,
+    upgraded_connection,
+    ws_connection,
+)
 
 CARTPOLE = "CartPole-v1"
 DICT_TUPLE = "openenv_gym.testing.envs:DictTupleEnv"
@@ -79,18 +92,6 @@ QUICK = settings(FUZZ, max_examples=60)
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def _proc_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def bystander(server: LocalProvider) -> Iterator[Bystander]:
     env = openenv_gym.RemoteEnv(CARTPOLE, url=server.urls[0], call_timeout=10)
     env.reset(seed=0)
     assert env.step(np.int64(0))[0].shape == (4,)
-    yield Bystander(env, _proc_fds(server.pids[0]))
+    yield Bystander(env, open_fds(server.pids[0]))
     env.close()
     print(f"\n\nfuzz campaign: {sum(TRIED.values())} inputs in {time.monotonic() - started:.1f} s")
     for name, count in sorted(TRIED.items()):
@@ -217,20 +218,6 @@ def _carries_on(ws: ClientConnection, first: Outcome, sent: bytes | None) -> Non
         assert (probe.status, probe.request_id) == (Status.OK, PROBE_ID), (first, probe)
 
 
-@contextlib.contextmanager
-def _ws(url: str) -> Iterator[ClientConnection]:
-    with connect(
-        url,
-        compression=None,
-        proxy=None,
-        max_size=None,
-        open_timeout=ANSWER_TIMEOUT,
-        close_timeout=2,
-        ping_interval=None,
-    ) as ws:
-        yield ws
-
-
 SESSION_KINDS: dict[str, dict[str, Any] | None] = {
     "new": None,
     "open": None,
@@ -265,131 +252,21 @@ def _open(ws: ClientConnection, kind: str) -> None:
 # --------------------------------------------------------------------------- raw sockets
 
 
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
-
-
-def _handshake() -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def _raw(url: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", _port(url)), timeout=ANSWER_TIMEOUT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _raw_upgraded(url: str) -> socket.socket:
-    sock = _raw(url)
-    sock.sendall(_handshake())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        assert chunk, f"EOF during the opening handshake: {response!r}"
-        response += chunk
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
-
-
-def _mask(payload: bytes, key: bytes) -> bytes:
-    if not payload:
-        return b""
-    data = np.frombuffer(payload, dtype=np.uint8)
-    keys = np.resize(np.frombuffer(key, dtype=np.uint8), data.shape)
-    return (data ^ keys).tobytes()
-
-
-def _frame(
-    payload: bytes,
-    *,
-    opcode: int = 0x2,
-    fin: bool = True,
-    rsv: int = 0,
-    key: bytes | None = b"\x5a\x17\xc3\x01",
-) -> bytes:
-    """One client frame, built by hand (so that it may break the rules)."""
-    head = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mask_bit = 0x80 if key is not None else 0
-    n = len(payload)
-    if n < 126:
-        header = bytes((head, mask_bit | n))
-    elif n < 65536:
-        header = bytes((head, mask_bit | 126)) + struct.pack("!H", n)
-    else:
-        header = bytes((head, mask_bit | 127)) + struct.pack("!Q", n)
-    return header + payload if key is None else header + key + _mask(payload, key)
-
-
-def _close_frame(code: int = 1000) -> bytes:
-    return _frame(struct.pack("!H", code), opcode=0x8)
-
-
-def _parse_server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
-    """Split unmasked server frames; return them and the incomplete rest."""
-    frames, offset = [], 0
-    while len(data) - offset >= 2:
-        opcode, length = data[offset] & 0x0F, data[offset + 1] & 0x7F
-        start = offset + 2
-        if length == 126:
-            if len(data) - offset < 4:
-                break
-            (length,) = struct.unpack_from("!H", data, start)
-            start += 2
-        elif length == 127:
-            if len(data) - offset < 10:
-                break
-            (length,) = struct.unpack_from("!Q", data, start)
-            start += 8
-        if len(data) < start + length:
-            break
-        frames.append((opcode, data[start : start + length]))
-        offset = start + length
-    return frames, data[offset:]
-
-
 def _read_until_eof(sock: socket.socket, timeout: float = ANSWER_TIMEOUT) -> bytes:
-    """Everything the server sends until it closes; fail if it does not close in time."""
-    deadline = time.monotonic() + timeout
-    received = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"the server did not close within {timeout} s"
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(1 << 16)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            OUTCOMES["closed (reset)"] += 1
-            return received
-        if not chunk:
-            return received
-        received += chunk
+    """Everything the server sends until it closes (a reset is counted as an outcome)."""
+    received, reset = read_until_eof(sock, timeout)
+    if reset:
+        OUTCOMES["closed (reset)"] += 1
+    return received
 
 
 def _read_frames(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
-    deadline = time.monotonic() + ANSWER_TIMEOUT
-    data = b""
-    while True:
-        frames, _ = _parse_server_frames(data)
-        if len(frames) >= count:
-            return frames
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{len(frames)} of {count} replies within {ANSWER_TIMEOUT} s"
-        sock.settimeout(remaining)
-        with contextlib.suppress(TimeoutError):
-            chunk = sock.recv(1 << 16)
-            assert chunk, f"EOF after {len(frames)} of {count} replies"
-            data += chunk
+    return read_frames(sock, count, ANSWER_TIMEOUT)
 
 
 def _check_server_frames(data: bytes) -> None:
     """Every complete frame the server sent is a valid reply, a pong or a clean close."""
-    frames, _ = _parse_server_frames(data)
+    frames, _ = split_server_frames(data)
     for opcode, payload in frames:
         if opcode == 0x2:
             _check_reply(payload)
@@ -399,23 +276,6 @@ def _check_server_frames(data: bytes) -> None:
             OUTCOMES[f"closed ({code or 'no code'})"] += 1
         else:
             assert opcode == 0xA, f"unexpected server frame opcode {opcode}"
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close without a close frame or FIN: the kernel sends RST."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def _healthz(url: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", _port(url), timeout=ANSWER_TIMEOUT)
-    try:
-        conn.request("GET", "/healthz")
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
 
 
 # --------------------------------------------------------------------------- strategies
@@ -545,7 +405,7 @@ CONTROL_BODIES = st.one_of(
 )
 def test_server_answers_random_bytes(server: LocalProvider, kind: str, data: bytes) -> None:
     TRIED["random bytes frames"] += 1
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, kind)
         outcome = _send(ws, data)
         assert outcome.closed or outcome.request_id in _reply_ids(data), outcome
@@ -557,7 +417,7 @@ def test_server_answers_random_bytes(server: LocalProvider, kind: str, data: byt
 def test_server_answers_random_msgpack_values(server: LocalProvider, kind: str, value: Any) -> None:
     TRIED["random msgpack values"] += 1
     frame = msgpack.packb(value, use_bin_type=True)
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, kind)
         outcome = _send(ws, frame)
         assert outcome.closed or outcome.request_id in _reply_ids(frame), outcome
@@ -576,7 +436,7 @@ def test_server_answers_random_envelopes_in_every_state(
 ) -> None:
     TRIED["envelopes with random op/id/body"] += 1
     frame = codec.encode([op, request_id, body])
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, kind)
         outcome = _send(ws, frame)
         assert not outcome.closed, "an envelope never closes the connection"
@@ -621,7 +481,7 @@ def _hello_expectation(body: Any) -> str:
 @given(body=HELLO_BODIES)
 def test_server_refuses_invalid_hello_fields(server: LocalProvider, body: Any) -> None:
     TRIED["HELLO with random fields"] += 1
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         frame = codec.encode([int(Op.HELLO), 1, body])
         outcome = _send(ws, frame)
         expected = _hello_expectation(body)
@@ -701,7 +561,7 @@ def _make_expectation(body: Any) -> str | None:
 @given(body=MAKE_BODIES)
 def test_server_refuses_invalid_make_fields(server: LocalProvider, body: Any) -> None:
     TRIED["MAKE with random fields"] += 1
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, "open")
         frame = codec.encode([int(Op.MAKE), 2, body])
         outcome = _send(ws, frame)
@@ -723,8 +583,8 @@ def test_server_refuses_huge_num_envs_without_building_them(
     server: LocalProvider, num_envs: int, env_id: str
 ) -> None:
     TRIED["MAKE with a huge num_envs"] += 1
-    rss = _rss_mib(server.pids[0])
-    with _ws(server.urls[0]) as ws:
+    rss = rss_mib(server.pids[0])
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, "open")
         started = time.monotonic()
         make = {"env_id": env_id, "num_envs": num_envs, "autoreset_mode": "NextStep"}
@@ -737,7 +597,7 @@ def test_server_refuses_huge_num_envs_without_building_them(
         )
         assert outcome.body["details"]["limit"] == "envs per session"
         _carries_on(ws, outcome, None)
-    assert _rss_mib(server.pids[0]) - rss < 20
+    assert rss_mib(server.pids[0]) - rss < 20
 
 
 ACTIONS = st.one_of(
@@ -752,7 +612,7 @@ ACTIONS = st.one_of(
 @FUZZ
 @given(kind=st.sampled_from(ACTIVE_KINDS), actions=st.lists(ACTIONS, min_size=1, max_size=4))
 def test_server_answers_bad_actions(server: LocalProvider, kind: str, actions: list[Any]) -> None:
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, kind)
         for index, action in enumerate(actions):
             TRIED["STEP with random actions"] += 1
@@ -801,7 +661,7 @@ def test_server_answers_invalid_seeds_and_options(
     server: LocalProvider, kind: str, seed: Any, options: Any
 ) -> None:
     TRIED["RESET with random seeds/options"] += 1
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, kind)
         outcome = _send(ws, codec.encode([int(Op.RESET), 10, {"seed": seed, "options": options}]))
         assert outcome.request_id == 10, outcome
@@ -823,7 +683,7 @@ def test_server_answers_invalid_seeds_and_options(
 @given(kind=st.sampled_from(["new", "single cartpole"]), text=TEXT)
 def test_server_refuses_text_frames(server: LocalProvider, kind: str, text: str) -> None:
     TRIED["text frames"] += 1
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, kind)
         outcome = _send(ws, text)
         assert (outcome.status, outcome.request_id) == (Status.ERROR, 0), outcome
@@ -834,7 +694,7 @@ def test_server_refuses_text_frames(server: LocalProvider, kind: str, text: str)
 
 def test_server_refuses_invalid_utf8_text_frames(server: LocalProvider) -> None:
     TRIED["text frames"] += 1
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         outcome = _send(ws, b"\xff\xfe not utf-8", text=True)
         if outcome.closed:  # RFC 6455 8.1 allows failing the connection with 1007
             assert outcome.close_code in (1007, None), outcome
@@ -864,7 +724,7 @@ def test_server_reassembles_fragmented_messages(
     else:
         data = b"\xc1" + os.urandom(40)
     fragments = _cuts(data, positions) + ([b""] if empty else [])
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         outcome = _send(ws, fragments)
         if request == "hello":
             assert (outcome.status, outcome.request_id) == (Status.OK, 1), outcome
@@ -892,8 +752,8 @@ def test_server_reassembles_frames_split_across_tcp_segments(
     server: LocalProvider, positions: list[int], key: bytes
 ) -> None:
     TRIED["frames split across TCP segments"] += 1
-    stream = b"".join(_frame(codec.encode(request), key=key) for request in SESSION_REQUESTS)
-    sock = _raw_upgraded(server.urls[0])
+    stream = b"".join(client_frame(codec.encode(request), key=key) for request in SESSION_REQUESTS)
+    sock = upgraded_connection(server.urls[0], ANSWER_TIMEOUT)
     try:
         for segment in _cuts(stream, positions):
             sock.sendall(segment)
@@ -903,7 +763,7 @@ def test_server_reassembles_frames_split_across_tcp_segments(
         assert [(r.status, r.request_id) for r in replies] == [
             (Status.OK, request_id) for _, request_id, _ in SESSION_REQUESTS
         ]
-        sock.sendall(_close_frame())
+        sock.sendall(close_frame())
         _check_server_frames(_read_until_eof(sock))
     finally:
         sock.close()
@@ -911,7 +771,7 @@ def test_server_reassembles_frames_split_across_tcp_segments(
 
 RAW_FRAMES = st.lists(
     st.builds(
-        lambda opcode, fin, rsv, payload, masked: _frame(
+        lambda opcode, fin, rsv, payload, masked: client_frame(
             payload, opcode=opcode, fin=fin, rsv=rsv, key=b"\x01\x02\x03\x04" if masked else None
         ),
         opcode=st.one_of(st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA]), st.integers(0, 15)),
@@ -937,14 +797,14 @@ def test_server_closes_cleanly_on_invalid_frame_sequences(
     server: LocalProvider, frames: list[bytes], unmasked: bool
 ) -> None:
     TRIED["raw frame sequences"] += 1
-    sock = _raw_upgraded(server.urls[0])
+    sock = upgraded_connection(server.urls[0], ANSWER_TIMEOUT)
     try:
         with contextlib.suppress(OSError):  # the server may close part-way
             for frame in frames:
                 sock.sendall(frame)
             if unmasked:
-                sock.sendall(_frame(b"x", key=None))  # an unmasked client frame: 1002
-            sock.sendall(_close_frame())
+                sock.sendall(client_frame(b"x", key=None))  # an unmasked client frame: 1002
+            sock.sendall(close_frame())
             sock.shutdown(socket.SHUT_WR)  # a frame may still await bytes: EOF ends it
         _check_server_frames(_read_until_eof(sock))
     finally:
@@ -982,7 +842,7 @@ def test_server_closes_on_http_garbage(
     server: LocalProvider, prefix: bytes, garbage: bytes, fin: bool
 ) -> None:
     TRIED["HTTP garbage before the handshake"] += 1
-    sock = _raw(server.urls[0])
+    sock = raw_connection(server.urls[0], ANSWER_TIMEOUT)
     try:
         with contextlib.suppress(OSError):  # the server may refuse and close part-way
             sock.sendall(prefix + garbage)
@@ -1000,13 +860,13 @@ def test_server_closes_on_http_garbage(
 @given(cut=st.integers(0, 10**6), how=st.sampled_from(["reset", "fin", "garbage then fin"]))
 def test_server_survives_abrupt_disconnects(server: LocalProvider, cut: int, how: str) -> None:
     TRIED["abrupt disconnects mid-request"] += 1
-    requests = b"".join(_frame(codec.encode(request)) for request in SESSION_REQUESTS)
-    stream = _handshake() + requests
-    sock = _raw(server.urls[0])
+    requests = b"".join(client_frame(codec.encode(request)) for request in SESSION_REQUESTS)
+    stream = opening_handshake() + requests
+    sock = raw_connection(server.urls[0], ANSWER_TIMEOUT)
     try:
         sock.sendall(stream[: cut % (len(stream) + 1)])
         if how == "reset":
-            _reset(sock)
+            abort(sock)
         else:
             with contextlib.suppress(OSError):  # the server may have closed already
                 if how == "garbage then fin":
@@ -1015,7 +875,7 @@ def test_server_survives_abrupt_disconnects(server: LocalProvider, cut: int, how
             _read_until_eof(sock)  # the server notices the EOF and closes its side
     finally:
         sock.close()
-    assert _healthz(server.urls[0]) == 200
+    assert healthz(server.urls[0], ANSWER_TIMEOUT) == 200
 
 
 @QUICK
@@ -1032,7 +892,7 @@ def test_server_closes_oversized_messages_with_1009(
     TRIED["oversized messages (limit 64 KiB)"] += 1
     data = b"\x00" * size  # msgpack 0 and trailing bytes: refused if it is ever decoded
     fragments = _cuts(data, [size * i // parts for i in range(1, parts)])
-    with _ws(small_server.urls[0]) as ws:
+    with ws_connection(small_server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, "open")
         outcome = _send(ws, fragments)
         if size <= SMALL_LIMIT:
@@ -1044,7 +904,7 @@ def test_server_closes_oversized_messages_with_1009(
 
 def test_server_refuses_replies_over_its_limit(small_server: LocalProvider) -> None:
     TRIED["replies over the limit"] += 1
-    with _ws(small_server.urls[0]) as ws:
+    with ws_connection(small_server.urls[0], ANSWER_TIMEOUT) as ws:
         ws.send(codec.encode([int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION}]))
         _answer(ws)
         make = {"env_id": CARTPOLE, "num_envs": 2, "autoreset_mode": "NextStep"}
@@ -1056,7 +916,7 @@ def test_server_refuses_replies_over_its_limit(small_server: LocalProvider) -> N
         assert outcome.error_type == "openenv_gym.errors.MessageTooLargeError"
         assert f"over the limit of {SMALL_LIMIT} bytes" in outcome.body["message"]
         _carries_on(ws, outcome, None)
-    assert _healthz(small_server.urls[0]) == 200
+    assert healthz(small_server.urls[0], ANSWER_TIMEOUT) == 200
 
 
 # --------------------------------------------------------------------------- known bugs
@@ -1069,7 +929,7 @@ def test_server_refuses_tiny_frames_that_decode_to_huge_arrays(server: LocalProv
     body = {"name": "blob", "values": msgpack.ExtType(1, header), "per_env": False}
     frame = msgpack.packb([int(Op.SET_ATTR), 3, body], use_bin_type=True)
     assert len(frame) < 64
-    with _ws(server.urls[0]) as ws:
+    with ws_connection(server.urls[0], ANSWER_TIMEOUT) as ws:
         _open(ws, "open")
         _expect_ok(ws, Op.MAKE, 2, {"env_id": CARTPOLE})
         outcome = _send(ws, frame)
@@ -1083,9 +943,9 @@ def test_server_does_not_serve_a_frame_hidden_in_another_frames_payload(
     server: LocalProvider,
 ) -> None:
     TRIED["frame hidden in a payload"] += 1
-    inner = _frame(codec.encode([int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION}]))
+    inner = client_frame(codec.encode([int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION}]))
     assert len(inner) < 126
-    sock = _raw_upgraded(server.urls[0])
+    sock = upgraded_connection(server.urls[0], ANSWER_TIMEOUT)
     try:
         sock.sendall(bytes((0x82, 0x80 | len(inner))) + b"\0\0\0\0")  # header + zero mask
         time.sleep(0.2)  # the server reads the header on its own
@@ -1095,14 +955,14 @@ def test_server_does_not_serve_a_frame_hidden_in_another_frames_payload(
             f"the payload was served as a request: {reply}"
         )
     finally:
-        _reset(sock)
+        abort(sock)
 
 
 def test_server_bounds_memory_for_replies_a_client_does_not_read(server: LocalProvider) -> None:
     requests = 100
     TRIED["unread replies (backpressure)"] += requests
     pid = server.pids[0]
-    sock = _raw_upgraded(server.urls[0])
+    sock = upgraded_connection(server.urls[0], ANSWER_TIMEOUT)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
         setup = [
@@ -1110,37 +970,39 @@ def test_server_bounds_memory_for_replies_a_client_does_not_read(server: LocalPr
             [int(Op.MAKE), 2, {"env_id": CARTPOLE}],
             [int(Op.SET_ATTR), 3, {"name": "blob", "values": np.ones(2**17), "per_env": False}],
         ]
-        sock.sendall(b"".join(_frame(codec.encode(request)) for request in setup))
+        sock.sendall(b"".join(client_frame(codec.encode(request)) for request in setup))
         assert len(_read_frames(sock, 3)) == 3
-        baseline = _rss_mib(pid)
+        baseline = rss_mib(pid)
         get = [
-            _frame(codec.encode([int(Op.GET_ATTR), 10 + i, {"name": "blob"}]))
+            client_frame(codec.encode([int(Op.GET_ATTR), 10 + i, {"name": "blob"}]))
             for i in range(requests)
         ]
         sock.sendall(b"".join(get))  # 100 x 30 bytes; never read the 100 x 1 MiB replies
         deadline, growth = time.monotonic() + 2.0, 0.0
         while time.monotonic() < deadline and growth < 32:
-            growth = max(growth, _rss_mib(pid) - baseline)
+            growth = max(growth, rss_mib(pid) - baseline)
             time.sleep(0.1)
         assert growth < 32, f"server RSS grew {growth:.0f} MiB for {requests} unread replies"
     finally:
-        _reset(sock)
+        abort(sock)
 
 
 def test_threaded_server_releases_envs_of_a_client_gone_during_make() -> None:
     TRIED["disconnects during MAKE (--threads)"] += 1
     args = ["--workers", "1", "--threads", "--max-envs", "2048"]
     with LocalProvider([CARTPOLE], extra_args=args) as provider:
-        sock = _raw_upgraded(provider.urls[0])
+        sock = upgraded_connection(provider.urls[0], ANSWER_TIMEOUT)
         make = {"env_id": CARTPOLE, "num_envs": 2048, "autoreset_mode": "NextStep"}
         hello = [int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION}]
-        sock.sendall(_frame(codec.encode(hello)) + _frame(codec.encode([int(Op.MAKE), 2, make])))
+        sock.sendall(
+            client_frame(codec.encode(hello)) + client_frame(codec.encode([int(Op.MAKE), 2, make]))
+        )
         time.sleep(0.02)  # HELLO is done; MAKE of 2048 envs takes ~0.25 s on its thread
-        _reset(sock)
+        abort(sock)
         deadline, outcome = time.monotonic() + 2.5, Outcome()
         while time.monotonic() < deadline:
             time.sleep(0.25)
-            with _ws(provider.urls[0]) as ws:
+            with ws_connection(provider.urls[0], ANSWER_TIMEOUT) as ws:
                 _open(ws, "open")
                 one = {"env_id": CARTPOLE, "num_envs": 1, "autoreset_mode": "NextStep"}
                 outcome = _send(ws, codec.encode([int(Op.MAKE), 2, one]))
@@ -1155,9 +1017,9 @@ def test_threaded_server_releases_envs_of_a_client_gone_during_make() -> None:
 def _open_sessions_until_refused(url: str, limit: int) -> tuple[list[socket.socket], Outcome]:
     """HELLO on new raw connections until one is refused; return the open ones and the refusal."""
     opened: list[socket.socket] = []
-    hello = _frame(codec.encode([int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION}]))
+    hello = client_frame(codec.encode([int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION}]))
     for _ in range(limit + 1):
-        sock = _raw_upgraded(url)
+        sock = upgraded_connection(url, ANSWER_TIMEOUT)
         sock.sendall(hello)
         outcome = _check_reply(_read_frames(sock, 1)[0][1])
         if outcome.status is not Status.OK:
@@ -1177,7 +1039,9 @@ def test_server_keeps_serving_after_the_campaign(
         assert obs.shape == (4,) and reward == 1.0
         if terminated or truncated:
             env.reset()
-    assert _healthz(url) == 200 and _healthz(small_server.urls[0]) == 200
+    assert (
+        healthz(url, ANSWER_TIMEOUT) == 200 and healthz(small_server.urls[0], ANSWER_TIMEOUT) == 200
+    )
     # Exactly MAX_SESSIONS - 1 more sessions fit next to the bystander: none leaked. Connection
     # teardown is asynchronous, so give the last campaign's closes a moment.
     for attempt in range(10):
@@ -1191,10 +1055,10 @@ def test_server_keeps_serving_after_the_campaign(
                 # ... and exactly MAX_ENVS - 1 more envs: none leaked either.
                 sock = opened[0]
                 batch = {"env_id": CARTPOLE, "num_envs": MAX_ENVS - 1, "autoreset_mode": "Disabled"}
-                sock.sendall(_frame(codec.encode([int(Op.MAKE), 2, batch])))
+                sock.sendall(client_frame(codec.encode([int(Op.MAKE), 2, batch])))
                 assert _check_reply(_read_frames(sock, 1)[0][1]).status is Status.OK
                 sock = opened[1]
-                sock.sendall(_frame(codec.encode([int(Op.MAKE), 2, {"env_id": CARTPOLE}])))
+                sock.sendall(client_frame(codec.encode([int(Op.MAKE), 2, {"env_id": CARTPOLE}])))
                 full = _check_reply(_read_frames(sock, 1)[0][1])
                 message = f"at capacity: {MAX_ENVS}/{MAX_ENVS} envs (asked for 1 more)"
                 assert full.body["message"] == message, full
@@ -1205,9 +1069,7 @@ def test_server_keeps_serving_after_the_campaign(
         time.sleep(0.3)
     # No descriptors leaked: back to the count taken when the bystander connected.
     deadline = time.monotonic() + 5.0
-    while _proc_fds(pid) > bystander.fds and time.monotonic() < deadline:
+    while open_fds(pid) > bystander.fds and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _proc_fds(pid) <= bystander.fds, f"{_proc_fds(pid) - bystander.fds} fds leaked"
-    print(
-        f"\nserver pid {pid}: {_proc_fds(pid)} fds, {_rss_mib(pid):.0f} MiB RSS after the campaign"
-    )
+    assert open_fds(pid) <= bystander.fds, f"{open_fds(pid) - bystander.fds} fds leaked"
+    print(f"\nserver pid {pid}: {open_fds(pid)} fds, {rss_mib(pid):.0f} MiB RSS after the campaign")
