@@ -44,7 +44,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from openenv_gym.bench.openenv_peer import serve_process
+from openenv_gym.bench.openenv_peer import drive, serve_process
+from openenv_gym.bench.throughput import measure
 
 SPEC = "openenv_gym.testing.openenv_echo:WordGuessEnv"
 WORDS = ("cab", "bad", "dab", "add", "bed")
@@ -78,19 +79,6 @@ def openenv_server(startup_timeout: float = 90.0) -> Iterator[str]:
 # -- OpenEnv's client: N concurrent sessions ------------------------------------------------
 
 
-async def _drive(client: Any, guess: str, deadline: float) -> int:
-    """Step until ``deadline``, resetting after each done; return the round trips."""
-    calls = 0
-    action = {"guess": guess}
-    while time.perf_counter() < deadline:
-        result = await client.step(action)
-        calls += 1
-        if result.done:
-            await client.reset()
-            calls += 1
-    return calls
-
-
 async def _sessions_rate(base_url: str, num_sessions: int, duration: float, warmup: int) -> float:
     from openenv.core.generic_client import GenericEnvClient
 
@@ -104,7 +92,7 @@ async def _sessions_rate(base_url: str, num_sessions: int, duration: float, warm
         started = time.perf_counter()
         deadline = started + duration
         calls = await asyncio.gather(
-            *(_drive(c, g, deadline) for c, g in zip(clients, guesses, strict=True))
+            *(drive(c, {"guess": g}, deadline) for c, g in zip(clients, guesses, strict=True))
         )
         return sum(calls) / (time.perf_counter() - started)
     finally:
@@ -132,18 +120,7 @@ def remote_vector_rate(urls: Sequence[str], num_envs: int, duration: float) -> f
     envs = openenv_gym.RemoteVectorEnv(SPEC, num_envs, urls=list(urls))
     try:
         actions = {"guess": tuple(WORDS[i % len(WORDS)] for i in range(num_envs))}
-        envs.reset(seed=0)
-        for _ in range(20):
-            envs.step(actions)
-        steps = 0
-        started = time.perf_counter()
-        deadline = started + duration
-        while True:
-            envs.step(actions)
-            steps += 1
-            now = time.perf_counter()
-            if now >= deadline:
-                return steps * num_envs / (now - started)
+        return measure(envs, duration, actions=actions)
     finally:
         envs.close()
 

@@ -36,7 +36,16 @@ import numpy as np
 
 from openenv_gym.bench.throughput import ThroughputResult
 
-__all__ = ["available", "latency", "run", "serve", "throughput", "wire_bytes"]
+__all__ = [
+    "available",
+    "drive",
+    "latency",
+    "run",
+    "serve",
+    "serve_process",
+    "throughput",
+    "wire_bytes",
+]
 
 BACKEND_NAME = "OpenEnv (1 server)"
 DEFAULT_MAX_SESSIONS = 1024
@@ -239,8 +248,11 @@ async def _close(clients: Sequence[Any]) -> None:
     await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
 
 
-async def _drive(client: Any, action: Any, deadline: float) -> int:
-    """Step until ``deadline``, resetting after each done; return the number of round trips."""
+async def drive(client: Any, action: Any, deadline: float) -> int:
+    """Step an OpenEnv client until ``deadline``, resetting after each done; count round trips.
+
+    A reset after done counts, as our vector envs' autoreset happens inside a counted step.
+    """
     calls = 0
     while time.perf_counter() < deadline:
         result = await client.step(action)
@@ -262,7 +274,7 @@ async def _aggregate_rate(url: str, num_sessions: int, duration: float, warmup_s
         started = time.perf_counter()
         deadline = started + duration
         calls = await asyncio.gather(
-            *(_drive(c, a, deadline) for c, a in zip(clients, actions, strict=True))
+            *(drive(c, a, deadline) for c, a in zip(clients, actions, strict=True))
         )
         return sum(calls) / (time.perf_counter() - started)
     finally:

@@ -47,11 +47,21 @@ class ThroughputResult:
     repeats: list[float]
 
 
-def measure(env: VectorEnv[Any, Any, Any], duration: float, warmup_steps: int = 20) -> float:
-    """Step ``env`` for ``duration`` seconds after a warm-up; return env-steps per second."""
+def measure(
+    env: VectorEnv[Any, Any, Any],
+    duration: float,
+    warmup_steps: int = 20,
+    *,
+    actions: Any = None,
+) -> float:
+    """Step ``env`` for ``duration`` seconds after a warm-up; return env-steps per second.
+
+    Every step uses the same batch of ``actions`` (default: one seeded sample of the space).
+    """
     env.reset(seed=0)
-    env.action_space.seed(0)
-    actions = env.action_space.sample()
+    if actions is None:
+        env.action_space.seed(0)
+        actions = env.action_space.sample()
     for _ in range(warmup_steps):
         env.step(actions)
     steps = 0
