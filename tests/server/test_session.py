@@ -153,11 +153,17 @@ def test_session_oversized_frame_is_refused() -> None:
 
 
 def test_session_close_closes_envs_and_refuses_more(client: Client) -> None:
-    open_session(client)
+    open_session(client, num_envs=3, autoreset_mode=AutoresetMode.NEXT_STEP.value)
     host = client.session.host
-    assert host is not None
+    assert host is not None and client.session.usage.envs == 3
+    closed: list[int] = []
+    for index, env in enumerate(host._envs):
+        inner, close = env.unwrapped, env.unwrapped.close
+        inner.close = lambda index=index, close=close: (closed.append(index), close())  # type: ignore[method-assign]
     client.ok(Op.CLOSE)
+    assert sorted(closed) == [0, 1, 2]  # every env of the session was closed
     assert client.session.closed and client.session.host is None
+    assert client.session.usage.envs == 0 and client.session.usage.sessions == 0
     assert "closed" in client.error(Op.RESET, {"seed": 0})["message"]
 
 
