@@ -130,7 +130,8 @@ class Connection:
         ws = self._require_open(op.name)
         request_id = self._next_id
         self._next_id += 1
-        frame = codec.encode([op, request_id, body], max_bytes=self.max_message_bytes)
+        # op.value, a plain int: an IntEnum would take the codec's Python fallback per message.
+        frame = codec.encode([op.value, request_id, body], max_bytes=self.max_message_bytes)
         try:
             ws.send(frame)
         except ConnectionClosed as exc:
