@@ -275,15 +275,27 @@ class OpenEnvVectorEnv(VectorEnv[Any, Any, Any]):
 
     @classmethod
     def from_docker_image(
-        cls, image: str, num_envs: int, *, num_servers: int = 1, port: int = 8000, **kwargs: Any
+        cls,
+        image: str,
+        num_envs: int,
+        *,
+        num_servers: int = 1,
+        port: int = 8000,
+        command: Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> OpenEnvVectorEnv:
         """Start ``num_servers`` containers of an OpenEnv image and fan ``num_envs`` over them.
+
+        ``port`` is the server's port inside (OpenEnv images: 8000); ``command`` replaces the
+        image's default command, if given.
 
         Raises:
             ServerStartError: a container did not become healthy; the text has its logs.
 
         """
-        provider = start_openenv_containers(image, port=port, num_servers=num_servers)
+        provider = start_openenv_containers(
+            image, port=port, num_servers=num_servers, command=command
+        )
         try:
             envs = cls(provider.urls, num_envs, **kwargs)
         except BaseException:

@@ -144,3 +144,23 @@ def test_docker_openenv_image_driven_through_gymnasium(image: str, containers_be
         assert reward == 1.0 and done is False and truncated is False
     finally:
         env.close()
+
+
+def test_docker_openenv_image_as_a_vector_env(image: str, containers_before: None) -> None:
+    from openenv_gym.client.openenv_vector_env import OpenEnvVectorEnv
+
+    envs = OpenEnvVectorEnv.from_docker_image(
+        image, 4, num_servers=2, port=8765, command=["CartPole-v1"]
+    )
+    local = gymnasium.make_vec("CartPole-v1", 4, vectorization_mode="sync")
+    try:
+        assert len(set(envs._provider.urls)) == 2  # two containers, sessions round-robin
+        obs, _ = envs.reset(seed=2)
+        np.testing.assert_array_equal(obs["observation"], local.reset(seed=2)[0].astype(np.float64))
+        actions = np.array([1, 0, 1, 0])
+        obs, rewards, *_ = envs.step({"action": actions})
+        np.testing.assert_array_equal(obs["observation"], local.step(actions)[0].astype(np.float64))
+        np.testing.assert_array_equal(rewards, np.ones(4))
+    finally:
+        envs.close()
+        local.close()
