@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from openenv_gym.protocol import codec
+from openenv_gym.server.access import AccessPolicy
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.connection import (
     ConnectionOptions,
@@ -61,6 +62,17 @@ class ServerConfig:
             env's own tools only).
         certfile: PEM certificate chain: serve ``wss://`` (TLS) instead of ``ws://``.
         keyfile: PEM private key of ``certfile`` (if not inside it).
+        allow_origins: ``Origin`` values admitted (browsers send one); none by default, so no
+            web page can drive the server (see ``server/access.py``).
+        allow_hosts: ``Host`` names admitted besides IP literals and ``localhost`` (against
+            DNS rebinding).
+        handshake_timeout: seconds a connection has to complete the opening handshake and
+            send its first message; past it the connection is aborted.
+        close_timeout: seconds the closing handshake may take before the connection is
+            aborted (a client that stops reading cannot hold it open).
+        max_connections: open connections per process (handshaking, open or closing); more
+            are answered 503 and closed.
+        max_connections_per_peer: open connections per client address per process.
 
     """
 
@@ -79,6 +91,21 @@ class ServerConfig:
     keyfile: str | None = None
     mcp_port: int | None = None
     mcp_mode: Literal["simulation", "production"] = "simulation"
+    allow_origins: tuple[str, ...] = ()
+    allow_hosts: tuple[str, ...] = ()
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    max_connections: int = 1024
+    max_connections_per_peer: int = 256
+
+    def access_policy(self) -> AccessPolicy:
+        """Return the access check (token, Origin, Host) every surface of this server applies.
+
+        Returns:
+            The policy built from ``token``, ``allow_origins`` and ``allow_hosts``.
+
+        """
+        return AccessPolicy.from_options(self.token, self.allow_origins, self.allow_hosts)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """Return the TLS context for ``certfile``/``keyfile``, or ``None`` for plain ``ws://``."""
