@@ -200,25 +200,47 @@ class _App:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _serve_mcp(self) -> None:
-        """Serve the first hosted env as MCP tools until cancelled (see ``openenv_gym.mcp``)."""
-        from openenv_gym.mcp import serve_http
+    async def _serve_mcp(self, ready: asyncio.Future[int] | None = None) -> None:
+        """Serve the first hosted env as MCP tools until cancelled (see ``openenv_gym.mcp``).
+
+        Every request passes the same access policy as the main port; tools run on threads.
+
+        Args:
+            ready: resolved with the MCP port once it listens (or with the error that stopped
+                it), so that the server can announce itself only when both ports accept.
+
+        """
+        from openenv_gym.mcp import DEFAULT_TOOL_TIMEOUT, serve_http
 
         assert self.config.mcp_port is not None
-        env_id = self.catalog.specs[0]
-        env = self.catalog.factory(env_id, {})()
-        if self.config.mcp_mode == "production":
-            env.reset()  # the world agents act in; they cannot reset it themselves
+        tool_timeout = getattr(self.config, "mcp_tool_timeout", None) or DEFAULT_TOOL_TIMEOUT
+
+        def bound(port: int) -> None:
+            if ready is not None and not ready.done():
+                ready.set_result(port)
+
         try:
-            await serve_http(
-                env,
-                mode=self.config.mcp_mode,
-                name=env_id,
-                host=self.config.host,
-                port=self.config.mcp_port,
-            )
-        finally:
-            env.close()
+            env_id = self.catalog.specs[0]
+            env = self.catalog.factory(env_id, {})()
+            if self.config.mcp_mode == "production":
+                env.reset()  # the world agents act in; they cannot reset it themselves
+            try:
+                await serve_http(
+                    env,
+                    mode=self.config.mcp_mode,
+                    name=env_id,
+                    host=self.config.host,
+                    port=self.config.mcp_port,
+                    policy=self.config.access_policy(),
+                    tool_timeout=tool_timeout,
+                    on_bound=bound,
+                )
+            finally:
+                env.close()
+        except Exception as exc:
+            if ready is None or ready.done():
+                raise
+            ready.set_exception(exc)
 
     async def _close_idle(self) -> None:
         """Close connections idle for longer than ``idle_timeout``, checking now and then."""

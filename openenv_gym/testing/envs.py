@@ -191,3 +191,38 @@ class CounterEnv(gymnasium.Env[Any, Any]):
     def step(self, action: Any) -> tuple[np.ndarray[Any, Any], float, bool, bool, dict[str, Any]]:
         result = self.add(int(action))
         return np.array(result["total"], dtype=np.int64), float(action), result["done"], False, {}
+
+
+class SlowToolEnv(gymnasium.Env[Any, Any]):
+    """A fast ``step`` beside a slow ``wait`` tool: a stand-in for a tool that takes its time.
+
+    ``max_active`` records how many tool calls ever ran on this env at once.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Discrete(1)
+        self.action_space = spaces.Discrete(1)
+        self.active = 0
+        self.max_active = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        super().reset(seed=seed)
+        return 0, {}
+
+    @tool
+    def wait(self, seconds: float) -> dict[str, Any]:
+        """Take ``seconds`` (at most 10) to answer; return how long it took."""
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            time.sleep(min(max(seconds, 0.0), 10.0))
+        finally:
+            self.active -= 1
+        return {"waited": seconds}
+
+    def step(self, action: Any) -> tuple[int, float, bool, bool, dict[str, Any]]:
+        return 0, 0.0, False, False, {}
