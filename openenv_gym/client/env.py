@@ -23,7 +23,7 @@ from openenv_gym.protocol.messages import (
     parse_body,
 )
 from openenv_gym.protocol.spaces import space_from_data
-from openenv_gym.providers import Provider, start_servers
+from openenv_gym.providers import Provider, embedded_server_args, start_servers
 
 __all__ = ["RemoteEnv"]
 
@@ -121,7 +121,11 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
         self._provider = (
-            None if url is not None else start_servers([env_id], docker_image=docker_image)
+            None
+            if url is not None
+            else start_servers(
+                [env_id], docker_image=docker_image, server_args=embedded_server_args(kwargs)
+            )
         )
         try:
             self._connection, reply = open_session(

@@ -47,7 +47,7 @@ from openenv_gym.errors import (
 )
 from openenv_gym.protocol.messages import Op
 from openenv_gym.protocol.spaces import space_from_data
-from openenv_gym.providers import start_servers
+from openenv_gym.providers import embedded_server_args, start_servers
 
 __all__ = ["RemoteVectorEnv"]
 
@@ -144,15 +144,20 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self._reconnect = reconnect
         self._shards: list[_Shard] = []
         bounds = _split(num_envs, len(urls) if urls else num_servers)
-        self._provider = (
-            None
-            if urls
-            else start_servers([env_id], num_servers=len(bounds), docker_image=docker_image)
-        )
-        targets = list(urls) if urls else self._provider.urls  # type: ignore[union-attr]
         kwargs = dict(env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
+        self._provider = (
+            None
+            if urls
+            else start_servers(
+                [env_id],
+                num_servers=len(bounds),
+                docker_image=docker_image,
+                server_args=embedded_server_args(kwargs),
+            )
+        )
+        targets = list(urls) if urls else self._provider.urls  # type: ignore[union-attr]
         self._session_args: dict[str, Any] = dict(
             autoreset_mode=self.autoreset_mode.value,
             env_kwargs=kwargs,
