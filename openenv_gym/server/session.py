@@ -44,7 +44,7 @@ from openenv_gym.protocol.messages import (
     parse_body,
     parse_request,
 )
-from openenv_gym.server.catalog import EnvCatalog
+from openenv_gym.server.catalog import EnvCatalog, HostedEnv
 from openenv_gym.server.host import EnvHost
 from openenv_gym.server.limits import Limits, Usage
 
@@ -139,6 +139,7 @@ class Session:
         self.max_message_bytes = max_message_bytes
         self.state = SessionState.NEW
         self.host: EnvHost | None = None
+        self._hosted: HostedEnv | None = None
         self._handlers: dict[Op, Callable[[Any], Any]] = {
             Op.HELLO: self._hello,
             Op.MAKE: self._make,
@@ -195,6 +196,10 @@ class Session:
         assert self.host is not None
         return self.host
 
+    def _active_hosted(self) -> HostedEnv:
+        assert self._hosted is not None
+        return self._hosted
+
     def _hello(self, body: Any) -> dict[str, Any]:
         hello = parse_body(Hello, body)
         if hello.protocol_version != PROTOCOL_VERSION:
@@ -215,7 +220,8 @@ class Session:
 
     def _make(self, body: Any) -> dict[str, Any]:
         request = parse_body(MakeRequest, body)
-        factory = self.catalog.factory(request.env_id, dict(request.kwargs))
+        hosted = self.catalog.hosted(request.env_id)
+        factory = hosted.factory(dict(request.kwargs))
         mode = None if request.autoreset_mode is None else AutoresetMode(request.autoreset_mode)
         self.usage.reserve_envs(request.num_envs)
         try:
@@ -231,6 +237,7 @@ class Session:
             self._release()
             raise
         self.host = host
+        self._hosted = hosted
         self.state = SessionState.ACTIVE
         return reply
 
@@ -244,13 +251,17 @@ class Session:
 
     def _call(self, body: Any) -> Any:
         request = parse_body(CallRequest, body)
+        self._active_hosted().check_call(request.name, request.args)
         return self._active_host().call(request.name, request.args, request.kwargs)
 
     def _get_attr(self, body: Any) -> Any:
-        return self._active_host().get_attr(parse_body(AttrRequest, body).name)
+        name = parse_body(AttrRequest, body).name
+        self._active_hosted().check_get_attr(name)
+        return self._active_host().get_attr(name)
 
     def _set_attr(self, body: Any) -> None:
         request = parse_body(SetAttrRequest, body)
+        self._active_hosted().check_set_attr(request.name)
         self._active_host().set_attr(request.name, request.values, per_env=request.per_env)
 
     def _close(self, body: Any) -> None:
