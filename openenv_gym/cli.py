@@ -19,14 +19,25 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     from openenv_gym.providers.local import READY_PREFIX
     from openenv_gym.server.app import ServerConfig, run_server
+    from openenv_gym.server.hosting import HostingPolicy, load_hosting_file
     from openenv_gym.server.limits import Limits
 
-    if not args.specs and not args.allow_any_id:
+    try:
+        specs = [*args.specs, *(load_hosting_file(args.hosting) if args.hosting else [])]
+    except (ValueError, OSError) as exc:
+        print(f"openenv-gym serve: {exc}", file=sys.stderr)
+        return 2
+    if not specs and not args.allow_any_id:
         print("openenv-gym serve: name env ids to host, or pass --allow-any-id", file=sys.stderr)
         return 2
     config = ServerConfig(
-        specs=tuple(args.specs),
+        specs=tuple(specs),
         allow_any_id=args.allow_any_id,
+        policy=HostingPolicy(
+            allow_kwargs=frozenset(args.env_kwargs_allow),
+            set_attrs=frozenset(args.set_attr_allow),
+            render_modes=None if args.render_modes is None else frozenset(args.render_modes),
+        ),
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -51,7 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"{READY_PREFIX}{url}", flush=True)
         logging.getLogger("openenv_gym.server").info(
             "serving %s on %s (%d worker(s), pid %d)",
-            ", ".join(config.specs) or "any gymnasium id",
+            ", ".join(s if isinstance(s, str) else s.spec for s in config.specs)
+            or "any gymnasium id",
             url,
             config.workers,
             os.getpid(),
@@ -215,7 +227,35 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run an environment server")
     serve.add_argument("specs", nargs="*", help="gymnasium ids or module:attr entry points")
     serve.add_argument(
-        "--allow-any-id", action="store_true", help="also host every registered gymnasium id"
+        "--allow-any-id",
+        action="store_true",
+        help="also host the env classes of gymnasium's registry (never openenv/* ids)",
+    )
+    serve.add_argument(
+        "--hosting",
+        metavar="FILE",
+        help="a TOML/JSON hosting file: specs with allowed and fixed kwargs (server/hosting.py)",
+    )
+    serve.add_argument(
+        "--env-kwargs-allow",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="more MAKE kwargs clients may pass (besides make's own, render_mode, and scalar "
+        "constructor parameters of gymnasium ids)",
+    )
+    serve.add_argument(
+        "--set-attr-allow",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="attributes clients may set (SET_ATTR); none by default",
+    )
+    serve.add_argument(
+        "--render-modes",
+        nargs="+",
+        metavar="MODE",
+        help="render modes clients may ask for (default: the env's, minus human and *_list)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     serve.add_argument("--port", type=int, default=8765, help="port (0: pick a free one)")
