@@ -13,30 +13,45 @@ built-in exception a caller would naturally catch for it::
     │                                 a gymnasium space type the protocol cannot carry
     ├── EndpointError(ConnectionError)
     │   ├── ConnectError              the server could not be reached
-    │   │   └── AuthenticationError   the server refused the token (HTTP 401)
+    │   │   ├── AuthenticationError   the server refused the token (HTTP 401)
+    │   │   └── InsecureTokenError    the client would not send its token in clear text
     │   └── ConnectionLostError       the server went away mid-session
     ├── CallTimeoutError(TimeoutError)
     │                                 a server did not answer within the deadline
     ├── RemoteError                   the server raised; ``remote_type`` names the exception
-    │   └── (RemoteError, <builtin>)  e.g. a remote ValueError is also a ``ValueError``
+    │   └── Remote<Name>(RemoteError, <Name>)
+    │                                 e.g. ``RemoteValueError`` is also a ``ValueError``; one
+    │                                 per built-in, ``gymnasium.error`` and own exception type
+    │                                 (``RemoteGymnasiumError`` for ``gymnasium.error.Error``),
+    │                                 except OSError's family (it would pass for a connection
+    │                                 error of this library's), StopIteration and types that
+    │                                 cannot be mixed (UnicodeError's family)
     ├── UnknownEnvError(LookupError)  a server does not host the env id asked for
+    ├── KwargNotAllowedError(TypeError)
+    │                                 a client passed a keyword argument the operator disallows
+    ├── AttributeNotAllowedError(AttributeError)
+    │                                 a client touched an attribute the operator disallows
     ├── CapacityError                 a server is at one of its limits (sessions, envs)
     ├── InvalidActionError(ValueError)
     │                                 a batch of actions does not fit the action space
     └── ServerStartError(RuntimeError)
                                       a provider could not start a server
 
-Exceptions keep their fields and build their text in ``__str__``.
+Exceptions keep their fields and build their text in ``__str__``; every class is defined at
+module level and pickles with its fields (``AsyncVectorEnv`` workers send them to the parent).
 """
 
 from __future__ import annotations
 
 import builtins
-import functools
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
 import gymnasium.error
 
 __all__ = [
+    "AttributeNotAllowedError",
     "AuthenticationError",
     "CallTimeoutError",
     "CapacityError",
@@ -45,11 +60,25 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "EndpointError",
+    "InsecureTokenError",
     "InvalidActionError",
+    "KwargNotAllowedError",
     "MessageTooLargeError",
     "OpenEnvError",
     "ProtocolError",
+    "RemoteArithmeticError",
+    "RemoteAssertionError",
+    "RemoteAttributeError",
     "RemoteError",
+    "RemoteGymnasiumError",
+    "RemoteIndexError",
+    "RemoteKeyError",
+    "RemoteLookupError",
+    "RemoteNotImplementedError",
+    "RemoteRuntimeError",
+    "RemoteTypeError",
+    "RemoteValueError",
+    "RemoteZeroDivisionError",
     "ServerStartError",
     "UnknownEnvError",
     "UnsupportedSpaceError",
@@ -127,6 +156,25 @@ class AuthenticationError(ConnectError):
     """The server refused the connection's token (HTTP 401 at the opening handshake)."""
 
 
+class InsecureTokenError(ConnectError):
+    """The client refused to send its token unencrypted to a host that is not loopback.
+
+    Raised before any connection is attempted. A token travels only to ``wss://`` URLs and to
+    loopback hosts (``127.0.0.0/8``, ``::1``, ``localhost``) unless the caller opts in.
+    """
+
+    def __init__(self, url: str, reason: str | None = None) -> None:
+        super().__init__(
+            url,
+            reason
+            or (
+                "refusing to send the token over unencrypted ws:// to a host that is not "
+                "loopback: use wss://, or opt in with allow_insecure_token=True "
+                "(or OPENENV_GYM_ALLOW_INSECURE_TOKEN=1)"
+            ),
+        )
+
+
 class ConnectionLostError(EndpointError):
     """The server closed the connection or went away during a session."""
 
@@ -144,33 +192,82 @@ class CallTimeoutError(OpenEnvError, TimeoutError):
         return f"{self.url}: no reply to {self.operation} within {self.timeout:g} s"
 
 
+_TRACEBACK_MARK = "\n--- remote traceback ---\n"
+# The text RemoteError.__str__ builds, "URL: TYPE: MESSAGE", read back by the one-argument form.
+_TEXT = re.compile(
+    r"(?P<url>[A-Za-z][A-Za-z0-9+.-]*://\S*?): (?P<type>[^\s:]+): (?P<message>.*)", re.S
+)
+
+
 class RemoteError(OpenEnvError):
     """The server raised an exception while serving a request.
 
+    Built as ``RemoteError(url, remote_type, message, remote_traceback=None)``, or from one
+    argument, as other code rebuilds exceptions (``type(e)(f"{e} ...")`` in ``gymnasium.make``,
+    ``raise exctype(value)`` in ``AsyncVectorEnv``): another ``RemoteError`` is copied, and text
+    in the form ``str()`` gives (``"URL: TYPE: MESSAGE"``) is read back into its fields, so
+    ``str(type(e)(str(e))) == str(e)``. Other text becomes the message, with no URL.
+    Instances pickle with all four fields.
+
     Attributes:
-        url: the endpoint that raised.
+        url: the endpoint that raised (empty when rebuilt from text that names none).
         remote_type: qualified name of the exception type raised on the server.
         message: its message.
         remote_traceback: the server's traceback, only when it runs with ``--debug``.
 
     """
 
+    default_remote_type: ClassVar[str] = ""
+    """``remote_type`` when rebuilt from text that names none (e.g. ``"ValueError"``)."""
+
+    @overload
+    def __init__(self, text: object = "", /) -> None: ...
+
+    @overload
     def __init__(
         self, url: str, remote_type: str, message: str, remote_traceback: str | None = None
+    ) -> None: ...
+
+    def __init__(
+        self,
+        url: object = "",
+        remote_type: str | None = None,
+        message: str | None = None,
+        remote_traceback: str | None = None,
     ) -> None:
+        if remote_type is None:
+            url, remote_type, message, remote_traceback = self._fields_of(url)
+        self.url = str(url)
+        self.remote_type = remote_type
+        self.message = message or ""
+        self.remote_traceback = remote_traceback or None
         # Not super(): in a (RemoteError, <builtin or library error>) mix the other base's
         # constructor expects its own arguments.
-        Exception.__init__(self, url, remote_type, message)
-        self.url = url
-        self.remote_type = remote_type
-        self.message = message
-        self.remote_traceback = remote_traceback
+        Exception.__init__(self, self.url, self.remote_type, self.message)
+
+    @classmethod
+    def _fields_of(cls, source: object) -> tuple[str, str, str, str | None]:
+        """Return ``(url, remote_type, message, traceback)`` of a one-argument construction."""
+        if isinstance(source, RemoteError):
+            return source.url, source.remote_type, source.message, source.remote_traceback
+        text = str(source)
+        match = _TEXT.fullmatch(text)
+        url, remote_type = (match["url"], match["type"]) if match else ("", cls.default_remote_type)
+        message = match["message"] if match else text
+        head, mark, tail = message.partition(_TRACEBACK_MARK)
+        return (
+            (url, remote_type, head, tail) if mark and tail else (url, remote_type, message, None)
+        )
 
     def __str__(self) -> str:
-        text = f"{self.url}: {self.remote_type}: {self.message}"
+        text = f"{self.url}: {self.remote_type}: {self.message}" if self.url else self.message
         if self.remote_traceback:
-            text += f"\n--- remote traceback ---\n{self.remote_traceback}"
+            text += f"{_TRACEBACK_MARK}{self.remote_traceback}"
         return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.url, self.remote_type, self.message, self.remote_traceback)
+        return type(self), fields, dict(self.__dict__)
 
 
 class UnknownEnvError(OpenEnvError, LookupError):
@@ -186,6 +283,44 @@ class UnknownEnvError(OpenEnvError, LookupError):
         hosted = ", ".join(self.hosted) or "none"
         extra = " and any registered gymnasium id" if self.allow_any_id else ""
         return f"env {self.env_id!r} is not hosted here; hosted: {hosted}{extra}"
+
+
+class KwargNotAllowedError(OpenEnvError, TypeError):
+    """A client passed a keyword argument the operator did not allow for this env.
+
+    A ``TypeError`` worded like Python's own ("got an unexpected keyword argument 'x'"), so
+    callers that retry without an argument they see refused (e.g. TorchRL's ``GymEnv``) work.
+    """
+
+    def __init__(self, env_id: str, name: str, allowed: Sequence[str], reason: str = "") -> None:
+        super().__init__(env_id, name, allowed, reason)
+        self.env_id = env_id
+        self.name = name
+        self.allowed = sorted(allowed)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        why = self.reason or "not allowed by this server"
+        allowed = ", ".join(self.allowed) or "none"
+        return (
+            f"env {self.env_id!r} got an unexpected keyword argument {self.name!r} ({why}); "
+            f"allowed: {allowed}"
+        )
+
+
+class AttributeNotAllowedError(OpenEnvError, AttributeError):
+    """A client asked to set, read or call an attribute the operator did not allow."""
+
+    def __init__(self, env_id: str, name: str, action: str, allowed: Sequence[str]) -> None:
+        super().__init__(env_id, name, action, allowed)
+        self.env_id = env_id
+        self.name = name
+        self.action = action
+        self.allowed = sorted(allowed)
+
+    def __str__(self) -> str:
+        allowed = ", ".join(self.allowed) or "none"
+        return f"env {self.env_id!r}: may not {self.action} {self.name!r}; allowed: {allowed}"
 
 
 class CapacityError(OpenEnvError):
@@ -222,23 +357,153 @@ class ServerStartError(OpenEnvError, RuntimeError):
     """A provider could not bring up an environment server; the text carries its output."""
 
 
-@functools.cache
-def _remote_error_class(base_name: str) -> type[RemoteError]:
-    """Return a ``RemoteError`` subclass that is also the built-in ``base_name``."""
-    base = (
-        getattr(builtins, base_name, None)
-        or getattr(gymnasium.error, base_name, None)
-        or (globals().get(base_name) if base_name in __all__ else None)
+class RemoteValueError(RemoteError, ValueError):
+    """A remote ``ValueError``."""
+
+    default_remote_type = "ValueError"
+
+
+class RemoteTypeError(RemoteError, TypeError):
+    """A remote ``TypeError`` (e.g. an env constructor refused a keyword argument)."""
+
+    default_remote_type = "TypeError"
+
+
+class RemoteLookupError(RemoteError, LookupError):
+    """A remote ``LookupError``."""
+
+    default_remote_type = "LookupError"
+
+
+class RemoteKeyError(RemoteLookupError, KeyError):
+    """A remote ``KeyError``."""
+
+    default_remote_type = "KeyError"
+
+
+class RemoteIndexError(RemoteLookupError, IndexError):
+    """A remote ``IndexError``."""
+
+    default_remote_type = "IndexError"
+
+
+class RemoteAttributeError(RemoteError, AttributeError):
+    """A remote ``AttributeError``."""
+
+    default_remote_type = "AttributeError"
+
+
+class RemoteAssertionError(RemoteError, AssertionError):
+    """A remote ``AssertionError`` (e.g. an env asserting its action is valid)."""
+
+    default_remote_type = "AssertionError"
+
+
+class RemoteRuntimeError(RemoteError, RuntimeError):
+    """A remote ``RuntimeError``."""
+
+    default_remote_type = "RuntimeError"
+
+
+class RemoteNotImplementedError(RemoteRuntimeError, NotImplementedError):
+    """A remote ``NotImplementedError``."""
+
+    default_remote_type = "NotImplementedError"
+
+
+class RemoteArithmeticError(RemoteError, ArithmeticError):
+    """A remote ``ArithmeticError``."""
+
+    default_remote_type = "ArithmeticError"
+
+
+class RemoteZeroDivisionError(RemoteArithmeticError, ZeroDivisionError):
+    """A remote ``ZeroDivisionError``."""
+
+    default_remote_type = "ZeroDivisionError"
+
+
+class RemoteGymnasiumError(RemoteError, gymnasium.error.Error):
+    """A remote ``gymnasium.error.Error``."""
+
+    default_remote_type = "gymnasium.error.Error"
+
+
+_EXPLICIT: dict[type[Exception], type[RemoteError]] = {
+    ValueError: RemoteValueError,
+    TypeError: RemoteTypeError,
+    LookupError: RemoteLookupError,
+    KeyError: RemoteKeyError,
+    IndexError: RemoteIndexError,
+    AttributeError: RemoteAttributeError,
+    AssertionError: RemoteAssertionError,
+    RuntimeError: RemoteRuntimeError,
+    NotImplementedError: RemoteNotImplementedError,
+    ArithmeticError: RemoteArithmeticError,
+    ZeroDivisionError: RemoteZeroDivisionError,
+    gymnasium.error.Error: RemoteGymnasiumError,
+}
+"""The classes written out above; generated ones derive from the nearest of them."""
+
+_CLASSES: dict[str, type[RemoteError]] = {
+    cls.default_remote_type: cls for cls in _EXPLICIT.values()
+}
+"""Remote type name (bare for built-ins, else ``module.Name``) -> the class standing for it."""
+
+
+_NOT_MIXED: tuple[type[BaseException], ...] = (OSError, StopIteration, StopAsyncIteration)
+_NOT_MIXED += tuple(
+    getattr(builtins, name) for name in ("BaseExceptionGroup",) if hasattr(builtins, name)
+)
+
+
+def _mixable(base: object) -> bool:
+    """Tell whether a remote exception of type ``base`` is raised as a ``base`` here too."""
+    # OSError subclasses would pass for this library's own ConnectionError / TimeoutError (the
+    # connection's state, not the env's); StopIteration is control flow; BaseException-only
+    # types (SystemExit, KeyboardInterrupt) must not stop the client; an ExceptionGroup
+    # checks its constructor's arguments.
+    return (
+        isinstance(base, type)
+        and issubclass(base, Exception)
+        and not issubclass(base, _NOT_MIXED)
+        and not issubclass(RemoteError, base)
+        and not issubclass(base, RemoteError)
     )
-    if not (isinstance(base, type) and issubclass(base, Exception)):
-        return RemoteError
-    if issubclass(base, (OSError, RemoteError)):
-        # OSError subclasses reinterpret constructor arguments (errno, strerror).
-        return RemoteError
-    try:
-        return type(f"Remote{base_name}", (RemoteError, base), {"__module__": __name__})
-    except TypeError:  # a built-in with its own C layout (e.g. UnicodeError) cannot be mixed
-        return RemoteError
+
+
+def _define_remote_classes() -> None:
+    """Define ``Remote<Name>`` in this module for every other mixable known exception type."""
+    ours = {name: globals().get(name) for name in __all__}
+    sources = [
+        ("", vars(builtins)),
+        ("gymnasium.error.", vars(gymnasium.error)),
+        (f"{__name__}.", ours),
+    ]
+    for prefix, namespace in sources:
+        for name, base in list(namespace.items()):
+            remote_type = f"{prefix}{name}"
+            if remote_type in _CLASSES or not _mixable(base):
+                continue
+            qualname = f"Remote{name}"
+            if qualname in globals():
+                continue
+            attrs = {
+                "__module__": __name__,
+                "__qualname__": qualname,
+                "__doc__": f"A remote ``{remote_type}``.",
+                "default_remote_type": remote_type,
+            }
+            parent = next((_EXPLICIT[k] for k in base.__mro__ if k in _EXPLICIT), RemoteError)
+            try:
+                cls = type(qualname, (parent, base), attrs)
+            except TypeError:  # a built-in with its own C layout (e.g. UnicodeError)
+                continue
+            globals()[qualname] = _CLASSES[remote_type] = cls
+
+
+_define_remote_classes()
+_BY_BARE_NAME = {name.rpartition(".")[2]: cls for name, cls in reversed(_CLASSES.items())}
 
 
 def remote_error(
@@ -260,5 +525,11 @@ def remote_error(
         A ``RemoteError`` instance (not raised).
 
     """
-    cls = _remote_error_class(remote_type.rpartition(".")[2])
+    cls = _remote_class(remote_type)
     return cls(url, remote_type, message, remote_traceback)
+
+
+def _remote_class(remote_type: str) -> type[RemoteError]:
+    """Return the class standing for ``remote_type`` (``RemoteError`` for an unknown one)."""
+    name = remote_type.removeprefix("builtins.")
+    return _CLASSES.get(name) or _BY_BARE_NAME.get(name.rpartition(".")[2]) or RemoteError
