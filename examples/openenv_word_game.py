@@ -207,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     say = (lambda *_: None) if args.quiet else print
     started = time.perf_counter()
     env_kwargs = {} if args.max_guesses is None else {"max_guesses": args.max_guesses}
-    with LocalProvider([SPEC]) as provider:
+    # The operator allows clients to choose max_guesses; every other kwarg is refused.
+    with LocalProvider([SPEC], extra_args=["--env-kwargs-allow", "max_guesses"]) as provider:
         server_url = provider.urls[0]
         say(f"server {server_url} hosts {SPEC}")
 

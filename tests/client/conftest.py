@@ -35,7 +35,8 @@ VECTOR_SPECS = [
 @pytest.fixture(scope="session")
 def vector_servers() -> Iterator[LocalProvider]:
     """Three local servers hosting every env the vector tests use, shared by all of them."""
-    with LocalProvider(VECTOR_SPECS, num_servers=3) as provider:
+    args = ["--set-attr-allow", "max_length", "gravity"]
+    with LocalProvider(VECTOR_SPECS, num_servers=3, extra_args=args) as provider:
         yield provider
 
 

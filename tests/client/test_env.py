@@ -40,7 +40,8 @@ TEST_ENVS = [
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalProvider]:
-    with LocalProvider(TEST_ENVS, extra_args=["--allow-any-id"]) as provider:
+    args = ["--allow-any-id", "--set-attr-allow", "gravity"]
+    with LocalProvider(TEST_ENVS, extra_args=args) as provider:
         yield provider
 
 
