@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium
 from gymnasium.envs.registration import EnvSpec, load_env_creator
 
-from openenv_gym.errors import OpenEnvError, UnknownEnvError
+from openenv_gym.errors import AttributeNotAllowedError, KwargNotAllowedError, UnknownEnvError
 from openenv_gym.interop.hosted import OpenEnvAsGym, is_openenv_environment
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 
@@ -51,44 +51,6 @@ _NAMESPACE_PREFIX = "openenv"
 _REFUSED_CALLS = frozenset({"set_wrapper_attr", "close"})
 """Methods CALL never reaches: setting an attribute bypasses SET_ATTR's policy; closing is CLOSE."""
 _ATTRIBUTE_READERS = frozenset({"get_wrapper_attr", "has_wrapper_attr"})
-
-
-class KwargNotAllowedError(OpenEnvError, TypeError):
-    """A client passed a keyword argument the operator did not allow for this env.
-
-    A ``TypeError`` worded like Python's own ("got an unexpected keyword argument 'x'"), so
-    callers that retry without an argument they see refused (e.g. TorchRL's ``GymEnv``) work.
-    """
-
-    def __init__(self, env_id: str, name: str, allowed: Sequence[str], reason: str = "") -> None:
-        super().__init__(env_id, name, allowed, reason)
-        self.env_id = env_id
-        self.name = name
-        self.allowed = sorted(allowed)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        why = self.reason or "not allowed by this server"
-        allowed = ", ".join(self.allowed) or "none"
-        return (
-            f"env {self.env_id!r} got an unexpected keyword argument {self.name!r} ({why}); "
-            f"allowed: {allowed}"
-        )
-
-
-class AttributeNotAllowedError(OpenEnvError, AttributeError):
-    """A client asked to set, read or call an attribute the operator did not allow."""
-
-    def __init__(self, env_id: str, name: str, action: str, allowed: Sequence[str]) -> None:
-        super().__init__(env_id, name, action, allowed)
-        self.env_id = env_id
-        self.name = name
-        self.action = action
-        self.allowed = sorted(allowed)
-
-    def __str__(self) -> str:
-        allowed = ", ".join(self.allowed) or "none"
-        return f"env {self.env_id!r}: may not {self.action} {self.name!r}; allowed: {allowed}"
 
 
 def _resolve_spec(spec: str) -> EnvSpec:

@@ -11,10 +11,15 @@ import gymnasium
 import pytest
 
 from openenv_gym.client.connection import Connection
-from openenv_gym.errors import RemoteError, UnknownEnvError
+from openenv_gym.errors import (
+    AttributeNotAllowedError,
+    KwargNotAllowedError,
+    RemoteError,
+    UnknownEnvError,
+)
 from openenv_gym.protocol.messages import Op
 from openenv_gym.providers.local import LocalProvider
-from openenv_gym.server.catalog import AttributeNotAllowedError, EnvCatalog, KwargNotAllowedError
+from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy, load_hosting_file
 
 DICT_TUPLE = "openenv_gym.testing.envs:DictTupleEnv"
