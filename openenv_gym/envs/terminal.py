@@ -6,9 +6,13 @@ run there by ``/bin/sh -c`` with a minimal environment and a timeout; the observ
 stdout, stderr and exit code. The reward is 1.0, and the episode terminates, as soon as the
 task's verifier passes; it is truncated after ``max_steps`` commands.
 
-The commands are arbitrary code, so the env refuses to start outside a container unless told
+The commands are arbitrary code, so every episode runs in its own
+:class:`~openenv_gym.envs.sandbox.Sandbox` (namespaces via bubblewrap, and/or a per-episode
+uid, rlimits, a scrubbed environment; everything it started is killed when a command ends and
+when the episode ends), and the env refuses to start when no isolation is available unless the
+operator passes ``isolation="none"``. It also refuses to start outside a container unless told
 otherwise. Host it in one: ``RemoteEnv("openenv_gym.envs.terminal:TerminalEnv",
-docker_image="openenv-gym:latest")`` runs it in the server image, as a non-root user.
+docker_image="openenv-gym:latest")`` runs it in the server image, each episode as its own uid.
 
 The agent's tool is the method :meth:`TerminalEnv.run` (marked with
 :func:`openenv_gym.envs.tool`); ``step`` calls it, so a Gymnasium rollout and a tool call
@@ -17,48 +21,49 @@ behave identically.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import getpass
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import gymnasium
 from gymnasium import spaces
 
 from openenv_gym.envs import tool
+from openenv_gym.envs.sandbox import (
+    TIMEOUT_EXIT_CODE,
+    CommandResult,
+    Isolation,
+    Sandbox,
+    SandboxLimits,
+    SandboxUnavailableError,
+    resolve,
+)
 from openenv_gym.envs.tasks import Task, TaskSet, VerifierContext, verify
 
 __all__ = [
     "ALLOW_ENV_VAR",
     "CHARSET",
+    "TIMEOUT_EXIT_CODE",
     "CommandResult",
+    "Isolation",
+    "SandboxLimits",
+    "SandboxUnavailableError",
     "TerminalEnv",
     "in_container",
-    "run_shell",
 ]
 
 CHARSET = "".join(chr(code) for code in range(0x20, 0x7F)) + "\t\n"
 """Characters of commands and of observed output: printable ASCII, tab and newline."""
 _CHARSET = frozenset(CHARSET)
 MAX_COMMAND_LENGTH = 1024
-TIMEOUT_EXIT_CODE = 124
-"""The exit code reported for a command that ran out of time (as ``timeout(1)`` reports)."""
 ALLOW_ENV_VAR = "OPENENV_GYM_ALLOW_TERMINAL"
 """Set to ``1`` to let TerminalEnv run commands outside a container."""
 CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
 CGROUP_FILE = "/proc/1/cgroup"
 _CGROUP_WORDS = ("container", "docker", "kubepods", "lxc", "podman")
-CAPTURE_LIMIT = 1 << 20
-"""Bytes of each output stream kept for verifiers; the rest is read and dropped."""
 _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -77,98 +82,6 @@ def in_container(
     except OSError:
         return False
     return any(word in cgroups for word in _CGROUP_WORDS)
-
-
-@dataclasses.dataclass(frozen=True)
-class CommandResult:
-    """What a shell command did: its output (at most ``CAPTURE_LIMIT`` bytes each) and exit."""
-
-    stdout: bytes
-    stderr: bytes
-    exit_code: int
-    timed_out: bool
-    stdout_size: int
-    """Bytes written to stdout in all (``len(stdout)`` unless cut)."""
-    stderr_size: int
-
-
-class _Reader(threading.Thread):
-    """Read a pipe to its end, keeping the first ``limit`` bytes (bounded memory)."""
-
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.limit = limit
-        self.data = bytearray()
-        self.size = 0
-
-    def run(self) -> None:
-        fd = self.stream.fileno()
-        while chunk := os.read(fd, 65536):
-            self.size += len(chunk)
-            room = self.limit - len(self.data)
-            if room > 0:
-                self.data += chunk[:room]
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left in the group
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def run_shell(
-    command: str,
-    cwd: Path,
-    *,
-    env: Mapping[str, str],
-    timeout: float,
-    capture_limit: int = CAPTURE_LIMIT,
-) -> CommandResult:
-    """Run ``/bin/sh -c command`` in ``cwd`` with no stdin; kill it after ``timeout`` seconds.
-
-    The command runs in a new process group, killed when the command ends (or times out): a
-    background process it leaves cannot outlive it, nor hold its output open. A timed-out
-    command reports exit code 124; one killed by signal N reports 128 + N, as shells do.
-    """
-    process = subprocess.Popen(
-        ["/bin/sh", "-c", command],
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    readers = [_Reader(process.stdout, capture_limit), _Reader(process.stderr, capture_limit)]
-    for reader in readers:
-        reader.start()
-    timed_out = False
-    try:
-        code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(process.pid)
-        code = process.wait()
-    _kill_group(process.pid)  # whatever the command left running
-    for reader in readers:
-        # A process that left the group (setsid) may hold a pipe open: do not wait for it.
-        reader.join(timeout=2.0)
-        if not reader.is_alive():
-            reader.stream.close()
-    if timed_out:
-        code = TIMEOUT_EXIT_CODE
-    elif code < 0:
-        code = 128 - code
-    out, err = readers
-    return CommandResult(
-        stdout=bytes(out.data),
-        stderr=bytes(err.data),
-        exit_code=code & 0xFF,
-        timed_out=timed_out,
-        stdout_size=out.size,
-        stderr_size=err.size,
-    )
 
 
 def _escape(char: str) -> str:
@@ -202,8 +115,13 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
         max_output: characters of stdout and of stderr observed; longer output is cut and
             ends with a note of its full size.
         allow_outside_container: run commands even when this process is not in a container
-            (they run as this user, on this machine). Also allowed by
+            (they run sandboxed, on this machine). Also allowed by
             ``OPENENV_GYM_ALLOW_TERMINAL=1``.
+        isolation: how episodes are isolated (an operator's choice; see
+            :mod:`openenv_gym.envs.sandbox`): ``"auto"`` the strongest available,
+            ``"namespaces"`` (bubblewrap), ``"uid"`` (a per-episode uid), or ``"none"`` (the
+            server's user, a process group: only for trusted commands).
+        limits: the rlimits of every command's processes (default :class:`SandboxLimits`).
         render_mode: ``"ansi"`` renders the last command and its output.
 
     ``reset(options={"task": ...})`` picks the task: an id from the set, a :class:`Task` or a
@@ -212,6 +130,8 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
 
     Raises:
         PermissionError: not in a container, and running outside one was not allowed.
+        SandboxUnavailableError: the isolation asked for (any, for ``"auto"``) is not
+            available here; the text names what is missing (a ``PermissionError`` too).
 
     """
 
@@ -225,6 +145,8 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
         timeout: float = 10.0,
         max_output: int = 4096,
         allow_outside_container: bool = False,
+        isolation: Isolation = "auto",
+        limits: SandboxLimits | None = None,
         render_mode: str | None = None,
     ) -> None:
         allowed = allow_outside_container or os.environ.get(ALLOW_ENV_VAR) == "1"
@@ -240,6 +162,9 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
             raise ValueError("max_steps and max_output must be >= 1, timeout > 0")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        self.isolation = resolve(isolation)
+        """The isolation mode in force: ``"namespaces"``, ``"uid"`` or ``"none"``."""
+        self.limits = limits or SandboxLimits()
         self.tasks = _task_set(tasks)
         self.max_steps = max_steps
         self.timeout = timeout
@@ -254,8 +179,8 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
         )
         self.action_space = spaces.Text(MAX_COMMAND_LENGTH, min_length=0, charset=CHARSET)
         self._task: Task | None = None
-        self._workdir: Path | None = None
-        self._remove_workdir: weakref.finalize[Any, Any] | None = None
+        self._sandbox: Sandbox | None = None
+        self._close_sandbox: weakref.finalize[Any, Any] | None = None
         self._steps = 0
         self._last: CommandResult | None = None
         self._last_command = ""
@@ -276,19 +201,16 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
         super().reset(seed=seed)
         choice = (options or {}).get("task")
         task = self._resolve(choice) if choice is not None else self.tasks.sample(self.np_random)
-        self._remove_workdir_now()
-        workdir = Path(tempfile.mkdtemp(prefix="openenv-terminal-")).resolve()
-        self._workdir = workdir
-        self._remove_workdir = weakref.finalize(self, shutil.rmtree, str(workdir), True)
+        self._close_sandbox_now()
+        sandbox = Sandbox(self.isolation, limits=self.limits)
+        self._sandbox = sandbox
+        self._close_sandbox = weakref.finalize(self, sandbox.close)
         self._task = task
         self._steps = 0
         self._last = None
         self._last_command = ""
         self._success = False
-        for relative, text in task.files.items():
-            path = workdir / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+        sandbox.write_files(task.files)
         if task.setup:
             result = self._execute(task.setup)
             if result.exit_code != 0:
@@ -316,7 +238,7 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
             command: run by ``/bin/sh -c``; printable ASCII, tabs and newlines, at most 1024
                 characters. Each command starts in the working directory with a fresh shell
                 (``cd`` and variables do not carry over); processes it leaves running are
-                killed when it ends.
+                killed when it ends, wherever they moved (new sessions included).
 
         Returns:
             ``stdout`` and ``stderr`` (text, cut to ``max_output`` characters), ``exit_code``
@@ -329,7 +251,7 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
             ValueError: the command is not a valid action.
 
         """
-        if self._task is None or self._workdir is None:
+        if self._task is None or self._sandbox is None:
             raise RuntimeError("no episode: call reset() before step() or run()")
         _check_command(command)
         result = self._execute(command)
@@ -337,7 +259,7 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
         self._last = result
         self._last_command = command
         context = VerifierContext(
-            workdir=self._workdir,
+            workdir=self._sandbox.workdir,
             stdout=result.stdout.decode("utf-8", errors="replace"),
             exit_code=result.exit_code,
             run=lambda check: self._execute(check).exit_code,
@@ -364,7 +286,7 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
             "task_id": None if self._task is None else self._task.id,
             "steps": self._steps,
             "max_steps": self.max_steps,
-            "workdir": None if self._workdir is None else str(self._workdir),
+            "workdir": None if self._sandbox is None else str(self._sandbox.workdir),
             "solved": self._success,
         }
 
@@ -379,8 +301,8 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
         return f"$ {self._last_command}\n{out}{err}[exit {self._last.exit_code}]\n"
 
     def close(self) -> None:
-        """Remove the working directory; idempotent."""
-        self._remove_workdir_now()
+        """Kill the episode's processes, remove its working directory; idempotent."""
+        self._close_sandbox_now()
         self._task = None
         super().close()
 
@@ -396,22 +318,24 @@ class TerminalEnv(gymnasium.Env[dict[str, Any], str]):
         raise TypeError(f"options['task'] must be a task id, a Task or a task record: {choice!r}")
 
     def _execute(self, command: str) -> CommandResult:
-        assert self._workdir is not None
+        assert self._sandbox is not None
+        workdir = str(self._sandbox.workdir)
         env = {
             "PATH": _SAFE_PATH,
-            "HOME": str(self._workdir),
-            "PWD": str(self._workdir),
+            "HOME": workdir,
+            "PWD": workdir,
+            "TMPDIR": workdir if self.isolation == "uid" else "/tmp",
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
             "TERM": "dumb",
         }
-        return run_shell(command, self._workdir, env=env, timeout=self.timeout)
+        return self._sandbox.run(command, env=env, timeout=self.timeout)
 
-    def _remove_workdir_now(self) -> None:
-        if self._remove_workdir is not None:
-            self._remove_workdir()  # runs once: the finalizer is then dead
-        self._remove_workdir = None
-        self._workdir = None
+    def _close_sandbox_now(self) -> None:
+        if self._close_sandbox is not None:
+            self._close_sandbox()  # runs once: the finalizer is then dead
+        self._close_sandbox = None
+        self._sandbox = None
 
 
 def _check_command(command: object) -> None:
