@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium
@@ -114,31 +111,6 @@ def test_mcp_over_stdio_with_the_cli() -> None:
     obs, _ = local.reset(seed=5)
     assert steps[0] == obs.tolist()
     assert steps[-1][0] == [local.step(a)[0] for a in (1, 0, 1)][-1].tolist()
-
-
-@pytest.fixture
-def mcp_http_url() -> Iterator[str]:
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        port = probe_socket.getsockname()[1]
-    with LocalProvider([COUNTER], extra_args=["--mcp-port", str(port), "--mcp-mode", "production"]):
-        yield f"http://127.0.0.1:{port}/mcp"
-
-
-def test_mcp_streamable_http_beside_the_server(mcp_http_url: str) -> None:
-    async def names() -> set[str]:
-        async with Client(mcp_http_url) as client:
-            return {t.name for t in (await client.list_tools()).tools}
-
-    deadline = time.monotonic() + 20
-    while True:  # uvicorn binds a moment after the main port is ready; bounded retries
-        try:
-            assert _run(names()) == {"add"}
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_mcp_cli_production_mode_over_stdio() -> None:
