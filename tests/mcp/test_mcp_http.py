@@ -191,9 +191,10 @@ def test_mcp_slow_tool_does_not_stall_the_main_port(guarded: tuple[str, str]) ->
 
 
 def _slow_server(timeout: float) -> tuple[Any, SlowToolEnv]:
-    env = gymnasium.make(EnvSpec(id=SLOW_TOOL, entry_point=SlowToolEnv))
-    server = build_mcp_server(env, mode="production", name="slow", tool_timeout=timeout)
-    return server, env.unwrapped
+    env = gymnasium.make(EnvSpec(id=SLOW_TOOL, entry_point=SLOW_TOOL))
+    inner = env.unwrapped
+    assert isinstance(inner, SlowToolEnv)
+    return build_mcp_server(env, mode="production", name="slow", tool_timeout=timeout), inner
 
 
 def test_mcp_tool_over_its_deadline_is_a_tool_error_naming_it() -> None:
