@@ -47,6 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_sessions=args.max_sessions,
             max_envs_per_session=args.max_envs_per_session,
             max_envs=args.max_envs,
+            max_connections=args.max_connections,
+            max_connections_per_peer=args.max_connections_per_peer,
         ),
         token=args.token or os.environ.get("OPENENV_GYM_TOKEN") or None,
         idle_timeout=args.idle_timeout or None,
@@ -55,6 +57,10 @@ def _serve(args: argparse.Namespace) -> int:
         keyfile=args.keyfile,
         mcp_port=args.mcp_port,
         mcp_mode=args.mcp_mode,
+        allow_origins=tuple(args.allow_origin),
+        allow_hosts=tuple(args.allow_host),
+        handshake_timeout=args.handshake_timeout,
+        close_timeout=args.close_timeout,
     )
 
     def ready(url: str) -> None:
@@ -219,6 +225,69 @@ def _add_docker_commands(commands: Any) -> None:
     prune.set_defaults(run=_docker_prune)
 
 
+def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
+    """Add ``serve``'s address, limit and timeout flags; defaults come from ``ServerConfig``."""
+    from openenv_gym.server.app import ServerConfig
+    from openenv_gym.server.limits import Limits
+
+    config, limits = ServerConfig(), Limits()
+    serve.add_argument("--host", default=config.host, help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=config.port, help="port (0: pick a free one)")
+    serve.add_argument(
+        "--workers", type=int, default=config.workers, help="processes sharing the port"
+    )
+    serve.add_argument("--debug", action="store_true", help="send tracebacks in error replies")
+    serve.add_argument("--max-message-bytes", type=int, default=config.max_message_bytes)
+    serve.add_argument("--max-sessions", type=int, default=limits.max_sessions, help="per process")
+    serve.add_argument("--max-envs-per-session", type=int, default=limits.max_envs_per_session)
+    serve.add_argument("--max-envs", type=int, default=limits.max_envs, help="per process")
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=limits.max_connections,
+        help="open connections per process (at least --max-sessions)",
+    )
+    serve.add_argument(
+        "--max-connections-per-peer",
+        type=int,
+        default=limits.max_connections_per_peer,
+        help="open connections per client address per process",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=config.idle_timeout,
+        help="close sessions idle this many seconds (0: never)",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=config.handshake_timeout,
+        help="seconds a connection has for its upgrade and first message (HELLO)",
+    )
+    serve.add_argument(
+        "--close-timeout",
+        type=float,
+        default=config.close_timeout,
+        help="seconds a closing handshake may take before the connection is dropped",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an Origin admitted (e.g. https://app.example; repeatable); none by default, so "
+        "no web page can drive the server",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name admitted besides IP addresses and localhost (repeatable)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openenv-gym", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -257,22 +326,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODE",
         help="render modes clients may ask for (default: the env's, minus human and *_list)",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    serve.add_argument("--port", type=int, default=8765, help="port (0: pick a free one)")
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
-    serve.add_argument("--debug", action="store_true", help="send tracebacks in error replies")
-    serve.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
-    serve.add_argument("--max-sessions", type=int, default=256, help="per process")
-    serve.add_argument("--max-envs-per-session", type=int, default=4096)
-    serve.add_argument("--max-envs", type=int, default=16384, help="per process")
+    _add_serve_limits(serve)
     serve.add_argument(
         "--token", help="shared secret clients must present (default: $OPENENV_GYM_TOKEN)"
     )
+    from openenv_gym.providers.local import read_token_fd
+
     serve.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=900.0,
-        help="close sessions idle this many seconds (0: never)",
+        "--token-fd",
+        dest="token",
+        type=read_token_fd,
+        metavar="FD",
+        help="read --token from this inherited file descriptor to its end (not seen in argv)",
     )
     serve.add_argument(
         "--mcp-port", type=int, help="also serve the first env as MCP tools at http://HOST:PORT/mcp"

@@ -85,17 +85,28 @@ class AccessPolicy:
             allowed_hosts=frozenset(host.lower() for host in allowed_hosts),
         )
 
-    def check(self, headers: Iterable[tuple[str, str]]) -> Refusal | None:
+    def check(
+        self, headers: Iterable[tuple[str, str]], *, require_token: bool = True
+    ) -> Refusal | None:
         """Return why a request with these headers is refused, or ``None`` to admit it.
 
         Args:
             headers: the request's header ``(name, value)`` pairs, repeated names included.
+            require_token: ``False`` for a liveness probe (``/healthz``): Origin and Host are
+                checked, the token is not (Docker's HEALTHCHECK and orchestrators' probes
+                carry none, and the reply reveals only that something listens).
+
+        Returns:
+            The refusal, or ``None`` when the request may proceed.
 
         """
         values: dict[str, list[str]] = {}
         for name, value in headers:
             values.setdefault(name.lower(), []).append(value)
-        for check in (self._check_origin, self._check_host, self._check_token):
+        checks = [self._check_origin, self._check_host]
+        if require_token:
+            checks.append(self._check_token)
+        for check in checks:
             refusal = check(values)
             if refusal is not None:
                 return refusal

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import ipaddress
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -28,8 +28,10 @@ from openenv_gym.server.connection import (
     OpenEnvHosting,
     WebSocketConnection,
 )
-from openenv_gym.server.limits import Limits, Usage
+from openenv_gym.server.hosting import HostedSpec, HostingPolicy
+from openenv_gym.server.limits import ConnectionTable, Limits, Usage
 from openenv_gym.server.session import Session
+from openenv_gym.server.workers import supervise
 
 __all__ = ["ServerConfig", "run_server"]
 
@@ -44,8 +46,12 @@ class ServerConfig:
     """How a server runs.
 
     Attributes:
-        specs: env ids and ``module:attr`` entry points hosted (see ``EnvCatalog``).
-        allow_any_id: also host every registered gymnasium id.
+        specs: env ids and ``module:attr`` entry points hosted (see ``EnvCatalog``), or
+            ``HostedSpec`` entries with their own policy (from a hosting file).
+        allow_any_id: also host the plain env classes of gymnasium's registry.
+        policy: what clients may pass and set for every spec given as a string and every id
+            ``allow_any_id`` admits (see ``server/hosting.py``); a ``HostedSpec``'s own policy
+            is merged on top.
         host: address to bind; loopback by default.
         port: port to bind; 0 picks a free one (reported through ``on_ready``).
         workers: processes sharing the listening socket.
@@ -67,17 +73,15 @@ class ServerConfig:
         allow_hosts: ``Host`` names admitted besides IP literals and ``localhost`` (against
             DNS rebinding).
         handshake_timeout: seconds a connection has to complete the opening handshake and
-            send its first message; past it the connection is aborted.
+            have its first message answered (HELLO); past it the connection is aborted.
         close_timeout: seconds the closing handshake may take before the connection is
             aborted (a client that stops reading cannot hold it open).
-        max_connections: open connections per process (handshaking, open or closing); more
-            are answered 503 and closed.
-        max_connections_per_peer: open connections per client address per process.
 
     """
 
-    specs: Sequence[str] = ()
+    specs: Sequence[str | HostedSpec] = ()
     allow_any_id: bool = False
+    policy: HostingPolicy = dataclasses.field(default_factory=HostingPolicy)
     host: str = "127.0.0.1"
     port: int = 8765
     workers: int = 1
@@ -95,8 +99,15 @@ class ServerConfig:
     allow_hosts: tuple[str, ...] = ()
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
-    max_connections: int = 1024
-    max_connections_per_peer: int = 256
+
+    def catalog(self) -> EnvCatalog:
+        """Return the catalog of what this server hosts, under the operator's policy.
+
+        Raises:
+            ValueError: a spec names no registered id or cannot be imported.
+
+        """
+        return EnvCatalog(self.specs, allow_any_id=self.allow_any_id, policy=self.policy)
 
     def access_policy(self) -> AccessPolicy:
         """Return the access check (token, Origin, Host) every surface of this server applies.
@@ -137,11 +148,17 @@ class _App:
             if config.threads
             else None
         )
+        self.access = config.access_policy()
+        """The access check of every surface (binary protocol, OpenEnv routes, MCP)."""
+        self.connection_table: ConnectionTable[WebSocketConnection] = ConnectionTable(config.limits)
         self._options = ConnectionOptions(
             max_message_bytes=config.max_message_bytes,
-            token=config.token,
+            access=self.access,
             executor=self._executor,
             openenv=OpenEnvHosting(catalog, self.usage),
+            handshake_timeout=config.handshake_timeout,
+            close_timeout=config.close_timeout,
+            connections=self.connection_table,
         )
 
     def _new_session(self) -> Session:
@@ -178,7 +195,11 @@ class _App:
             self._new_connection, sock=sock, ssl=self.config.ssl_context()
         )
         sweeper = asyncio.create_task(self._close_idle()) if self.config.idle_timeout else None
-        mcp = asyncio.create_task(self._serve_mcp()) if self.config.mcp_port is not None else None
+        mcp = None
+        if self.config.mcp_port is not None:
+            mcp_ready: asyncio.Future[int] = loop.create_future()
+            mcp = asyncio.create_task(self._serve_mcp(mcp_ready))
+            await mcp_ready  # announce only once both ports accept (raises what stopped MCP)
         if on_started is not None:
             on_started()
         await stop
@@ -269,16 +290,20 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(config: ServerConfig, sock: socket.socket) -> None:
-    catalog = EnvCatalog(config.specs, allow_any_id=config.allow_any_id)
-    asyncio.run(_App(config, catalog).serve(sock))
+def _worker(
+    config: ServerConfig, sock: socket.socket, slot: int, on_started: Callable[[], None]
+) -> None:
+    if slot:  # one MCP endpoint per server: worker 0 serves it
+        config = dataclasses.replace(config, mcp_port=None)
+    asyncio.run(_App(config, config.catalog()).serve(sock, on_started))
 
 
 def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Run a server until SIGTERM or SIGINT.
 
-    Binds first, then builds the catalog (so a bad spec fails before anything listens for
-    clients), forks ``workers - 1`` extra processes sharing the socket, and serves.
+    Builds the catalog (so a bad spec fails before anything listens for clients), binds, and
+    serves: in this process with one worker, else in ``workers`` processes sharing the socket
+    under this one, which replaces those that die (see ``server/workers.py``).
 
     Args:
         config: how to serve.
@@ -286,10 +311,13 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
 
     Raises:
         OSError: the address cannot be bound.
-        ValueError: a configured spec names no registered id or cannot be imported.
+        ValueError: a configured spec names no registered id or cannot be imported, or the
+            limits are inconsistent.
+        ServerStartError: a worker process exited before it served.
 
     """
-    catalog = EnvCatalog(config.specs, allow_any_id=config.allow_any_id)
+    config.limits.check()
+    catalog = config.catalog()
     if not config.token and not ipaddress.ip_address(_resolve_host(config.host)).is_loopback:
         logger.warning(
             "serving on %s WITHOUT A TOKEN: anyone who can reach this address can run the hosted "
@@ -300,19 +328,12 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
     host, port = sock.getsockname()[:2]
     scheme = "wss" if config.certfile else "ws"
     url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-    context = multiprocessing.get_context("fork")
-    children = [
-        context.Process(target=_worker, args=(config, sock), daemon=True)
-        for _ in range(config.workers - 1)
-    ]
-    for child in children:
-        child.start()
     announce = None if on_ready is None else (lambda: on_ready(url))
     try:
-        asyncio.run(_App(config, catalog).serve(sock, announce))
+        if config.workers > 1:
+            target = functools.partial(_worker, config, sock)
+            supervise(config.workers, target, grace=_SHUTDOWN_GRACE + 1, on_started=announce)
+        else:
+            asyncio.run(_App(config, catalog).serve(sock, announce))
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.join(timeout=5)
         sock.close()

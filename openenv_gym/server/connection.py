@@ -8,6 +8,12 @@ inside the callback that delivered it, which keeps a loopback round trip near th
 that is exactly one whole binary frame (the common case) is parsed by ``protocol.framing``.
 
 Plain ``GET /healthz`` is answered ``200 ok`` without an upgrade.
+
+Every request passes the server's :class:`AccessPolicy` first (a refusal is an HTTP reply with
+its status and reason). Nothing a client does holds a connection forever: the opening
+handshake plus the first message must arrive within ``handshake_timeout``, a closing handshake
+that does not complete within ``close_timeout`` (a client that stopped reading) ends in an
+abort, and the :class:`ConnectionTable` caps connections in total and per address.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
-import hmac
 import json
 import logging
 import socket
@@ -30,9 +35,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from openenv_gym.errors import CapacityError
 from openenv_gym.protocol.framing import FrameBoundary, binary_frame, parse_binary_frame
+from openenv_gym.server.access import AccessPolicy
 from openenv_gym.server.catalog import EnvCatalog
-from openenv_gym.server.limits import Usage
+from openenv_gym.server.limits import ConnectionTable, Usage
 from openenv_gym.server.openenv_session import (
     OPENENV_HTTP_PATHS,
     OPENENV_WS_PATH,
@@ -40,7 +47,7 @@ from openenv_gym.server.openenv_session import (
     http_reply,
     route,
 )
-from openenv_gym.server.session import Session
+from openenv_gym.server.session import Session, SessionState
 
 AnySession = Session | OpenEnvSession
 
@@ -50,9 +57,13 @@ logger = logging.getLogger("openenv_gym.server")
 
 HEALTH_PATH = "/healthz"
 GOING_AWAY = 1001
-
+MESSAGE_TOO_BIG = 1009
 
 _READ_SIZE = 1 << 16
+_MAX_FRAGMENTS = 1 << 14
+"""Frames one message may span: empty continuation frames cost nothing against max_size."""
+_REFUSAL_WAIT = 1.0
+"""Seconds a connection over a cap is kept waiting for its request, to answer it 503."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,20 +73,28 @@ class ConnectionOptions:
     Attributes:
         max_message_bytes: the largest message accepted (larger ones close the connection
             with code 1009, as RFC 6455 prescribes).
-        token: when set, the opening handshake must carry ``Authorization: Bearer <token>``;
-            anything else gets HTTP 401 before a session exists.
+        access: token, Origin and Host checks every request passes before a session exists;
+            a refusal is answered with its HTTP status (401, 403, 400).
         executor: run each session's requests on these threads (one at a time per session),
             so a slow or hung env does not stall other sessions; ``None`` serves inline.
         keepalive: TCP keepalive (idle, interval, probes) in seconds, so that the kernel
             reaps half-open connections of vanished clients; ``None`` leaves it off.
+        openenv: serve OpenEnv's routes too (``None``: only the binary protocol).
+        handshake_timeout: seconds from accept to the first message answered (the session
+            admitted); past them the connection is aborted.
+        close_timeout: seconds a closing handshake may take before the connection is aborted.
+        connections: the process's connection caps; ``None``: uncounted.
 
     """
 
     max_message_bytes: int
-    token: str | None = None
+    access: AccessPolicy = dataclasses.field(default_factory=AccessPolicy)
     executor: concurrent.futures.Executor | None = None
     keepalive: tuple[int, int, int] | None = (30, 10, 3)
     openenv: OpenEnvHosting | None = None
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    connections: ConnectionTable[WebSocketConnection] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +136,16 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self.last_activity = 0.0
         self._transport: asyncio.Transport | None = None
         self._session: AnySession | None = None
-        self._fragments: list[bytes] = []
+        self._fragments = bytearray()
+        self._fragment_count = 0
         self._boundary = FrameBoundary()
+        self._head_tail = b""  # the last bytes of the HTTP request seen so far
         self._text = False
         # Reads land in this one buffer: asyncio's default allocates 256 KiB per read.
         self._buffer = memoryview(bytearray(_READ_SIZE))
+        self._timer: asyncio.TimerHandle | None = None
+        self._handshaking = True
+        self._refusal: str | None = None  # over a connection cap: answered 503
         self.peer = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
@@ -133,6 +157,20 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if self._options.keepalive is not None and sock is not None:
             _enable_keepalive(sock, *self._options.keepalive)
+        self._arm(self._options.handshake_timeout, "no handshake and first message")
+        table = self._options.connections
+        if table is None:
+            return
+        try:
+            evicted = table.open(self, str(peer[0]) if peer else "?")
+        except CapacityError as exc:
+            logger.warning("refusing a connection from %s: %s", self.peer, exc)
+            self._refusal = f"{exc}\n"
+            self._arm(min(_REFUSAL_WAIT, self._options.handshake_timeout), "refused")
+            return
+        for victim in evicted:
+            logger.warning("dropping %s, still handshaking, for a new connection", victim.peer)
+            victim.abort()
 
     def get_buffer(self, sizehint: int) -> memoryview:  # noqa: D102
         return self._buffer
@@ -146,21 +184,43 @@ class WebSocketConnection(asyncio.BufferedProtocol):
                 return
         if self._session is not None:
             self._boundary.feed(chunk)  # frames the general parser sees; see _simple_frames_only
+            self._protocol.receive_data(chunk)
+            self._process_events()
+            return
+        # Frames may follow the upgrade request in the same read: track them from the request's
+        # end, or the fast path would take a frame's tail for a frame.
+        stream = self._head_tail + chunk
         self._protocol.receive_data(chunk)
         self._process_events()
+        if self._session is not None:
+            self._boundary.feed(stream[stream.index(b"\r\n\r\n") + 4 :])
+        else:
+            self._head_tail = stream[-3:]
 
     def pause_writing(self) -> None:  # noqa: D102
         # The client does not read its replies: hold its requests (those already read wait in
         # order) and stop reading more until it does, so that replies cannot pile up unbounded.
         self._paused = True
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._update_reading()
 
     def resume_writing(self) -> None:  # noqa: D102
         self._paused = False
         self._drain()
-        if self._transport is not None and not self._transport.is_closing() and not self._paused:
-            self._transport.resume_reading()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read only while no request runs on a thread and the client reads its replies.
+
+        One request at a time is buffered: what a client sends meanwhile waits in its socket
+        (and TCP's flow control pushes back on it) instead of in this process's memory.
+        """
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._busy or self._paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def eof_received(self) -> bool:  # noqa: D102
         self._protocol.receive_eof()
@@ -169,6 +229,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._options.connections is not None:
+            self._options.connections.close(self)
         session, self._session = self._session, None
         if session is not None and not self._busy:
             session.close()
@@ -177,17 +241,37 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._on_close(self)
 
     def close(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> None:
-        """Start the closing handshake; the transport closes when it completes."""
+        """Start the closing handshake; abort if it has not completed within ``close_timeout``."""
         if self._protocol.state is State.OPEN:
             self._protocol.send_close(code, reason)
             self._flush()
         elif self._transport is not None and self._protocol.state is State.CONNECTING:
-            self._transport.close()
+            self._close_transport()
+        if self._transport is not None:
+            self._arm(self._options.close_timeout, "closing handshake not completed")
 
     def abort(self) -> None:
         """Drop the connection now."""
         if self._transport is not None:
             self._transport.abort()
+
+    def _arm(self, delay: float, why: str) -> None:
+        """Abort the connection in ``delay`` seconds (replacing the previous deadline)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expire, delay, why)
+
+    def _expire(self, delay: float, why: str) -> None:
+        logger.info("aborting %s: %s within %.1f s", self.peer, why, delay)
+        self._timer = None
+        self.abort()
+
+    def _close_transport(self) -> None:
+        """Close TCP once written data is flushed; a client that does not read gets aborted."""
+        assert self._transport is not None
+        if not self._transport.is_closing():
+            self._transport.close()
+            self._arm(self._options.close_timeout, "buffered data not read")
 
     def _process_events(self) -> None:
         for event in self._protocol.events_received():
@@ -203,11 +287,16 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         openenv = route(path, query) if hosting is not None else None
         if openenv is not None:
             path, query = openenv
-        if path == HEALTH_PATH:
+        refusal = self._options.access.check(
+            request.headers.raw_items(), require_token=path != HEALTH_PATH
+        )
+        if self._refusal is not None:
+            response = self._protocol.reject(HTTPStatus.SERVICE_UNAVAILABLE, self._refusal)
+        elif refusal is not None:
+            logger.warning("refused a request from %s: %s", self.peer, refusal.reason)
+            response = self._protocol.reject(refusal.status, f"{refusal.reason}\n")
+        elif path == HEALTH_PATH:
             response = self._protocol.reject(HTTPStatus.OK, "ok\n")
-        elif not self._authorized(request):
-            logger.warning("refused a connection from %s: invalid or missing token", self.peer)
-            response = self._protocol.reject(HTTPStatus.UNAUTHORIZED, "invalid or missing token\n")
         elif hosting is not None and openenv is not None and path in OPENENV_HTTP_PATHS:
             status, body = http_reply(hosting.catalog, path, query)
             response = _json_response(status, body)
@@ -226,19 +315,23 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._text = frame.opcode is Opcode.TEXT
         elif frame.opcode is not Opcode.CONT:
             return  # ping, pong and close are answered by the protocol itself
-        self._fragments.append(bytes(frame.data))
+        if frame.fin and not self._fragment_count:
+            self._serve(bytes(frame.data), text=self._text)
+            return
+        self._fragments += frame.data
+        self._fragment_count += 1
+        if len(self._fragments) > self._max_size or self._fragment_count > _MAX_FRAGMENTS:
+            self._fragments, self._fragment_count = bytearray(), 0
+            self._protocol.fail(
+                MESSAGE_TOO_BIG,
+                f"message over {self._max_size} bytes or {_MAX_FRAGMENTS} fragments",
+            )
+            return
         if not frame.fin:
             return
-        message = b"".join(self._fragments)
-        self._fragments = []
+        message = bytes(self._fragments)
+        self._fragments, self._fragment_count = bytearray(), 0
         self._serve(message, text=self._text)
-
-    def _authorized(self, request: Request) -> bool:
-        if self._options.token is None:
-            return True
-        supplied = request.headers.get("Authorization", "")
-        expected = f"Bearer {self._options.token}"
-        return hmac.compare_digest(supplied.encode(), expected.encode())
 
     def _serve(self, message: bytes, *, text: bool) -> None:
         """Answer one request message (one reply frame; a closing handshake after CLOSE)."""
@@ -251,8 +344,20 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._pending.append((message, text))
         elif self._options.executor is None:
             self._reply(session, _answer(session, message, text))
+            self._admitted(session)
         else:
             self._submit(session, message, text)
+
+    def _admitted(self, session: AnySession) -> None:
+        """End the handshake phase once the session is past HELLO (OpenEnv's: any message)."""
+        if not self._handshaking or (isinstance(session, Session) and not _past_hello(session)):
+            return
+        self._handshaking = False
+        if self._timer is not None and self._protocol.state is State.OPEN:
+            self._timer.cancel()
+            self._timer = None
+        if self._options.connections is not None:
+            self._options.connections.established(self)
 
     def _drain(self) -> None:
         """Serve queued requests while neither a request runs nor writing is paused."""
@@ -262,6 +367,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
 
     def _submit(self, session: AnySession, message: bytes, text: bool) -> None:
         self._busy = True
+        self._update_reading()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._options.executor, _answer, session, message, text)
         future.add_done_callback(lambda done: self._on_answered(session, done))
@@ -272,8 +378,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             session.close()  # the connection went away meanwhile
             return
         self._reply(session, done.result())
+        self._admitted(session)
         if not session.closed:
             self._drain()
+        self._update_reading()
 
     def _reply(self, session: AnySession, reply: bytes) -> None:
         if self._transport is None or self._protocol.state is not State.OPEN:
@@ -300,7 +408,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         return (
             self._session is not None
             and self._protocol.state is State.OPEN
-            and not self._fragments
+            and not self._fragment_count
             and self._boundary.at_boundary
             and not self._protocol.reader.buffer
         )
@@ -311,11 +419,15 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             return
         for chunk in self._protocol.data_to_send():
             if not chunk:  # end of stream: the protocol is done with this connection
-                transport.close()  # flushes what is buffered first
+                self._close_transport()  # flushes what is buffered first
                 return
             transport.write(chunk)
         if self._protocol.close_expected():
-            transport.close()  # after the closing handshake the server closes TCP first
+            self._close_transport()  # after the closing handshake the server closes TCP first
+
+
+def _past_hello(session: Session) -> bool:
+    return session.state is not SessionState.NEW
 
 
 def _answer(session: AnySession, message: bytes, text: bool) -> bytes:

@@ -23,7 +23,8 @@ from openenv_gym.providers.local import LocalProvider
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalProvider]:
-    with LocalProvider(["CartPole-v1", "FrozenLake-v1"], extra_args=["--workers", "2"]) as p:
+    args = ["--workers", "2", "--set-attr-allow", "payload"]
+    with LocalProvider(["CartPole-v1", "FrozenLake-v1"], extra_args=args) as p:
         yield p
 
 

@@ -89,7 +89,9 @@ def test_idle_sessions_are_closed_with_going_away() -> None:
 
 
 def test_threads_keep_other_sessions_served_while_an_env_hangs() -> None:
-    with LocalProvider(["CartPole-v1", SLOW], extra_args=["--threads"]) as provider:
+    with LocalProvider(
+        ["CartPole-v1", SLOW], extra_args=["--threads", "--env-kwargs-allow", "delay"]
+    ) as provider:
         hung = openenv_gym.RemoteEnv(SLOW, url=provider.urls[0], delay=3.0, call_timeout=0.5)
         hung.reset(seed=0)
         with pytest.raises(CallTimeoutError, match=provider.urls[0]):
