@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import builtins
 import pickle
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import gymnasium
+import numpy as np
 import pytest
 
 from openenv_gym import errors
@@ -22,6 +25,7 @@ from openenv_gym.errors import (
     RemoteValueError,
     remote_error,
 )
+from openenv_gym.providers.local import LocalProvider
 
 URL = "ws://127.0.0.1:8765"
 TRACEBACK = 'Traceback (most recent call last):\n  File "env.py", line 1\nValueError: bad\n'
@@ -184,3 +188,63 @@ def test_insecure_token_error_names_the_url_and_the_opt_in() -> None:
 def test_remote_assertion_error_is_an_assertion_error() -> None:
     with pytest.raises(AssertionError, match=r"invalid"):
         raise RemoteAssertionError(URL, "AssertionError", "7 (<class 'int'>) invalid")
+
+
+# --- errors through real consumers: gymnasium.make and AsyncVectorEnv over a live server ---
+
+
+@pytest.fixture(scope="module")
+def cartpole_url() -> Iterator[str]:
+    with LocalProvider(["CartPole-v1"]) as provider:
+        yield provider.urls[0]
+
+
+def _make_cartpole(url: str) -> Callable[[], gymnasium.Env[Any, Any]]:
+    return lambda: gymnasium.make("openenv_gym:openenv/CartPole-v1", url=url)
+
+
+def _assert_remote_invalid_action(error: BaseException, url: str) -> None:
+    assert isinstance(error, RemoteAssertionError)
+    assert error.url == url and error.remote_type == "AssertionError"
+    assert "invalid" in error.message
+
+
+@pytest.mark.timeout(60)
+def test_async_vector_env_raises_the_remote_error_instead_of_hanging(cartpole_url: str) -> None:
+    envs = gymnasium.vector.AsyncVectorEnv([_make_cartpole(cartpole_url)] * 2)
+    try:
+        envs.reset(seed=0)
+        with pytest.raises(AssertionError) as excinfo:
+            envs.step(np.array([0, 7]))  # 7 is outside Discrete(2): CartPole asserts
+        _assert_remote_invalid_action(excinfo.value, cartpole_url)
+    finally:
+        envs.close(terminate=True)
+
+
+@pytest.mark.timeout(60)
+def test_make_vec_async_raises_the_remote_error_instead_of_hanging(cartpole_url: str) -> None:
+    envs = gymnasium.make_vec(
+        "openenv_gym:openenv/CartPole-v1", 2, vectorization_mode="async", url=cartpole_url
+    )
+    try:
+        envs.reset(seed=0)
+        with pytest.raises(AssertionError) as excinfo:
+            envs.step(np.array([7, 0]))
+        _assert_remote_invalid_action(excinfo.value, cartpole_url)
+    finally:
+        envs.close()
+
+
+def test_gymnasium_make_with_an_unknown_kwarg_is_a_remote_type_error(cartpole_url: str) -> None:
+    with pytest.raises(TypeError) as excinfo:
+        gymnasium.make("openenv_gym:openenv/CartPole-v1", url=cartpole_url, bogus=1)
+    error = excinfo.value
+    assert isinstance(error, RemoteTypeError)
+    assert "'bogus'" in error.message and error.url == cartpole_url
+    # gymnasium.make re-raised it with its own text appended; the remote text is not doubled.
+    assert str(error).startswith(f"{cartpole_url}: ") and "was raised from" in error.message
+    assert str(error).count("unexpected keyword argument 'bogus'") == 1
+    # TorchRL's GymEnv re-raises with its own text the same way.
+    retried = type(error)(f"{error} (retried without frameskip)")
+    assert isinstance(retried, RemoteTypeError) and retried.url == cartpole_url
+    assert "'bogus'" in str(retried)

@@ -7,12 +7,14 @@ shard before it waits for any.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 import time
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidURI
+from websockets.uri import parse_uri
 
 from openenv_gym.client.transport import BlockingWebSocket, TransportError
 from openenv_gym.errors import (
@@ -22,6 +24,7 @@ from openenv_gym.errors import (
     ConnectError,
     ConnectionLostError,
     DecodeError,
+    InsecureTokenError,
     OpenEnvError,
     VersionMismatchError,
     remote_error,
@@ -38,13 +41,54 @@ from openenv_gym.protocol.messages import (
     parse_reply,
 )
 
-__all__ = ["DEFAULT_CALL_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "Connection", "probe"]
+__all__ = [
+    "ALLOW_INSECURE_TOKEN_ENV",
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "Connection",
+    "probe",
+    "token_allowed",
+]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to open a connection and complete the protocol handshake."""
 
 DEFAULT_CALL_TIMEOUT = 300.0
 """Seconds to wait for any one reply (a hung env must not hang the trainer forever)."""
+
+ALLOW_INSECURE_TOKEN_ENV = "OPENENV_GYM_ALLOW_INSECURE_TOKEN"
+"""Set to ``1`` to send tokens over plain ``ws://`` to any host, as ``allow_insecure_token``."""
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def token_allowed(url: str) -> bool:
+    """Tell whether a token may travel to ``url``: over TLS, or to a loopback host.
+
+    ``wss://`` URLs and the hosts ``127.0.0.0/8``, ``::1`` (also IPv4-mapped) and
+    ``localhost`` qualify. Other host names are not resolved: a name is not trusted to stay
+    on this machine. Pure: no name lookup, no socket.
+
+    Args:
+        url: a ``ws://`` or ``wss://`` URL.
+
+    Returns:
+        ``False`` also for a URL that is not a valid WebSocket URL.
+
+    """
+    try:
+        uri = parse_uri(url)
+    except InvalidURI:
+        return False
+    if uri.secure or uri.host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(uri.host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 class Connection:
@@ -55,10 +99,16 @@ class Connection:
         connect_timeout: seconds for connecting plus the HELLO handshake.
         call_timeout: default seconds to wait for each reply; ``None`` waits forever.
         max_message_bytes: largest frame accepted or sent.
-        token: the server's shared secret (default: ``$OPENENV_GYM_TOKEN``).
+        token: the server's shared secret (default: ``$OPENENV_GYM_TOKEN``). Sent only to
+            ``wss://`` URLs and loopback hosts (see :func:`token_allowed`).
         ssl_context: TLS settings for ``wss://`` URLs (default: the system's trusted CAs).
+        allow_insecure_token: also send the token in clear text over ``ws://`` to other
+            hosts (as does ``$OPENENV_GYM_ALLOW_INSECURE_TOKEN=1``); anyone on the path can
+            read it.
 
     Raises:
+        InsecureTokenError: there is a token, the URL is plain ``ws://`` to a host that is not
+            loopback, and no opt-in: raised before any connection is attempted.
         ConnectError: the server cannot be reached or its handshake fails.
         AuthenticationError: the server refused the token.
         CapacityError: the server is at its session limit.
@@ -75,9 +125,12 @@ class Connection:
         max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES,
         token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        allow_insecure_token: bool = False,
     ) -> None:
         self.url = url
         token = token or os.environ.get("OPENENV_GYM_TOKEN") or None
+        if token:
+            _check_token_url(url, allow_insecure_token)
         headers = {"Authorization": f"Bearer {token}"} if token else None
         self.call_timeout = call_timeout
         self.max_message_bytes = max_message_bytes
@@ -212,21 +265,40 @@ class Connection:
         return remote_error(self.url, error.type, error.message, error.traceback)
 
 
+def _check_token_url(url: str, allow_insecure_token: bool) -> None:
+    """Raise unless a token may be sent to ``url`` (see :func:`token_allowed`)."""
+    try:
+        parse_uri(url)
+    except InvalidURI as exc:
+        raise ConnectError(url, f"invalid url: {exc}") from exc
+    opted_in = allow_insecure_token or os.environ.get(ALLOW_INSECURE_TOKEN_ENV) == "1"
+    if not opted_in and not token_allowed(url):
+        raise InsecureTokenError(url)
+
+
 def probe(
     url: str,
     *,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
     token: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    allow_insecure_token: bool = False,
 ) -> HelloReply:
     """Connect, complete the protocol handshake, and disconnect: a readiness check.
 
     Raises:
+        InsecureTokenError: a token would travel in clear text (see :class:`Connection`).
         ConnectError: the server is not (yet) reachable or fails the handshake.
         VersionMismatchError: it speaks another protocol version.
 
     """
-    connection = Connection(url, connect_timeout=timeout, token=token, ssl_context=ssl_context)
+    connection = Connection(
+        url,
+        connect_timeout=timeout,
+        token=token,
+        ssl_context=ssl_context,
+        allow_insecure_token=allow_insecure_token,
+    )
     try:
         connection.request(Op.CLOSE, timeout=timeout)
         return connection.hello

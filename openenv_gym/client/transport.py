@@ -24,6 +24,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from openenv_gym.errors import OpenEnvError
 from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
 
 __all__ = ["BlockingWebSocket", "TransportError"]
@@ -31,8 +32,11 @@ __all__ = ["BlockingWebSocket", "TransportError"]
 _READ_SIZE = 1 << 16  # under malloc's mmap threshold: a larger buffer costs a mapping per read
 
 
-class TransportError(Exception):
+class TransportError(OpenEnvError):
     """The connection could not be opened or broke; the text says how.
+
+    :class:`~openenv_gym.client.connection.Connection` turns it into a ``ConnectError`` naming
+    the URL.
 
     Attributes:
         status: the HTTP status when the server refused the opening handshake.

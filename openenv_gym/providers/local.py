@@ -4,14 +4,20 @@ Each server is ``python -m openenv_gym serve SPEC... --port 0``: it binds a free
 itself (no free-port race) and prints its URL on stdout; the provider then completes a protocol
 handshake with it (readiness is a handshake, never a sleep). Servers are stopped by
 :meth:`LocalProvider.close`, at interpreter exit, and by the kernel if this process dies.
+
+A token reaches the server through an inherited pipe (``serve --token-fd N``), never its
+argv (``/proc/PID/cmdline`` is readable by every local user) nor its environment, and no file
+holds it.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import ctypes
 import logging
+import os
 import select
 import signal
 import subprocess
@@ -25,20 +31,67 @@ from typing import IO
 from openenv_gym.client.connection import probe
 from openenv_gym.errors import OpenEnvError, ServerStartError
 
-__all__ = ["LocalProvider"]
+__all__ = ["LocalProvider", "read_token_fd"]
 
 logger = logging.getLogger("openenv_gym.providers")
 
 READY_PREFIX = "openenv-gym ready "
 """What a server started with ``--announce`` prints, followed by its URL."""
 
+_MAX_TOKEN_BYTES = 4096
+_TOKEN_ENV = "OPENENV_GYM_TOKEN"
+
 _live: weakref.WeakSet[LocalProvider] = weakref.WeakSet()
+
+
+def read_token_fd(fd: str) -> str:
+    """Read a token from inherited file descriptor ``fd`` to its end, and close it.
+
+    The ``type`` of ``openenv-gym serve --token-fd``: the provider writes the token into a pipe
+    whose read end the server inherits, so it appears in no argv, environment or file.
+
+    Args:
+        fd: the descriptor number, as given on the command line.
+
+    Returns:
+        The token, surrounding whitespace stripped.
+
+    Raises:
+        argparse.ArgumentTypeError: ``fd`` is not an open descriptor, or gives no token or one
+            over 4096 bytes.
+
+    """
+    try:
+        with os.fdopen(int(fd), "rb") as pipe:
+            data = pipe.read(_MAX_TOKEN_BYTES + 1)
+    except (ValueError, OSError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read a token from fd {fd}: {exc}") from exc
+    token = data.decode(errors="replace").strip()
+    if not token or len(data) > _MAX_TOKEN_BYTES:
+        size = f"{len(data)} bytes" if data else "nothing"
+        raise argparse.ArgumentTypeError(
+            f"fd {fd} must give a token of 1 to {_MAX_TOKEN_BYTES} bytes, gave {size}"
+        )
+    return token
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Ask Linux to SIGTERM the server when the process that started it dies."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _token_pipe(token: str) -> int:
+    """Return the read end of a pipe that holds ``token`` and then ends."""
+    data = token.encode()
+    if len(data) > _MAX_TOKEN_BYTES:
+        raise ValueError(f"token must be at most {_MAX_TOKEN_BYTES} bytes, got {len(data)}")
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)  # far below the pipe's buffer: never blocks
+    finally:
+        os.close(write_end)
+    return read_end
 
 
 class _Process:
@@ -48,13 +101,28 @@ class _Process:
         self.args = args
         self.token = token
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+        pass_fds: tuple[int, ...] = ()
+        env = None
+        if token:
+            pass_fds = (_token_pipe(token),)
+            args = [*args, "--token-fd", str(pass_fds[0])]
+            env = {name: value for name, value in os.environ.items() if name != _TOKEN_ENV}
+        try:
+            self.popen = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                pass_fds=pass_fds,
+                env=env,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        except BaseException:
+            self.stderr.close()
+            raise
+        finally:
+            for fd in pass_fds:
+                os.close(fd)  # the child holds its own copy
         self.url: str | None = None
 
     def wait_ready(self, deadline: float) -> str:
@@ -117,13 +185,15 @@ class LocalProvider:
         num_servers: how many server processes.
         startup_timeout: seconds for all of them to become ready.
         extra_args: more ``openenv-gym serve`` options (e.g. ``["--debug"]``).
-        token: a shared secret the servers require (and the readiness handshake presents).
+        token: a shared secret the servers require (and the readiness handshake presents);
+            handed over through a pipe, out of the servers' argv and environment.
 
     Attributes:
         urls: the ready servers' URLs, one per server.
 
     Raises:
         ServerStartError: a server failed to start; the text holds its stderr.
+        ValueError: ``token`` is over 4096 bytes.
 
     """
 
@@ -138,8 +208,6 @@ class LocalProvider:
     ) -> None:
         args = [sys.executable, "-m", "openenv_gym", "serve", *specs]
         args += ["--host", "127.0.0.1", "--port", "0", "--announce", *extra_args]
-        if token:
-            args += ["--token", token]
         self._processes = [_Process(args, token) for _ in range(num_servers)]
         _live.add(self)
         deadline = time.monotonic() + startup_timeout
