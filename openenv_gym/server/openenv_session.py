@@ -11,29 +11,54 @@ Pure: text in, text out; the connection does the I/O.
 Which env: ``/ws`` serves the first hosted spec; ``/envs/<env id>/ws`` (URL-quoted id) any
 hosted one, so an OpenEnv client pointed at ``http://host:port/envs/<env id>`` finds its
 ``/ws``, ``/schema``, ``/metadata`` and ``/health`` there; ``?env=<id>`` works as well.
+
+Bounds: a message is at most ``max_json_bytes`` of JSON text (refused before it is parsed, as
+parsing costs some 30 bytes of memory per byte of text); JSON nested too deeply for the parser
+is an error reply; ``/schema`` and ``/metadata`` build an env once per env id and remember the
+answer (the last :data:`DESCRIPTION_CACHE_SIZE` ids), so repeated requests cost nothing.
+Every failure is an error reply; :meth:`OpenEnvSession.handle` never raises.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import logging
+import threading
 import urllib.parse
 import uuid
+import weakref
 from typing import Any
 
 import gymnasium
 import pydantic
 
+from openenv_gym.errors import CapacityError
 from openenv_gym.interop.hosted import JsonCodec, OpenEnvAsGym, json_codec
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.limits import Limits, Usage
 
-__all__ = ["OPENENV_HTTP_PATHS", "OPENENV_WS_PATH", "OpenEnvSession", "http_reply", "route"]
+__all__ = [
+    "DEFAULT_MAX_JSON_BYTES",
+    "DESCRIPTION_CACHE_SIZE",
+    "OPENENV_HTTP_PATHS",
+    "OPENENV_WS_PATH",
+    "OpenEnvSession",
+    "http_reply",
+    "route",
+]
 
 logger = logging.getLogger("openenv_gym.server")
 
 OPENENV_HTTP_PATHS = frozenset({"/health", "/schema", "/metadata"})
 OPENENV_WS_PATH = "/ws"
+
+DEFAULT_MAX_JSON_BYTES = 1 << 20
+"""The largest JSON message a ``/ws`` session parses (1 MiB)."""
+
+DESCRIPTION_CACHE_SIZE = 64
+"""How many env ids' ``/schema`` and ``/metadata`` answers a server remembers."""
 
 STATE_SCHEMA = {
     "type": "object",
@@ -75,32 +100,100 @@ def _selected_env(catalog: EnvCatalog, query: str) -> str:
     return catalog.specs[0]
 
 
-def http_reply(catalog: EnvCatalog, path: str, query: str) -> tuple[int, dict[str, Any]]:
-    """Answer OpenEnv's HTTP endpoints: ``(status, JSON body)``."""
-    if path == "/health":
-        return 200, {"status": "healthy"}
+class _Descriptions:
+    """The ``/schema`` and ``/metadata`` answers of one catalog's env ids (least recent out)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._answers: collections.OrderedDict[str, dict[str, tuple[int, dict[str, Any]]]] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, catalog: EnvCatalog, env_id: str) -> dict[str, tuple[int, dict[str, Any]]]:
+        with self._lock:
+            answers = self._answers.get(env_id)
+            if answers is not None:
+                self._answers.move_to_end(env_id)
+                return answers
+        answers = _describe(catalog, env_id)  # outside the lock: building may take a while
+        with self._lock:
+            self._answers[env_id] = answers
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+        return answers
+
+
+_descriptions: weakref.WeakKeyDictionary[EnvCatalog, _Descriptions] = weakref.WeakKeyDictionary()
+_descriptions_lock = threading.Lock()
+
+
+def _describe(catalog: EnvCatalog, env_id: str) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Build ``env_id`` once; return its ``/schema`` and ``/metadata`` answers.
+
+    A failure to build is remembered as well: an env that fails is not rebuilt per request.
+    """
     try:
-        env_id = _selected_env(catalog, query)
         env = catalog.factory(env_id, {})()
-    except Exception as exc:  # an unknown env, or one that fails to build
-        return 404, {"detail": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # its constructor's failure, the same for both endpoints
+        failure = (404, {"detail": f"{type(exc).__name__}: {exc}"})
+        return {"/schema": failure, "/metadata": failure}
     try:
-        if path == "/schema":
-            codec = json_codec(env)
-            return 200, {
-                "action": codec.action_schema,
-                "observation": codec.observation_schema,
-                "state": STATE_SCHEMA,
-            }
+        codec = json_codec(env)
         inner = env.unwrapped
         described = type(getattr(inner, "env", inner))  # an OpenEnv env's own class
-        return 200, {
+        schema = {
+            "action": codec.action_schema,
+            "observation": codec.observation_schema,
+            "state": STATE_SCHEMA,
+        }
+        metadata = {
             "name": env_id,
             "description": (described.__doc__ or "").strip().split("\n")[0],
             "version": "openenv-gym",
         }
+        return {"/schema": (200, schema), "/metadata": (200, metadata)}
+    except Exception as exc:  # spaces without a JSON form, say
+        failure = (500, {"detail": f"{type(exc).__name__}: {exc}"})
+        return {"/schema": failure, "/metadata": failure}
     finally:
-        env.close()
+        with contextlib.suppress(Exception):
+            env.close()
+
+
+def http_reply(catalog: EnvCatalog, path: str, query: str) -> tuple[int, dict[str, Any]]:
+    """Answer OpenEnv's HTTP endpoints: ``(status, JSON body)``; never raises.
+
+    ``/schema`` and ``/metadata`` build the env the first time its id is asked for and answer
+    from memory after that.
+    """
+    if path == "/health":
+        return 200, {"status": "healthy"}
+    if path not in OPENENV_HTTP_PATHS:
+        return 404, {
+            "detail": f"no OpenEnv endpoint {path!r}; endpoints: /health, /schema, /metadata"
+        }
+    try:
+        env_id = _selected_env(catalog, query)
+        catalog.lookup(env_id)  # an id this server does not host is refused before any cache
+    except Exception as exc:
+        return 404, {"detail": f"{type(exc).__name__}: {exc}"}
+    with _descriptions_lock:
+        cache = _descriptions.get(catalog)
+        if cache is None:
+            cache = _descriptions[catalog] = _Descriptions(DESCRIPTION_CACHE_SIZE)
+    return cache.get(catalog, env_id)[path]
+
+
+class _BuildError(Exception):
+    """The env of a session could not be built (OpenEnv's ``FACTORY_ERROR``)."""
+
+
+_ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (pydantic.ValidationError, "VALIDATION_ERROR"),
+    (CapacityError, "CAPACITY_REACHED"),
+    (_BuildError, "FACTORY_ERROR"),
+)
 
 
 class OpenEnvSession:
@@ -109,16 +202,26 @@ class OpenEnvSession:
     Args:
         catalog: the envs this server hosts.
         query: the ``/ws`` URL's query (``env=<id>`` picks the env).
-        usage: the server process's session and env counts.
+        usage: the server process's session and env counts; the env and its session are
+            counted once the env is built, and released when it closes.
+        max_json_bytes: the largest message parsed; larger ones get an error reply.
 
     """
 
     text_protocol = True
 
-    def __init__(self, catalog: EnvCatalog, query: str, usage: Usage | None = None) -> None:
+    def __init__(
+        self,
+        catalog: EnvCatalog,
+        query: str,
+        usage: Usage | None = None,
+        *,
+        max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+    ) -> None:
         self.catalog = catalog
         self.query = query
         self.usage = usage or Usage(Limits())
+        self.max_json_bytes = max_json_bytes
         self.closed = False
         self._env: gymnasium.Env[Any, Any] | None = None
         self._codec: JsonCodec | None = None
@@ -129,7 +232,21 @@ class OpenEnvSession:
     def handle(self, frame: bytes) -> bytes:
         """Serve one JSON message; return the JSON reply (never raises)."""
         try:
+            return self._handle(frame)
+        except Exception as exc:  # a bug of ours: still a reply, and the session lives on
+            logger.exception("openenv session failed to answer")
+            return self._error(f"internal error: {type(exc).__name__}: {exc}", "EXECUTION_ERROR")
+
+    def _handle(self, frame: bytes) -> bytes:
+        if len(frame) > self.max_json_bytes:
+            return self._error(
+                f"message too large: {len(frame)} bytes of JSON, at most {self.max_json_bytes}",
+                "INVALID_JSON",
+            )
+        try:
             message = json.loads(frame)
+        except RecursionError:
+            return self._error("Invalid JSON: nested too deeply", "INVALID_JSON")
         except ValueError as exc:
             return self._error(f"Invalid JSON: {exc}", "INVALID_JSON")
         kind = message.get("type") if isinstance(message, dict) else None
@@ -138,16 +255,16 @@ class OpenEnvSession:
             return json.dumps({"type": "closed", "data": {}}).encode()
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            return self._error(f"Unknown message type: {kind}", "UNKNOWN_TYPE")
+            return self._error(f"Unknown message type: {kind!r:.80}", "UNKNOWN_TYPE")
         data = message.get("data") or {}
         try:
             reply_type, body = handler(data if isinstance(data, dict) else {})
-        except pydantic.ValidationError as exc:
-            return self._error(f"Invalid message: {exc}", "VALIDATION_ERROR")
+            return json.dumps({"type": reply_type, "data": body}).encode()
         except Exception as exc:  # the env's own failure: an error reply, the session lives on
             logger.info("openenv session %s failed: %s", kind, exc)
-            return self._error(f"{type(exc).__name__}: {exc}", "EXECUTION_ERROR")
-        return json.dumps({"type": reply_type, "data": body}).encode()
+            code = next((c for t, c in _ERROR_CODES if isinstance(exc, t)), "EXECUTION_ERROR")
+            prefix = "Invalid message" if code == "VALIDATION_ERROR" else type(exc).__name__
+            return self._error(f"{prefix}: {exc}", code)
 
     def refuse(self, reason: str) -> bytes:
         """Return the error reply for a frame refused before decoding."""
@@ -157,17 +274,32 @@ class OpenEnvSession:
         return json.dumps({"type": "error", "data": {"message": message, "code": code}}).encode()
 
     def _ensure_env(self) -> tuple[gymnasium.Env[Any, Any], JsonCodec]:
+        """Build this session's env on first use, counting it (and the session) only if built.
+
+        Raises:
+            UnknownEnvError: the server does not host the env asked for.
+            CapacityError: the server is at its session or env limit.
+            _BuildError: the env's constructor (or its JSON form) failed.
+
+        """
         if self._env is None:
             env_id = _selected_env(self.catalog, self.query)
             factory = self.catalog.factory(env_id, {})
-            self.usage.open_session()
-            try:
+            with contextlib.ExitStack() as undo:  # on any failure, give back what was taken
+                self.usage.open_session()
+                undo.callback(self.usage.close_session)
                 self.usage.reserve_envs(1)
-            except Exception:
-                self.usage.close_session()
-                raise
-            self._env = factory()
-            self._codec = json_codec(self._env)
+                undo.callback(self.usage.release_envs, 1)
+                try:
+                    env = factory()
+                    undo.callback(env.close)
+                    codec = json_codec(env)
+                except Exception as exc:
+                    raise _BuildError(
+                        f"cannot build {env_id!r}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                undo.pop_all()
+            self._env, self._codec = env, codec
         assert self._codec is not None
         return self._env, self._codec
 
@@ -204,6 +336,8 @@ class OpenEnvSession:
         self.closed = True
         env, self._env = self._env, None
         if env is not None:
-            env.close()
-            self.usage.release_envs(1)
-            self.usage.close_session()
+            try:
+                env.close()
+            finally:
+                self.usage.release_envs(1)
+                self.usage.close_session()

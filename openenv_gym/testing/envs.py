@@ -226,3 +226,10 @@ class SlowToolEnv(gymnasium.Env[Any, Any]):
 
     def step(self, action: Any) -> tuple[int, float, bool, bool, dict[str, Any]]:
         return 0, 0.0, False, False, {}
+
+
+class FailingEnv(gymnasium.Env[Any, Any]):
+    """An env whose constructor raises: a stand-in for a misconfigured or broken env."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("FailingEnv cannot be built")
