@@ -319,18 +319,25 @@ def _kill_uid(uid: int, *, deadline: float = 5.0) -> None:
             return
 
 
-def _remove_owned(uid: int) -> None:
-    """Remove what ``uid`` left in the world-writable scratch directories."""
-    for scratch in _SCRATCH_DIRS:
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(scratch):
-                with contextlib.suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_uid != uid:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
+def _remove_owned(uid: int, *also: Path) -> None:
+    """Remove what ``uid`` owns in the world-writable scratch directories, as ``uid``.
+
+    Run as the uid itself, so the server needs neither CAP_FOWNER (sticky ``/tmp``) nor
+    CAP_DAC_OVERRIDE, and cannot be led to remove anything the uid could not.
+    """
+    scratch = sorted({path for path in (*_SCRATCH_DIRS, *map(str, also)) if os.path.isdir(path)})
+    find = ["find", *scratch, "-xdev", "-mindepth", "1", "-maxdepth", "1", "-user", str(uid)]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [*find, "-exec", "rm", "-rf", "--", "{}", "+"],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            env={"PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
 
 
 # -- the sandbox -----------------------------------------------------------------------------
@@ -360,7 +367,8 @@ class Sandbox:
     Attributes:
         mode: the mode in force: ``"namespaces"``, ``"uid"`` or ``"none"``.
         uid: the episode's uid, or ``None`` when commands run as the server's user.
-        workdir: the working directory (private to ``uid``), removed by :meth:`close`.
+        workdir: the working directory, removed by :meth:`close`: owned by ``uid`` with the
+            server's group, mode ``2770`` (in the uid modes).
 
     Raises:
         SandboxUnavailableError: the isolation cannot be set up here (the text says why and
@@ -380,7 +388,10 @@ class Sandbox:
             _remove_owned(self.uid)
         self.workdir = Path(tempfile.mkdtemp(prefix="openenv-terminal-")).resolve()
         if self.uid is not None:
-            os.chown(self.workdir, self.uid, self.uid)
+            # The episode's uid owns it; the server reaches it through its group (setgid: the
+            # group is inherited), so it needs no CAP_DAC_OVERRIDE. No one else gets in.
+            os.chown(self.workdir, self.uid, os.getegid())
+            os.chmod(self.workdir, 0o2770)
         self._closed = False
 
     def write_files(self, files: Mapping[str, str]) -> None:
@@ -391,7 +402,7 @@ class Sandbox:
             path.write_text(text, encoding="utf-8")
             if self.uid is not None:
                 for part in [path, *path.relative_to(self.workdir).parents]:
-                    os.chown(self.workdir / part, self.uid, self.uid)
+                    os.chown(self.workdir / part, self.uid, -1)
 
     def argv(self, command: str, *, timeout: float) -> list[str]:
         """Return the argv that runs ``command`` in this sandbox."""
@@ -461,7 +472,7 @@ class Sandbox:
         self._closed = True
         if self.uid is not None:
             _kill_uid(self.uid)
-            _remove_owned(self.uid)
+            _remove_owned(self.uid, self.workdir.parent)  # the working directory too
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self._lease is not None:
             self._lease.release()
