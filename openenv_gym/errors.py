@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any, ClassVar, overload
 
 import gymnasium.error
@@ -292,7 +292,7 @@ class KwargNotAllowedError(OpenEnvError, TypeError):
     callers that retry without an argument they see refused (e.g. TorchRL's ``GymEnv``) work.
     """
 
-    def __init__(self, env_id: str, name: str, allowed: Sequence[str], reason: str = "") -> None:
+    def __init__(self, env_id: str, name: str, allowed: Iterable[str], reason: str = "") -> None:
         super().__init__(env_id, name, allowed, reason)
         self.env_id = env_id
         self.name = name
@@ -311,7 +311,7 @@ class KwargNotAllowedError(OpenEnvError, TypeError):
 class AttributeNotAllowedError(OpenEnvError, AttributeError):
     """A client asked to set, read or call an attribute the operator did not allow."""
 
-    def __init__(self, env_id: str, name: str, action: str, allowed: Sequence[str]) -> None:
+    def __init__(self, env_id: str, name: str, action: str, allowed: Iterable[str]) -> None:
         super().__init__(env_id, name, action, allowed)
         self.env_id = env_id
         self.name = name

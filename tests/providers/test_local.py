@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -12,8 +13,8 @@ import time
 import pytest
 
 from openenv_gym.client.connection import probe
-from openenv_gym.errors import ConnectError, ServerStartError
-from openenv_gym.providers.local import LocalProvider
+from openenv_gym.errors import AuthenticationError, ConnectError, ServerStartError
+from openenv_gym.providers.local import LocalProvider, read_token_fd
 
 
 def _alive(pid: int) -> bool:
@@ -96,3 +97,68 @@ def test_local_servers_die_with_a_killed_owner() -> None:
     os.kill(owner.pid, signal.SIGKILL)
     owner.wait(timeout=10)
     assert _wait_gone(pid)
+
+
+def _cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read().decode().split("\0")
+
+
+def test_local_provider_token_stays_out_of_argv_environment_and_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = "tok-3f9c1b2e"
+    monkeypatch.setenv("OPENENV_GYM_TOKEN", "the-clients-own-token")
+    with LocalProvider(["CartPole-v1"], token=token) as provider:
+        pid, url = provider.pids[0], provider.urls[0]
+        argv = _cmdline(pid)
+        assert not any(token in arg for arg in argv)
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            assert b"OPENENV_GYM_TOKEN" not in environ.read()
+        # The pipe it read the token from is closed: nothing in the server still holds it.
+        fd = argv[argv.index("--token-fd") + 1]
+        assert not os.path.exists(f"/proc/{pid}/fd/{fd}")
+        assert "CartPole-v1" in probe(url, token=token).specs
+        with pytest.raises(AuthenticationError):
+            probe(url, token="the-clients-own-token")
+        with pytest.raises(AuthenticationError):
+            probe(url, token="guess")
+
+
+def test_local_provider_restart_hands_the_token_over_again() -> None:
+    token = "tok-restart"
+    with LocalProvider(["CartPole-v1"], token=token) as provider:
+        url = provider.restart(0)
+        assert not any(token in arg for arg in _cmdline(provider.pids[0]))
+        assert "CartPole-v1" in probe(url, token=token).specs
+        with pytest.raises(AuthenticationError):
+            probe(url)
+
+
+def test_read_token_fd_reads_the_pipe_to_its_end_and_closes_it() -> None:
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"s3cret\n")
+    os.close(write_end)
+    assert read_token_fd(str(read_end)) == "s3cret"
+    with pytest.raises(OSError):
+        os.fstat(read_end)
+
+
+@pytest.mark.parametrize("payload", [b"", b"  \n", b"x" * 4097])
+def test_read_token_fd_refuses_an_empty_or_oversized_token(payload: bytes) -> None:
+    read_end, write_end = os.pipe()
+    os.write(write_end, payload)
+    os.close(write_end)
+    with pytest.raises(argparse.ArgumentTypeError, match=f"fd {read_end} must give a token"):
+        read_token_fd(str(read_end))
+
+
+def test_serve_refuses_a_token_fd_that_is_not_open() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "openenv_gym", "serve", "CartPole-v1", "--token-fd", "97"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--token-fd: cannot read a token from fd 97" in result.stderr
