@@ -5,6 +5,16 @@ on 127.0.0.1 at a host port Docker chooses (no free-port race). Containers start
 each is ready when a protocol handshake through its published port succeeds. They carry labels
 naming this provider's owner, and are removed by :meth:`DockerProvider.close`, at interpreter
 exit, and by :func:`prune` for anything a crashed client left behind.
+
+Containers are confined by default: every capability dropped but the three the terminal
+sandbox needs to run each episode as its own uid (:data:`SANDBOX_CAPS`), ``no-new-privileges``,
+``docker-init`` as pid 1 (it reaps what episodes orphan), pids, memory and CPU limits, and the
+:data:`ISOLATED_NETWORK`: a bridge with IP masquerading and inter-container traffic off. Its
+published 127.0.0.1 port works (``network_mode="none"`` would leave nothing to publish; an
+``--internal`` network publishes no ports), but packets to the outside are not NATed, so the
+container reaches no other host, and no other container. It can still reach the Docker host's
+own addresses (the bridge's gateway). Pass ``network="bridge"`` (or any network's name) for a
+network with outside access.
 """
 
 from __future__ import annotations
@@ -24,7 +34,15 @@ from openenv_gym.client.connection import probe
 from openenv_gym.errors import OpenEnvError, ServerStartError
 from openenv_gym.providers.docker_image import DEFAULT_IMAGE, _docker_client
 
-__all__ = ["CONTAINER_PORT", "LABEL", "DockerProvider", "list_containers", "prune"]
+__all__ = [
+    "CONTAINER_PORT",
+    "ISOLATED_NETWORK",
+    "LABEL",
+    "SANDBOX_CAPS",
+    "DockerProvider",
+    "list_containers",
+    "prune",
+]
 
 logger = logging.getLogger("openenv_gym.providers")
 
@@ -32,6 +50,13 @@ CONTAINER_PORT = 8765
 LABEL = "io.openenv-gym.server"
 """Every container we start has this label; its value names the owner (``host:pid``)."""
 OWNER_LABEL = "io.openenv-gym.owner"
+ISOLATED_NETWORK = "openenv-gym-isolated"
+"""The default network: no NAT to the outside, no traffic between containers."""
+SANDBOX_CAPS = ("CHOWN", "SETGID", "SETUID")
+"""Kept of root's capabilities: to hand an episode's workdir to its uid, and to run as it."""
+DEFAULT_CPUS = 2.0
+DEFAULT_MEMORY = "2g"
+DEFAULT_PIDS = 1024
 
 _live: weakref.WeakSet[DockerProvider] = weakref.WeakSet()
 
@@ -48,8 +73,13 @@ class DockerProvider:
             any registered gymnasium id).
         image: the server image (see ``openenv-gym docker build``).
         num_servers: containers to start, in parallel.
-        cpus: CPU limit per container (e.g. ``1.5``).
-        memory: memory limit per container (e.g. ``"512m"``).
+        cpus: CPU limit per container (``None``: none).
+        memory: memory limit per container, swap included (``None``: none).
+        pids: processes (and threads) per container (``None``: none).
+        network: the network to join: :data:`ISOLATED_NETWORK` (created when missing), or a
+            network's name, e.g. ``"bridge"`` for outside access. Not ``"none"``: the server
+            needs a published port.
+        cap_add: capabilities kept (all others are dropped); default :data:`SANDBOX_CAPS`.
         environment: environment variables of the containers.
         startup_timeout: seconds for all containers to become ready.
         keep: leave the containers running after ``close()`` and at exit (``docker up``).
@@ -57,6 +87,7 @@ class DockerProvider:
         scheme: of the URLs returned (``ws``; ``http`` for OpenEnv servers).
         ready: ``ready(url, timeout)`` raises until the server answers (default: our
             protocol handshake; for OpenEnv images, its ``/health``).
+        server_args: more ``openenv-gym serve`` options after the specs (our image only).
 
     Attributes:
         urls: ``ws://127.0.0.1:PORT`` of each ready container.
@@ -73,15 +104,24 @@ class DockerProvider:
         *,
         image: str = DEFAULT_IMAGE,
         num_servers: int = 1,
-        cpus: float | None = None,
-        memory: str | None = None,
+        cpus: float | None = DEFAULT_CPUS,
+        memory: str | None = DEFAULT_MEMORY,
+        pids: int | None = DEFAULT_PIDS,
+        network: str = ISOLATED_NETWORK,
+        cap_add: Sequence[str] = SANDBOX_CAPS,
         environment: Mapping[str, str] | None = None,
         startup_timeout: float = 60.0,
         keep: bool = False,
         container_port: int = CONTAINER_PORT,
         scheme: str = "ws",
         ready: Callable[[str, float], object] | None = None,
+        server_args: Sequence[str] = (),
     ) -> None:
+        if network in ("none", "host"):
+            raise ValueError(
+                f"network must publish the server's port: expected a bridge network's name "
+                f"(default {ISOLATED_NETWORK!r}), not {network!r}"
+            )
         self.image = image
         self.keep = keep
         self.container_port = container_port
@@ -92,15 +132,24 @@ class DockerProvider:
         self._starting: list[Any] = []
         _live.add(self)
         options: dict[str, Any] = {
-            "command": list(specs) if specs else None,
+            "command": _command(specs, server_args),
             "ports": {f"{container_port}/tcp": ("127.0.0.1", None)},
             "labels": {LABEL: "1", OWNER_LABEL: "cli" if keep else _owner()},
             "environment": dict(environment or {}),
+            "cap_drop": ["ALL"],
+            "cap_add": list(cap_add),
+            "security_opt": ["no-new-privileges"],
+            "init": True,
+            "network": network,
         }
         if cpus is not None:
             options["nano_cpus"] = int(cpus * 1e9)
         if memory is not None:
-            options["mem_limit"] = memory
+            options["mem_limit"] = options["memswap_limit"] = memory
+        if pids is not None:
+            options["pids_limit"] = pids
+        if network == ISOLATED_NETWORK:
+            _ensure_isolated_network(self._client)
         deadline = time.monotonic() + startup_timeout
         try:
             with concurrent.futures.ThreadPoolExecutor(max(1, num_servers)) as pool:
@@ -182,6 +231,25 @@ class DockerProvider:
         self.close()
 
 
+def _ensure_isolated_network(client: Any) -> None:
+    """Create :data:`ISOLATED_NETWORK` unless it exists (racing creators are fine)."""
+    import docker.errors
+
+    if any(net.name == ISOLATED_NETWORK for net in client.networks.list(names=[ISOLATED_NETWORK])):
+        return  # (the name filter also matches longer names)
+    with contextlib.suppress(docker.errors.APIError):  # created meanwhile by another process
+        client.networks.create(
+            ISOLATED_NETWORK,
+            driver="bridge",
+            check_duplicate=True,
+            labels={LABEL: "1"},
+            options={
+                "com.docker.network.bridge.enable_ip_masquerade": "false",
+                "com.docker.network.bridge.enable_icc": "false",
+            },
+        )
+
+
 def list_containers(*, all_owners: bool = True) -> list[Any]:
     """Return the containers started by openenv-gym on this engine (running or not)."""
     client = _docker_client()
@@ -230,3 +298,10 @@ def _process_alive(pid: int) -> bool:
 def _close_all() -> None:
     for provider in list(_live):
         provider.close()
+
+
+def _command(specs: Sequence[str] | None, server_args: Sequence[str]) -> list[str] | None:
+    """Return the container command: the specs (or the image's default) and more options."""
+    if not specs and not server_args:
+        return None  # the image's CMD
+    return [*(specs or ["--allow-any-id"]), *server_args]

@@ -1,8 +1,9 @@
 """TerminalEnv: the container guard, the built-in tasks solved in-process, and in Docker.
 
 In-process tests pass allow_outside_container=True: their commands run on this machine, in
-temporary directories. The Docker tests are skipped without an engine, with the reason;
-OPENENV_GYM_REQUIRE_DOCKER=1 turns that skip into a failure (as in tests/providers).
+sandboxes (tests/envs/test_sandbox.py attacks them). The Docker tests are skipped without an
+engine, with the reason; OPENENV_GYM_REQUIRE_DOCKER=1 turns that skip into a failure (as in
+tests/providers).
 """
 
 from __future__ import annotations
@@ -291,42 +292,42 @@ def image(docker_image: str) -> str:
     return docker_image
 
 
-def _network_note(route_table: str, interfaces: str) -> str | None:
-    """Say how the container could reach a network (without sending it anything), or None."""
-    default_routes = [
-        line.split()[0]
-        for line in route_table.splitlines()[1:]
-        if len(line.split()) > 1 and line.split()[1] == "00000000"
-    ]
-    others = [name for name in interfaces.split() if name != "lo"]
-    if not default_routes and not others:
-        return None
-    return f"interfaces {others}, default route via {default_routes or 'none'}"
-
-
 @pytest.mark.docker
-def test_docker_terminal_env_runs_as_non_root(image: str, containers_before: None) -> None:
-    # The tasks travel as constructor arguments (plain records), so this test does not depend
-    # on the image's copy of the built-in task file.
-    tasks = TaskSet.builtin().to_records()
-    env: Any = openenv_gym.RemoteEnv(SPEC, docker_image=image, tasks=tasks, max_steps=8)
-    try:
-        # Started without allow_outside_container: the env saw it runs in a container.
-        obs, info = env.reset(seed=0, options={"task": "hello-file"})
-        assert info["task_id"] == "hello-file"
-        obs, *_ = env.step("id -u; id -un")
-        uid, user = obs["stdout"].split()
-        assert uid != "0" and user == "openenv", obs
-        obs, *_ = env.step("cat /proc/net/route; echo ---; ls /sys/class/net")
-        route_table, _, interfaces = obs["stdout"].partition("---\n")
-        note = _network_note(route_table, interfaces)
-        if note is not None:  # reported, not asserted: DockerProvider keeps the network for now
-            warnings.warn(f"the terminal container has a network: {note}", stacklevel=1)
-        obs, reward, terminated, truncated, info = env.step(SOLUTIONS["hello-file"][0])
-        assert (reward, terminated, truncated) == (1.0, True, False), obs
-        assert env.step("true")[0]["exit_code"] == 0
-    finally:
-        env.close()
+def test_docker_terminal_episodes_run_as_their_own_uids(
+    image: str, docker_client: Any, containers_before: None
+) -> None:
+    from openenv_gym.providers.docker import DockerProvider
+
+    secret = "s3cret-" + os.urandom(8).hex()
+    with DockerProvider(
+        [SPEC], image=image, environment={"OPENENV_GYM_TEST_SECRET": secret}
+    ) as provider:
+        container = docker_client.containers.get(provider.container_ids[0])
+        # The secret is there to steal: root (docker exec) reads it in the server's environ.
+        _, leaked = container.exec_run(["sh", "-c", "cat /proc/[0-9]*/environ"])
+        assert secret.encode() in leaked
+        a: Any = openenv_gym.RemoteEnv(SPEC, url=provider.urls[0])
+        b: Any = openenv_gym.RemoteEnv(SPEC, url=provider.urls[0])
+        try:
+            # Started without allow_outside_container: the env saw it runs in a container.
+            a.reset(options={"task": "hello-file"})
+            b.reset(options={"task": "hello-file"})
+            uid_a = int(a.step("id -u")[0]["stdout"])
+            uid_b, workdir_b = b.step("id -u; pwd")[0]["stdout"].split()
+            assert 0 < uid_a != int(uid_b), (uid_a, uid_b)
+            obs = a.step("cat /proc/[0-9]*/environ /proc/$PPID/environ; env")[0]
+            assert secret not in obs["stdout"] and "Permission denied" in obs["stderr"], obs
+            obs = a.step(f"echo 'Hello, terminal!' > {workdir_b}/hello.txt; ls {workdir_b}")[0]
+            assert obs["exit_code"] != 0 and obs["stdout"] == "", obs
+            assert b.step("true")[1:3] == (0.0, False)
+            obs, *_, info = a.step("setsid sleep 7391 & nohup sleep 7392 & echo started")
+            assert obs["stdout"] == "started\n" and not info["timed_out"]
+            _, left = container.exec_run(["sh", "-c", "cat /proc/[0-9]*/cmdline"])
+            assert b"sleep" not in left, left
+            assert b.step(SOLUTIONS["hello-file"][0])[1:3] == (1.0, True)
+        finally:
+            a.close()
+            b.close()
 
 
 @pytest.mark.docker

@@ -56,17 +56,26 @@ def test_docker_make_single_env(image: str, containers_before: None) -> None:
         env.close()
 
 
-def test_docker_image_runs_non_root_with_healthcheck(
+def test_docker_containers_are_confined_with_healthcheck(
     image: str, docker_client: object, containers_before: None
 ) -> None:
-    from openenv_gym.providers.docker import DockerProvider
+    from openenv_gym.providers.docker import ISOLATED_NETWORK, SANDBOX_CAPS, DockerProvider
 
-    with DockerProvider(["CartPole-v1"], image=image, cpus=1, memory="512m") as provider:
+    with DockerProvider(["CartPole-v1"], image=image, cpus=1, memory="512m", pids=64) as provider:
         container = docker_client.containers.get(provider.container_ids[0])  # type: ignore[attr-defined]
-        assert container.attrs["Config"]["User"] == "openenv"
+        host = container.attrs["HostConfig"]
+        assert container.attrs["Config"]["User"] == "root"  # to run episodes as their own uids
+        assert host["CapDrop"] == ["ALL"] and sorted(host["CapAdd"]) == sorted(SANDBOX_CAPS)
+        assert host["SecurityOpt"] == ["no-new-privileges"] and host["Init"] is True
+        assert (host["NanoCpus"], host["PidsLimit"]) == (1_000_000_000, 64)
+        assert host["Memory"] == host["MemorySwap"] == 512 * 1024 * 1024
+        assert host["NetworkMode"] == ISOLATED_NETWORK
+        network = docker_client.networks.get(ISOLATED_NETWORK)  # type: ignore[attr-defined]
+        options = network.attrs["Options"]
+        assert options["com.docker.network.bridge.enable_ip_masquerade"] == "false"
+        assert options["com.docker.network.bridge.enable_icc"] == "false"
+        assert not network.attrs["Internal"]  # internal networks publish no ports
         assert "/healthz" in " ".join(container.attrs["Config"]["Healthcheck"]["Test"])
-        assert container.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
-        assert container.attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
         bindings = container.attrs["NetworkSettings"]["Ports"]["8765/tcp"]
         assert bindings[0]["HostIp"] == "127.0.0.1"
         parts = urllib.parse.urlparse(provider.urls[0])
@@ -74,6 +83,22 @@ def test_docker_image_runs_non_root_with_healthcheck(
         conn.request("GET", "/healthz")
         assert conn.getresponse().status == 200
         conn.close()
+
+
+def test_docker_default_limits_and_asked_for_network(
+    image: str, docker_client: object, containers_before: None
+) -> None:
+    from openenv_gym.providers import docker as provider_module
+    from openenv_gym.providers.docker import DockerProvider
+
+    with DockerProvider(["CartPole-v1"], image=image, network="bridge") as provider:
+        container = docker_client.containers.get(provider.container_ids[0])  # type: ignore[attr-defined]
+        host = container.attrs["HostConfig"]
+        assert host["PidsLimit"] == provider_module.DEFAULT_PIDS
+        assert host["NanoCpus"] == int(provider_module.DEFAULT_CPUS * 1e9)
+        assert host["Memory"] == 2 * 1024**3 and host["NetworkMode"] == "bridge"
+    with pytest.raises(ValueError, match="not 'none'"):
+        DockerProvider(["CartPole-v1"], image=image, network="none")
 
 
 def test_docker_killed_container_is_a_typed_error_naming_its_endpoint(
