@@ -44,8 +44,13 @@ def _exchange(ws: Any, message: str | bytes) -> dict[str, Any]:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["inline", "threads"])
 def server(request: pytest.FixtureRequest) -> Iterator[LocalProvider]:
-    """A server hosting CartPole and an env that cannot be built, at most 2 sessions."""
-    args = ["--max-sessions", "2", *(["--threads"] if request.param else [])]
+    """A server hosting CartPole and an env that cannot be built, at most 2 sessions.
+
+    Its frames may be 64 MiB (as for large binary batches), so that the JSON limit of ``/ws``
+    is what refuses a 30 MiB message, not the WebSocket layer.
+    """
+    args = ["--max-sessions", "2", "--max-message-bytes", str(64 << 20)]
+    args += ["--threads"] if request.param else []
     with LocalProvider(["CartPole-v1", FAILING], extra_args=args) as provider:
         yield provider
 
