@@ -145,6 +145,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._buffer = memoryview(bytearray(_READ_SIZE))
         self._timer: asyncio.TimerHandle | None = None
         self._handshaking = True
+        self._closing = False  # the close deadline is armed
         self._refusal: str | None = None  # over a connection cap: answered 503
         self.peer = "?"
 
@@ -247,8 +248,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._flush()
         elif self._transport is not None and self._protocol.state is State.CONNECTING:
             self._close_transport()
-        if self._transport is not None:
-            self._arm(self._options.close_timeout, "closing handshake not completed")
+        self._arm_close("closing handshake not completed")
 
     def abort(self) -> None:
         """Drop the connection now."""
@@ -261,6 +261,12 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(delay, self._expire, delay, why)
 
+    def _arm_close(self, why: str) -> None:
+        """Start the close deadline, once: later closes must not push it back."""
+        if not self._closing and self._transport is not None:
+            self._closing = True
+            self._arm(self._options.close_timeout, why)
+
     def _expire(self, delay: float, why: str) -> None:
         logger.info("aborting %s: %s within %.1f s", self.peer, why, delay)
         self._timer = None
@@ -271,7 +277,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         assert self._transport is not None
         if not self._transport.is_closing():
             self._transport.close()
-            self._arm(self._options.close_timeout, "buffered data not read")
+        self._arm_close("buffered data not read")
 
     def _process_events(self) -> None:
         for event in self._protocol.events_received():
@@ -303,6 +309,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         else:
             response = self._protocol.accept(request)
         self._protocol.send_response(response)
+        self._flush()  # the response goes out before any reply to frames read with it
         if response.status_code != 101:
             return
         if hosting is not None and openenv is not None and path == OPENENV_WS_PATH:
@@ -353,7 +360,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         if not self._handshaking or (isinstance(session, Session) and not _past_hello(session)):
             return
         self._handshaking = False
-        if self._timer is not None and self._protocol.state is State.OPEN:
+        if self._timer is not None and not self._closing:
             self._timer.cancel()
             self._timer = None
         if self._options.connections is not None:
@@ -397,7 +404,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
 
     def close_if_idle(self, now: float, idle_timeout: float) -> bool:
         """Close the connection if no request came for ``idle_timeout`` s; tell if it did."""
-        if self._busy or now - self.last_activity < idle_timeout:
+        if self._closing or self._busy or now - self.last_activity < idle_timeout:
             return False
         logger.info("closing %s: idle for %.0f s", self.peer, now - self.last_activity)
         self.close(GOING_AWAY, "idle timeout")
