@@ -181,22 +181,26 @@ def _namespaces_problem(as_uid: int | None) -> str | None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bwrap not found: install bubblewrap (Debian: apt-get install -y bubblewrap)"
-    with tempfile.TemporaryDirectory(prefix="openenv-sandbox-probe-") as probe:
+    probe = tempfile.mkdtemp(prefix="openenv-sandbox-probe-")
+    try:
         if as_uid is not None:
-            os.chown(probe, as_uid, as_uid)
+            os.chmod(probe, 0o2770)
+            os.chown(probe, as_uid, os.getegid())
         argv = [bwrap, *_bwrap_args(Path(probe)), "/bin/true"]
-        try:
-            result = subprocess.run(
-                argv,
-                user=as_uid,
-                group=as_uid,
-                extra_groups=[] if as_uid is not None else None,
-                env={"PATH": "/usr/bin:/bin"},
-                capture_output=True,
-                timeout=10,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            return f"bwrap did not run ({exc})"
+        result = subprocess.run(
+            argv,
+            user=as_uid,
+            group=as_uid,
+            extra_groups=[] if as_uid is not None else None,
+            env={"PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bwrap did not run ({exc})"
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)  # empty; /tmp is root's, so its sticky bit lets root remove it
     if result.returncode != 0:
         why = result.stderr.decode(errors="replace").strip()
         return (
@@ -390,19 +394,22 @@ class Sandbox:
         if self.uid is not None:
             # The episode's uid owns it; the server reaches it through its group (setgid: the
             # group is inherited), so it needs no CAP_DAC_OVERRIDE. No one else gets in.
+            os.chmod(self.workdir, 0o2770)  # first: once it is not ours, only CAP_FOWNER could
             os.chown(self.workdir, self.uid, os.getegid())
-            os.chmod(self.workdir, 0o2770)
         self._closed = False
 
     def write_files(self, files: Mapping[str, str]) -> None:
         """Write ``files`` (relative path -> text) into the working directory, owned by ``uid``."""
+        written: set[Path] = set()
         for relative, text in files.items():
             path = self.workdir / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-            if self.uid is not None:
-                for part in [path, *path.relative_to(self.workdir).parents]:
-                    os.chown(self.workdir / part, self.uid, -1)
+            written.update([path, *path.relative_to(self.workdir).parents])
+        if self.uid is not None:
+            # Last: once a directory is the episode's, the server may no longer write in it.
+            for part in sorted(written, key=lambda p: len(p.parts), reverse=True):
+                os.chown(self.workdir / part, self.uid, -1)
 
     def argv(self, command: str, *, timeout: float) -> list[str]:
         """Return the argv that runs ``command`` in this sandbox."""
@@ -450,12 +457,15 @@ class Sandbox:
         return _collect(process, timeout, capture_limit, lambda: self._kill(process))
 
     def _kill(self, process: subprocess.Popen[bytes]) -> None:
-        if self.mode == "namespaces":
-            # bwrap's pid namespace dies with it: its processes cannot leave the namespace.
+        if self.mode == "namespaces" and process.poll() is not None:
+            # bwrap exits after its pid namespace is empty: its processes cannot leave it.
+            return
+        if self.uid is not None:
+            _kill_uid(self.uid)  # needs no CAP_KILL (the container's server has none)
+        elif self.mode == "namespaces":
+            # The namespace's init dies with bwrap (--die-with-parent), and all in it with it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(process.pid, signal.SIGKILL)
-        elif self.uid is not None:
-            _kill_uid(self.uid)
         else:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
