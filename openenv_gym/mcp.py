@@ -29,6 +29,7 @@ Safety, as on every surface of the server:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import ipaddress
@@ -204,9 +205,12 @@ class ToolTimeoutError(OpenEnvError, TimeoutError):
 class ToolRunner:
     """Run a registry's tools off the event loop: on worker threads, one at a time, with deadlines.
 
+    Each call gets its own daemon thread (at most ``threads`` alive at once), so a tool that
+    never returns cannot hold up the process's exit either.
+
     Args:
         registry: the tools.
-        timeout: seconds a call may take, waiting for the env included.
+        timeout: seconds a call may take, waiting for a thread and for the env included.
         threads: worker threads; a call finding all of them busy waits (within its deadline).
 
     Raises:
@@ -226,12 +230,10 @@ class ToolRunner:
                 f"tool timeout and threads must be positive, got timeout={timeout}, "
                 f"threads={threads}"
             )
-        import anyio
-
         self.registry = registry
         self.timeout = timeout
         self._env_lock = threading.Lock()  # one env: two tool calls never run on it at once
-        self._limiter = anyio.CapacityLimiter(threads)
+        self._threads = asyncio.Semaphore(threads)
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
         """Call tool ``name`` on a worker thread; return its JSON result.
@@ -243,22 +245,40 @@ class ToolRunner:
 
         """
         import anyio
-        import anyio.to_thread
 
         start = time.monotonic()
         deadline = start + self.timeout
         try:
             with anyio.fail_after(self.timeout):
-                return await anyio.to_thread.run_sync(
-                    self._call_holding_env,
-                    name,
-                    arguments,
-                    deadline,
-                    abandon_on_cancel=True,
-                    limiter=self._limiter,
-                )
+                await self._threads.acquire()  # released by the thread when the tool returns
+                return await self._start(name, arguments, deadline)
         except TimeoutError as exc:
             raise ToolTimeoutError(name, time.monotonic() - start, self.timeout) from exc
+
+    def _start(self, name: str, arguments: dict[str, Any], deadline: float) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            self._threads.release()
+            if future.done():  # its caller gave up (timeout or cancellation)
+                return
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+        def work() -> None:
+            result, error = None, None
+            try:
+                result = self._call_holding_env(name, arguments, deadline)
+            except BaseException as exc:  # handed to the caller, raised there
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=work, name=f"openenv-gym-mcp-{name}", daemon=True).start()
+        return future
 
     def _call_holding_env(self, name: str, arguments: dict[str, Any], deadline: float) -> Any:
         start = time.monotonic()
