@@ -27,10 +27,15 @@ from gymnasium.spaces import GraphInstance
 
 from openenv_gym.errors import DecodeError, EncodeError, MessageTooLargeError
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "decode", "encode", "safe_dtype"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "count_values", "decode", "encode", "safe_dtype"]
 
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest message either side accepts unless configured otherwise (64 MiB)."""
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Largest message either side accepts unless configured otherwise (16 MiB).
+
+Sized from the largest replies a shard legitimately sends (a STEP of 512 envs of 84x84x4 uint8
+Atari frames is 14.5 MB); larger batches are split over shards or need ``--max-message-bytes``.
+Every connection may hold a request and a reply of this size, so it multiplies with sessions.
+"""
 
 EXT_NDARRAY = 1
 EXT_NPSCALAR = 2
@@ -267,6 +272,89 @@ def _unpackb(data: bytes) -> Any:
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True)
 
 
+def _unpackb_bounded(data: bytes, max_values: int) -> Any:
+    # No container header may claim more items than the budget (msgpack preallocates them).
+    return msgpack.unpackb(
+        data,
+        ext_hook=_ext_hook,
+        raw=False,
+        strict_map_key=False,
+        use_list=True,
+        max_array_len=max_values,
+        max_map_len=max_values,
+    )
+
+
+# For every first byte of a msgpack value: (bytes to skip, values it contains, kind). Kind 0:
+# done; 1: bin/str with a length field of `skip - 1` bytes; 2: array/map with a count field of
+# `skip - 1` bytes, `contains` values per count; 3: ext with a length field of `skip - 2` bytes
+# (`contains` is the fixed payload size of fixext); 4: the reserved byte 0xc1.
+_VALUE_HEADERS: list[tuple[int, int, int]] = [(1, 0, 0)] * 256
+for _byte in range(0x80, 0x90):
+    _VALUE_HEADERS[_byte] = (1, 2 * (_byte & 0x0F), 0)
+for _byte in range(0x90, 0xA0):
+    _VALUE_HEADERS[_byte] = (1, _byte & 0x0F, 0)
+for _byte in range(0xA0, 0xC0):
+    _VALUE_HEADERS[_byte] = (1 + (_byte & 0x1F), 0, 0)
+_VALUE_HEADERS[0xC1] = (1, 0, 4)
+for _byte, _skip in {0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}.items():
+    _VALUE_HEADERS[_byte] = _VALUE_HEADERS[_byte + 6] = (_skip, 0, 0)  # floats/uints, ints
+for _byte, _width in {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}.items():
+    _VALUE_HEADERS[_byte] = (1 + _width, 0, 1)
+for _byte, _width in {0xC7: 1, 0xC8: 2, 0xC9: 4}.items():
+    _VALUE_HEADERS[_byte] = (2 + _width, 0, 3)
+for _byte, _size in {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}.items():
+    _VALUE_HEADERS[_byte] = (2, _size, 3)
+for _byte, (_width, _per) in {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}.items():
+    _VALUE_HEADERS[_byte] = (1 + _width, _per, 2)
+# Extension payloads that are msgpack themselves: their values are built too.
+_NESTED_EXT_BYTES = frozenset(bytes((code,)) for code in (EXT_TUPLE, EXT_OBJECT_ARRAY, EXT_GRAPH))
+
+
+def count_values(data: bytes, budget: int, *, _depth: int = 0) -> int:
+    """Count the values one message would build, reading only headers; stop past ``budget``.
+
+    Every value counts once at any depth: container, scalar, and the values inside tuple,
+    object-array and graph extension payloads. Strings, binaries and array payloads are skipped
+    whole, so the cost is one step per value read, at most ``budget + 1`` steps.
+
+    Args:
+        data: the message bytes.
+        budget: stop counting once the count is over this.
+
+    Returns:
+        The number of values, or a number over ``budget`` if there are more. Malformed or
+        truncated bytes stop the count early (the decoder then refuses them).
+
+    """
+    headers = _VALUE_HEADERS
+    pos, count, pending, end = 0, 0, 1, len(data)
+    while pending > 0 and count <= budget and pos < end:
+        pending -= 1
+        count += 1
+        skip, contains, kind = headers[data[pos]]
+        if kind == 0:
+            pos += skip
+            pending += contains
+            continue
+        field = int.from_bytes(data[pos + 1 : pos + skip - (kind == 3)], "big")
+        if kind == 1:
+            pos += skip + field
+        elif kind == 2:
+            pos += skip
+            pending += contains * field
+        elif kind == 3:
+            size = contains or field
+            start = pos + skip
+            if data[start - 1 : start] in _NESTED_EXT_BYTES and _depth < MAX_EXT_DEPTH:
+                nested = data[start : start + size]
+                count += count_values(nested, budget - count, _depth=_depth + 1)
+            pos = start + size
+        else:
+            break
+    return count
+
+
 def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
     """Encode ``value`` into one msgpack message.
 
@@ -293,25 +381,46 @@ def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
     return data
 
 
-def decode(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Any:
+def decode(
+    data: bytes,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+    max_values: int | None = None,
+) -> Any:
     """Decode one msgpack message produced by :func:`encode`.
+
+    A message can ask for far more memory than its size: each one-byte empty map becomes a
+    72-byte dict. ``max_values`` bounds that: a message of more bytes than ``max_values`` is
+    first counted (:func:`count_values`, headers only) and refused before anything is built.
+    msgpack's own per-container limits (``max_array_len``...) alone cannot do this: a nesting
+    of containers each under the limit multiplies without bound.
 
     Args:
         data: the message bytes.
         max_bytes: refuse messages larger than this many bytes (``None``: no limit).
+        max_values: refuse messages that would build more values than this, at any depth and
+            inside extension payloads (``None``: no limit).
 
     Returns:
         The decoded value, with the exact types that were encoded.
 
     Raises:
-        DecodeError: the bytes are not one valid message.
+        DecodeError: the bytes are not one valid message, or hold more than ``max_values``.
         MessageTooLargeError: the message is over ``max_bytes``.
 
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise MessageTooLargeError(len(data), max_bytes)
     try:
-        return _unpackb(data)
+        if max_values is None:
+            return _unpackb(data)
+        # Each value takes at least one byte: a message this short cannot hold too many.
+        if len(data) > max_values and count_values(data, max_values) > max_values:
+            raise DecodeError(
+                f"message of {len(data)} bytes holds more than {max_values} values, "
+                f"over the limit of {max_values}"
+            )
+        return _unpackb_bounded(data, max_values)
     except DecodeError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError, SystemError) as exc:

@@ -11,6 +11,7 @@ is the batch of actions itself and is not validated here: the hot path carries w
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Any, Literal, TypeVar
 
@@ -27,6 +28,7 @@ from openenv_gym.errors import DecodeError
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "REQUEST_BOUNDS",
     "AttrRequest",
     "AutoresetModeName",
     "CallRequest",
@@ -36,12 +38,15 @@ __all__ = [
     "MakeReply",
     "MakeRequest",
     "Op",
+    "RequestBound",
     "ResetRequest",
     "SetAttrRequest",
     "Status",
     "parse_body",
     "parse_reply",
     "parse_request",
+    "peek_op",
+    "request_bound",
 ]
 
 PROTOCOL_VERSION = 1
@@ -70,6 +75,74 @@ class Status(enum.IntEnum):
 
     OK = 0
     ERROR = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestBound:
+    """How large one request of an op may be; checked before the request is decoded.
+
+    Attributes:
+        max_bytes: the largest message; ``None``: the connection's message limit.
+        max_values: the most values (at any depth) the message may build, plus
+            ``values_per_env`` for each env of the session.
+        values_per_env: see ``max_values``.
+
+    """
+
+    max_bytes: int | None
+    max_values: int
+    values_per_env: int = 0
+
+
+_SMALL = RequestBound(max_bytes=4096, max_values=256)
+_LARGE = RequestBound(max_bytes=None, max_values=65536, values_per_env=64)
+
+REQUEST_BOUNDS: dict[Op, RequestBound] = {
+    # Nothing before MAKE may be large: a connection that has not even said HELLO gets 4 KiB.
+    Op.HELLO: _SMALL,
+    Op.CLOSE: _SMALL,
+    Op.MAKE: RequestBound(max_bytes=1 << 20, max_values=65536),
+    Op.RENDER: _SMALL,
+    Op.STATE: _SMALL,
+    Op.GET_ATTR: _SMALL,
+    # Bodies of any size (one array of actions, user options and arguments), few values.
+    Op.RESET: _LARGE,
+    Op.STEP: _LARGE,
+    Op.CALL: _LARGE,
+    Op.SET_ATTR: _LARGE,
+}
+"""Each op's bound (normative: docs/protocol.md, "Request bounds")."""
+
+
+def request_bound(op: Op, *, max_message_bytes: int, num_envs: int) -> tuple[int, int]:
+    """Return the largest message and the most values a request of ``op`` may have.
+
+    Args:
+        op: the request's op.
+        max_message_bytes: the connection's message limit (no bound is above it).
+        num_envs: how many envs the session runs (0 before MAKE).
+
+    Returns:
+        ``(max_bytes, max_values)``.
+
+    """
+    bound = REQUEST_BOUNDS[op]
+    max_bytes = max_message_bytes if bound.max_bytes is None else bound.max_bytes
+    return min(max_bytes, max_message_bytes), bound.max_values + bound.values_per_env * num_envs
+
+
+_FIXARRAY_3 = 0x93
+
+
+def peek_op(frame: bytes) -> int | None:
+    """Return the op of a request frame without decoding it, or ``None`` if it is not plain.
+
+    Every msgpack encoder writes ``[op, request_id, body]`` as a fixarray of 3 whose first
+    element, a small int, is a positive fixint: the first two bytes name the op.
+    """
+    if len(frame) > 1 and frame[0] == _FIXARRAY_3 and frame[1] < 0x80:
+        return frame[1]
+    return None
 
 
 class _Model(BaseModel):

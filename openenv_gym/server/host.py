@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium import Env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from openenv_gym.errors import EncodeError
+from openenv_gym.errors import EncodeError, MessageTooLargeError
 from openenv_gym.protocol import codec
 from openenv_gym.protocol.spaces import space_to_data
 from openenv_gym.server.catalog import EnvFactory
@@ -49,6 +49,17 @@ class _InfoRecordingSyncVectorEnv(SyncVectorEnv):
         if env_info:
             self.info_merges.append([env_num, env_info])
         return vector_infos
+
+
+def _frame_bytes(frame: Any) -> int:
+    """Return at least the bytes a render result takes on the wire (frames, text, lists)."""
+    if isinstance(frame, np.ndarray):
+        return frame.nbytes
+    if isinstance(frame, (str, bytes)):
+        return len(frame)
+    if isinstance(frame, (list, tuple)):
+        return sum(_frame_bytes(item) for item in frame)
+    return 1
 
 
 def _portable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -171,12 +182,30 @@ class EnvHost:
         for index in np.flatnonzero(mask):
             self._episode_ids[index] = uuid.uuid4().hex
 
-    def render(self) -> Any:
-        """Render: one frame for a single env, a tuple of frames for a batch."""
-        if self._single is not None:
-            return self._single.render()
-        assert self._vector is not None
-        return self._vector.render()
+    def render(self, *, max_bytes: int | None = None) -> Any:
+        """Render: one frame for a single env, a tuple of frames for a batch.
+
+        Envs render one by one, as ``SyncVectorEnv.render`` does, and the frames' bytes are
+        summed as they come: once over ``max_bytes`` the remaining envs are not rendered, so a
+        reply that cannot be sent is never built.
+
+        Args:
+            max_bytes: the largest reply the frames may make (``None``: no bound).
+
+        Raises:
+            MessageTooLargeError: the frames are over ``max_bytes``; its size extrapolates
+                the envs rendered so far to all of them.
+
+        """
+        frames, total = [], 0
+        for index, env in enumerate(self._envs):
+            frame = env.render()
+            total += _frame_bytes(frame)
+            if max_bytes is not None and total > max_bytes:
+                estimate = max(total * len(self._envs) // (index + 1), max_bytes + 1)
+                raise MessageTooLargeError(estimate, max_bytes)
+            frames.append(frame)
+        return frames[0] if self._single is not None else tuple(frames)
 
     def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Call method ``name`` (or read attribute ``name``) of the env(s)."""

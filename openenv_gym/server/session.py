@@ -23,6 +23,7 @@ from gymnasium.vector import AutoresetMode
 from openenv_gym.errors import (
     CapacityError,
     DecodeError,
+    MessageTooLargeError,
     OpenEnvError,
     ProtocolError,
     VersionMismatchError,
@@ -43,6 +44,8 @@ from openenv_gym.protocol.messages import (
     Status,
     parse_body,
     parse_request,
+    peek_op,
+    request_bound,
 )
 from openenv_gym.server.catalog import EnvCatalog, HostedEnv
 from openenv_gym.server.host import EnvHost
@@ -103,6 +106,8 @@ def _details(exc: BaseException) -> dict[str, Any] | None:
         return {"client_version": exc.client_version, "server_version": exc.server_version}
     if isinstance(exc, CapacityError):
         return {"limit": exc.limit, "current": exc.current, "maximum": exc.maximum}
+    if isinstance(exc, MessageTooLargeError):
+        return {"size": exc.size, "limit": exc.limit}
     return None
 
 
@@ -113,7 +118,9 @@ class Session:
         catalog: the envs this server hosts.
         server_name: how the server names itself in HELLO replies.
         debug: send tracebacks in error replies.
-        max_message_bytes: the largest frame accepted and sent.
+        max_message_bytes: the largest frame accepted and sent. Each request is also held to
+            its op's bound (``messages.REQUEST_BOUNDS``: size and values), checked before it is
+            decoded; a request whose op the state does not allow gets the state's largest.
         usage: the server process's session and env counts, checked against its limits.
 
     """
@@ -145,13 +152,14 @@ class Session:
             Op.MAKE: self._make,
             Op.RESET: self._reset,
             Op.STEP: self._step,
-            Op.RENDER: lambda body: self._active_host().render(),
+            Op.RENDER: lambda body: self._active_host().render(max_bytes=self.max_message_bytes),
             Op.CALL: self._call,
             Op.GET_ATTR: self._get_attr,
             Op.SET_ATTR: self._set_attr,
             Op.STATE: lambda body: self._active_host().state(),
             Op.CLOSE: self._close,
         }
+        self._bound_cache: dict[tuple[SessionState, int | None, int], tuple[int, int]] = {}
 
     @property
     def closed(self) -> bool:
@@ -162,8 +170,9 @@ class Session:
         """Serve one request frame and return the reply frame (never raises)."""
         request_id = 0
         try:
+            max_bytes, max_values = self._request_bounds(frame)
             op, request_id, body = parse_request(
-                codec.decode(frame, max_bytes=self.max_message_bytes)
+                codec.decode(frame, max_bytes=max_bytes, max_values=max_values)
             )
             if op not in _ALLOWED[self.state]:
                 raise SessionStateError(
@@ -176,6 +185,26 @@ class Session:
             return codec.encode(reply, max_bytes=self.max_message_bytes)
         except (Exception, SystemExit) as exc:  # an error reply; the session and server live on
             return self._error_reply(request_id, exc)
+
+    def _request_bounds(self, frame: bytes) -> tuple[int, int]:
+        """Return the largest size and the most values ``frame`` may have, before decoding it."""
+        op = peek_op(frame)
+        num_envs = 0 if self.host is None else self.host.num_envs
+        key = (self.state, op, num_envs)
+        bounds = self._bound_cache.get(key)
+        if bounds is None:
+            # An op the state does not allow, or one not in the first two bytes (a request
+            # encoded unusually), gets the largest bound of the state's ops: nothing larger than
+            # what the state allows is decoded.
+            allowed = _ALLOWED[self.state] or {Op.CLOSE}
+            ops = [Op(op)] if op in allowed else allowed
+            candidates = [
+                request_bound(o, max_message_bytes=self.max_message_bytes, num_envs=num_envs)
+                for o in ops
+            ]
+            bounds = max(b for b, _ in candidates), max(v for _, v in candidates)
+            self._bound_cache[key] = bounds
+        return bounds
 
     def refuse(self, reason: str) -> bytes:
         """Return the error reply for a frame refused before decoding (e.g. a text frame)."""
