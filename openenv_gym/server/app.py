@@ -275,6 +275,39 @@ class _App:
                 connection.close_if_idle(now, timeout)
 
 
+_SPARE_DESCRIPTORS = 128
+"""File descriptors kept for what is not a connection (the socket, envs' files, logs)."""
+
+
+def _fit_descriptors(limits: Limits) -> Limits:
+    """Raise the soft open-files limit so ``max_connections`` fit; else lower the caps to fit.
+
+    Past the limit, accept() fails (EMFILE) and asyncio stops accepting for a second: every
+    client would be locked out instead of the newest refused.
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return limits
+    needed = limits.max_connections + _SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return limits
+    soft = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft >= needed:
+        return limits
+    fitting = max(1, soft - _SPARE_DESCRIPTORS)
+    logger.warning(
+        "only %d open files allowed (ulimit -n): serving at most %d connections, not %d",
+        soft,
+        fitting,
+        limits.max_connections,
+    )
+    per_peer = min(limits.max_connections_per_peer, fitting)
+    return dataclasses.replace(limits, max_connections=fitting, max_connections_per_peer=per_peer)
+
+
 def _resolve_host(host: str) -> str:
     return str(socket.getaddrinfo(host, None)[0][4][0]) if host else "0.0.0.0"
 
@@ -317,6 +350,7 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
 
     """
     config.limits.check()
+    config = dataclasses.replace(config, limits=_fit_descriptors(config.limits))
     catalog = config.catalog()
     if not config.token and not ipaddress.ip_address(_resolve_host(config.host)).is_loopback:
         logger.warning(
