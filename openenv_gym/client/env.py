@@ -137,7 +137,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
                 connect_timeout=connect_timeout,
                 call_timeout=call_timeout,
                 provider=self._provider,
-                token=token,
+                token=token or (None if self._provider is None else self._provider.token),
                 ssl_context=ssl_context,
             )
         except BaseException:

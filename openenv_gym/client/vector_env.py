@@ -163,7 +163,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             env_kwargs=kwargs,
             connect_timeout=connect_timeout,
             call_timeout=call_timeout,
-            token=token,
+            token=token or (None if self._provider is None else self._provider.token),
             ssl_context=ssl_context,
         )
         try:

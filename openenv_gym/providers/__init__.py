@@ -6,6 +6,7 @@ A provider's job ends at "here are ready endpoints" (``urls``) and "they are gon
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ class Provider(Protocol):
     """What the facades need of a provider."""
 
     urls: list[str]
+    token: str | None
+    """The token its servers require (``None``: none)."""
 
     def close(self) -> None:
         """Stop the servers; idempotent."""
@@ -61,7 +64,13 @@ def start_servers(
 
     """
     if docker_image is None:
-        return LocalProvider(specs, num_servers=num_servers, extra_args=server_args)
+        # A token of its own: no other local process (or web page) can use these servers.
+        return LocalProvider(
+            specs,
+            num_servers=num_servers,
+            extra_args=server_args,
+            token=secrets.token_urlsafe(24),
+        )
     from openenv_gym.providers.docker import DockerProvider
 
     return DockerProvider(

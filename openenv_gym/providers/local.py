@@ -208,6 +208,7 @@ class LocalProvider:
     ) -> None:
         args = [sys.executable, "-m", "openenv_gym", "serve", *specs]
         args += ["--host", "127.0.0.1", "--port", "0", "--announce", *extra_args]
+        self.token = token
         self._processes = [_Process(args, token) for _ in range(num_servers)]
         _live.add(self)
         deadline = time.monotonic() + startup_timeout
