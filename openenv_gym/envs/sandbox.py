@@ -307,7 +307,8 @@ def _kill_uid(uid: int, *, deadline: float = 5.0) -> None:
     outrun one sweep; the sweep repeats until no live process of the uid is left.
     """
     end = time.monotonic() + deadline
-    while True:
+    # A process of the uid is only made by another (or by us): none seen, none to come.
+    while _live_pids(uid):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(
                 ["/bin/sh", "-c", "kill -9 -1"],
@@ -319,7 +320,8 @@ def _kill_uid(uid: int, *, deadline: float = 5.0) -> None:
                 stderr=subprocess.DEVNULL,
                 timeout=deadline,
             )
-        if not _live_pids(uid) or time.monotonic() >= end:
+        if time.monotonic() >= end:
+            logger.warning("processes of uid %d survived kill(-1) for %.1f s", uid, deadline)
             return
 
 
