@@ -164,7 +164,11 @@ def _has_cap(bit: int) -> bool:
 
 def _uid_problem() -> str | None:
     if os.geteuid() != 0:
-        return f"per-episode uids need a root server (this one runs as uid {os.geteuid()})"
+        return (
+            f"per-episode uids need a root server, expected uid 0 but this one runs as uid "
+            f"{os.geteuid()} (in Docker: run the image as root with --cap-drop ALL --cap-add "
+            "CHOWN --cap-add SETGID --cap-add SETUID, as DockerProvider does)"
+        )
     missing = [
         name
         for name, bit in (("SETUID", _CAP_SETUID), ("SETGID", _CAP_SETGID), ("CHOWN", _CAP_CHOWN))
