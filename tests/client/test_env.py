@@ -16,6 +16,7 @@ from gymnasium.utils.env_match import check_environments_match
 
 import openenv_gym
 from openenv_gym.errors import (
+    AuthenticationError,
     CallTimeoutError,
     ConnectError,
     ConnectionLostError,
@@ -248,3 +249,16 @@ def test_server_hung_is_a_call_timeout_naming_the_url() -> None:
 def test_embedded_server_failure_reports_its_stderr() -> None:
     with pytest.raises(OpenEnvError, match="NoSuchEnv-v0"):
         openenv_gym.RemoteEnv("NoSuchEnv-v0")
+
+
+def test_embedded_server_serves_only_its_own_client() -> None:
+    env = gymnasium.make("openenv_gym:openenv/CartPole-v1", sutton_barto_reward=True)
+    try:
+        url = env.unwrapped.url  # type: ignore[attr-defined]
+        with pytest.raises(AuthenticationError, match="HTTP 401"):
+            openenv_gym.RemoteEnv("CartPole-v1", url=url)
+        env.reset(seed=0)
+        env.unwrapped.set_attr("gravity", 2.0)  # type: ignore[attr-defined]
+        assert env.unwrapped.get_attr("gravity") == 2.0  # type: ignore[attr-defined]
+    finally:
+        env.close()
