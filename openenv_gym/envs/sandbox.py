@@ -22,6 +22,9 @@ otherwise:
     the operator's explicit opt-out: the command runs as the server's user in a process group
     (a ``setsid`` escapes it), with the scrubbed environment and the rlimits but no NPROC.
 
+Every command's processes also get ``oom_score_adj`` 1000 (``choom``, when installed): out of
+memory, the kernel kills them before the server.
+
 Output is read by the calling thread (no reader threads), with the command's exit seen through
 a pidfd; after the command ends, pipes still held open by a process that could not be killed
 are drained for at most :data:`DRAIN_SECONDS` and then closed.
@@ -420,6 +423,8 @@ class Sandbox:
     def argv(self, command: str, *, timeout: float) -> list[str]:
         """Return the argv that runs ``command`` in this sandbox."""
         limits = ["prlimit", *self.limits.prlimit_args(timeout=timeout, nproc=self.uid is not None)]
+        if shutil.which("choom") is not None:  # util-linux: out of memory, kill these first
+            limits = ["choom", "-n", "1000", "--", *limits]
         shell = ["/bin/sh", "-c", command]
         if self.mode == "none":
             return [*limits, "--", *shell]

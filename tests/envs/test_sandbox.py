@@ -278,6 +278,8 @@ def test_sandbox_big_files_and_big_allocations_fail(mode: str) -> None:
         assert obs["exit_code"] != 0 and "MemoryError" in obs["stderr"], obs
         obs = env.step("python3 -c 'bytearray(16 << 20); print(1)'")[0]
         assert obs["stdout"] == "1\n", obs
+        # Out of memory, the kernel kills the episode's processes before the server.
+        assert env.step("cat /proc/self/oom_score_adj")[0]["stdout"] == "1000\n"
     finally:
         env.close()
 
