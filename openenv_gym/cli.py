@@ -57,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
         keyfile=args.keyfile,
         mcp_port=args.mcp_port,
         mcp_mode=args.mcp_mode,
+        mcp_tool_timeout=args.mcp_tool_timeout,
         allow_origins=tuple(args.allow_origin),
         allow_hosts=tuple(args.allow_host),
         handshake_timeout=args.handshake_timeout,
@@ -343,6 +344,12 @@ def _parser() -> argparse.ArgumentParser:
         "--mcp-port", type=int, help="also serve the first env as MCP tools at http://HOST:PORT/mcp"
     )
     serve.add_argument("--mcp-mode", choices=["simulation", "production"], default="simulation")
+    serve.add_argument(
+        "--mcp-tool-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="an MCP tool call running longer is reported to the agent as a timeout (default 30)",
+    )
     serve.add_argument("--certfile", help="PEM certificate chain: serve wss:// (TLS)")
     serve.add_argument("--keyfile", help="PEM private key of --certfile")
     serve.add_argument(

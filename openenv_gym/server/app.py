@@ -66,6 +66,8 @@ class ServerConfig:
             ``http://host:mcp_port/mcp``; see ``openenv_gym.mcp``), from the main process.
         mcp_mode: ``"simulation"`` (reset/step/state + env tools) or ``"production"`` (the
             env's own tools only).
+        mcp_tool_timeout: seconds an MCP tool call may run before the agent gets a tool error
+            naming the tool and the elapsed time (``None``: ``openenv_gym.mcp``'s default).
         certfile: PEM certificate chain: serve ``wss://`` (TLS) instead of ``ws://``.
         keyfile: PEM private key of ``certfile`` (if not inside it).
         allow_origins: ``Origin`` values admitted (browsers send one); none by default, so no
@@ -95,6 +97,7 @@ class ServerConfig:
     keyfile: str | None = None
     mcp_port: int | None = None
     mcp_mode: Literal["simulation", "production"] = "simulation"
+    mcp_tool_timeout: float | None = None
     allow_origins: tuple[str, ...] = ()
     allow_hosts: tuple[str, ...] = ()
     handshake_timeout: float = 10.0
@@ -234,7 +237,7 @@ class _App:
         from openenv_gym.mcp import DEFAULT_TOOL_TIMEOUT, serve_http
 
         assert self.config.mcp_port is not None
-        tool_timeout = getattr(self.config, "mcp_tool_timeout", None) or DEFAULT_TOOL_TIMEOUT
+        tool_timeout = self.config.mcp_tool_timeout or DEFAULT_TOOL_TIMEOUT
 
         def bound(port: int) -> None:
             if ready is not None and not ready.done():

@@ -226,3 +226,18 @@ def test_mcp_tool_calls_never_run_on_the_env_at_once() -> None:
     results, elapsed = asyncio.run(calls())
     assert [r.is_error for r in results] == [False, False, False]
     assert env.max_active == 1 and elapsed >= 0.9
+
+
+def test_mcp_tool_timeout_flag_reaches_the_http_port() -> None:
+    port = free_port()
+    args = ["--mcp-port", str(port), "--mcp-tool-timeout", "0.3"]
+    with LocalProvider([SLOW_TOOL], extra_args=args, token=TOKEN):
+        wait_listening(port, 20)
+
+        async def call() -> Any:
+            async with mcp_client(f"http://127.0.0.1:{port}/mcp", AUTH) as client:
+                return await client.call_tool("wait", {"seconds": 1.5})
+
+        result = asyncio.run(call())
+    assert result.is_error
+    assert "tool 'wait' did not return within 0.3 s" in result.content[0].text
