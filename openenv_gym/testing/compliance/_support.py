@@ -19,7 +19,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from openenv_gym.testing.rawws import port_of, raw_connection
+from openenv_gym.testing.rawws import raw_connection
 
 __all__ = [
     "MIB",
@@ -33,6 +33,7 @@ __all__ = [
     "not_runnable",
     "peak_rss_mib",
     "result",
+    "server_holds",
     "wait_for",
 ]
 
@@ -99,10 +100,12 @@ def result(name: str, checks: Mapping[str, bool], figures: Mapping[str, Figure])
     return AttackResult(name, not broken, types.MappingProxyType(dict(figures)), detail)
 
 
-def failed(name: str, exc: BaseException, figures: Mapping[str, Figure] = {}) -> AttackResult:  # noqa: B006
+def failed(
+    name: str, exc: BaseException, figures: Mapping[str, Figure] | None = None
+) -> AttackResult:
     """Return the result of an attack that broke off with ``exc`` (a failure, not a crash)."""
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-    return AttackResult(name, False, types.MappingProxyType(dict(figures)), f"error: {text}")
+    text = (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0][:300]
+    return AttackResult(name, False, types.MappingProxyType(dict(figures or {})), f"error: {text}")
 
 
 def not_runnable(name: str, why: str) -> AttackResult:
@@ -142,6 +145,29 @@ def closed_by_server(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+def server_holds(pid: int, peer_port: int) -> bool:
+    """Tell whether process ``pid`` still holds a TCP socket to local port ``peer_port``.
+
+    Read from ``/proc/net/tcp{,6}`` and ``/proc/<pid>/fd`` (Linux): a socket the process
+    closed may linger in the kernel with unsent data, but no longer in its descriptor table.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines, None)
+            for line in lines:
+                fields = line.split()
+                if int(fields[2].rpartition(":")[2], 16) == peer_port and fields[9] != "0":
+                    inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
 
 
 def enough_descriptors(wanted: int) -> int:
@@ -271,7 +297,11 @@ class GoodClient:
     def figures(self) -> dict[str, Any]:
         """Return the step count and the p50/max latency (ms) over the attack window."""
         steps = list(self.steps)
-        during = [(end - start) * 1000 for start, end in steps if self._start <= end and start <= self._end]
+        during = [
+            (end - start) * 1000
+            for start, end in steps
+            if end >= self._start and start <= self._end
+        ]
         after = [(end - start) * 1000 for start, end in steps if end >= self._start][:1]
         latencies = during or after
         return {
@@ -285,4 +315,3 @@ class GoodClient:
         """Tell whether the good client was served throughout, with a p50 under ``p50_ms``."""
         p50 = self.figures()["good_client_p50_ms"]
         return self.error is None and p50 is not None and p50 < p50_ms
-

@@ -179,7 +179,7 @@ def attack_render_1024_envs(target: Target, *, num_envs: int = 1024) -> AttackRe
 
 
 def attack_unread_requests_threads(
-    target: Target, *, budget: int = 256 * MIB, seconds: float = 4.0
+    target: Target, *, budget: int = 256 * MIB, seconds: float = 2.0
 ) -> AttackResult:
     """With ``--threads``: send requests without reading replies while a slow step runs.
 

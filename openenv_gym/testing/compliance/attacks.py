@@ -277,7 +277,7 @@ def _post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> int:
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=10) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

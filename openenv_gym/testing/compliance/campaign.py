@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from openenv_gym.errors import OpenEnvError
@@ -54,6 +54,8 @@ class Attack:
         mcp: the server serves its first spec as MCP tools on a second port.
         environ_secrets: the server's environment holds the token and a canary variable.
         env_id: what a good client builds on it.
+        fresh: the attack needs a server of its own (it measures peak memory); others may share
+            one with the attacks next to them in a campaign that need the same server.
 
     """
 
@@ -66,6 +68,11 @@ class Attack:
     mcp: bool = False
     environ_secrets: bool = False
     env_id: str = CARTPOLE
+    fresh: bool = False
+
+    def server_key(self) -> tuple[Any, ...]:
+        """Return what identifies the server this attack needs."""
+        return (self.specs, self.args, self.hosting, self.token, self.mcp, self.environ_secrets)
 
     def flags(self) -> list[str]:
         """Return the server flags this attack needs."""
@@ -94,18 +101,19 @@ ATTACKS: tuple[Attack, ...] = (
         mcp=True,
         env_id=SLOW_TOOL,
     ),
-    Attack("msgpack_maps_before_hello", a.attack_msgpack_maps_before_hello),
-    Attack("render_1024_envs", a.attack_render_1024_envs),
-    Attack("large_json", a.attack_large_json),
-    Attack("deep_json", a.attack_deep_json),
+    Attack("msgpack_maps_before_hello", a.attack_msgpack_maps_before_hello, fresh=True),
+    Attack("render_1024_envs", a.attack_render_1024_envs, fresh=True),
+    Attack("large_json", a.attack_large_json, fresh=True),
+    Attack("deep_json", a.attack_deep_json, fresh=True),
     Attack(
         "unread_requests_threads",
         a.attack_unread_requests_threads,
         specs=(CARTPOLE, SLOW),
         args=("--threads", "--env-kwargs-allow", "delay"),
+        fresh=True,
     ),
-    Attack("continuation_frames", a.attack_continuation_frames),
-    Attack("half_open_flood", a.attack_half_open_flood, args=_HANDSHAKE),
+    Attack("continuation_frames", a.attack_continuation_frames, fresh=True),
+    Attack("half_open_flood", a.attack_half_open_flood, args=_HANDSHAKE, fresh=True),
     Attack(
         "unread_close",
         a.attack_unread_close,
@@ -169,9 +177,10 @@ def _wait_listening(port: int, timeout: float) -> None:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
-        except OSError:
+        except OSError as exc:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+                what = f"nothing listens on 127.0.0.1:{port} after {timeout} s"
+                raise TimeoutError(what) from exc
             time.sleep(0.05)
 
 
@@ -233,6 +242,22 @@ def _server(attack: Attack) -> Iterator[Target]:
         )
 
 
+def _runnable(attack: Attack) -> AttackResult | None:
+    missing = [flag for flag in attack.flags() if flag not in serve_flags()]
+    return not_runnable(attack.name, f"flag missing: {' '.join(missing)}") if missing else None
+
+
+def _timed(attack: Attack, target: Target) -> AttackResult:
+    started = time.monotonic()
+    try:
+        outcome = attack.run(dataclasses.replace(target, env_id=attack.env_id))
+    except Exception as exc:  # an attack that breaks off is a failed result, not a crash
+        outcome = failed(attack.name, exc)
+    figures: dict[str, Any] = dict(outcome.figures)
+    figures["attack_seconds"] = time.monotonic() - started
+    return dataclasses.replace(outcome, figures=figures)
+
+
 def run_attack(attack: Attack) -> AttackResult:
     """Start the server ``attack`` needs, run the attack on it, and stop the server.
 
@@ -241,28 +266,56 @@ def run_attack(attack: Attack) -> AttackResult:
         the attack breaks off, and a not-runnable one if a flag it needs is missing.
 
     """
-    missing = [flag for flag in attack.flags() if flag not in serve_flags()]
-    if missing:
-        return not_runnable(attack.name, f"flag missing: {' '.join(missing)}")
-    started = time.monotonic()
-    try:
-        with _server(attack) as target:
-            outcome = attack.run(target)
-    except (OpenEnvError, OSError, TimeoutError) as exc:
-        outcome = failed(attack.name, exc)
-    figures: dict[str, Any] = dict(outcome.figures)
-    figures["attack_seconds"] = time.monotonic() - started
-    return dataclasses.replace(outcome, figures=figures)
+    return run_campaign([attack])[0]
+
+
+def _groups(attacks: Sequence[Attack]) -> list[list[Attack]]:
+    """Group ``attacks`` by the server they need (a fresh one each for ``fresh`` attacks)."""
+    groups: dict[Any, list[Attack]] = {}
+    for index, attack in enumerate(attacks):
+        groups.setdefault(index if attack.fresh else attack.server_key(), []).append(attack)
+    return list(groups.values())
 
 
 def run_campaign(
-    attacks: Iterable[Attack] = ATTACKS, *, on_result: Callable[[AttackResult], None] | None = None
+    attacks: Sequence[Attack] = ATTACKS, *, on_result: Callable[[AttackResult], None] | None = None
 ) -> list[AttackResult]:
-    """Run ``attacks`` one after another, each on a fresh server; return their results."""
-    results = []
-    for attack in attacks:
-        outcome = run_attack(attack)
+    """Run ``attacks`` one at a time; those that need the same server share one.
+
+    Args:
+        attacks: what to run.
+        on_result: called with each result as soon as it is known.
+
+    Returns:
+        One result per attack, in the order of ``attacks`` (never raises for what a server
+        does, nor for an attack that breaks off).
+
+    """
+    results: list[AttackResult] = []
+
+    def record(outcome: AttackResult) -> None:
+        results.append(outcome)
         if on_result is not None:
             on_result(outcome)
-        results.append(outcome)
-    return results
+
+    for group in _groups(attacks):
+        runnable = []
+        for attack in group:
+            refusal = _runnable(attack)
+            if refusal is not None:
+                record(refusal)
+            else:
+                runnable.append(attack)
+        if not runnable:
+            continue
+        done = 0
+        try:
+            with _server(runnable[0]) as target:
+                for attack in runnable:
+                    record(_timed(attack, target))
+                    done += 1
+        except (OpenEnvError, OSError, TimeoutError) as exc:
+            for attack in runnable[done:]:
+                record(failed(attack.name, exc))
+    rank = {name: index for index, name in enumerate(attack.name for attack in attacks)}
+    return sorted(results, key=lambda outcome: rank[outcome.name])

@@ -1,0 +1,57 @@
+"""The trust-boundary campaign (issue 11) against local servers: every attack withstood.
+
+Each test is one attack of :mod:`openenv_gym.testing.compliance`; the campaign runs once per
+session over the attacks selected (``-k render`` runs one), attacks needing the same server
+sharing it, and each test asserts its attack passed, with the figures in the message.
+``pytest -s`` prints every result as it comes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from openenv_gym.testing.compliance import ATTACKS, Attack, AttackResult, run_attack, run_campaign
+from openenv_gym.testing.compliance._support import Target, result
+
+NAMES = [attack.name for attack in ATTACKS]
+
+
+@pytest.fixture(scope="module")
+def results(request: pytest.FixtureRequest) -> dict[str, AttackResult]:
+    """The results of the attacks this session selected, run as one campaign."""
+    selected = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if hasattr(item, "callspec") and "name" in item.callspec.params
+    }
+    chosen = [attack for attack in ATTACKS if attack.name in selected]
+    return {outcome.name: outcome for outcome in run_campaign(chosen, on_result=print)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_attack_is_withstood_by_the_server(name: str, results: dict[str, AttackResult]) -> None:
+    outcome = results[name]
+    assert outcome.runnable, str(outcome)
+    assert outcome.passed, str(outcome)
+
+
+def test_attack_needing_a_missing_flag_is_reported_not_runnable() -> None:
+    attack = Attack("needs_a_flag", lambda target: result("x", {}, {}), args=("--no-such-flag",))
+    outcome = run_attack(attack)
+    assert (outcome.passed, outcome.runnable) == (False, False)
+    assert outcome.detail == "not runnable: flag missing: --no-such-flag"
+
+
+def test_attack_that_breaks_off_is_a_failed_result_naming_the_error() -> None:
+    def broken(target: Target) -> AttackResult:
+        raise RuntimeError(f"cannot reach {target.url}")
+
+    outcome = run_campaign([Attack("broken", broken)])[0]
+    assert not outcome.passed and outcome.runnable
+    assert outcome.detail.startswith("error: RuntimeError: cannot reach ws://127.0.0.1:")
+    assert "attack_seconds" in outcome.figures
+
+
+def test_attack_result_text_shows_the_verdict_and_figures() -> None:
+    outcome = result("demo", {"peak under 300 MiB": False}, {"peak_rss_mib": 412.25})
+    assert str(outcome) == "demo: FAIL [peak_rss_mib=412.2] failed: peak under 300 MiB"
