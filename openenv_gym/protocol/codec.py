@@ -297,8 +297,10 @@ for _byte in range(0x90, 0xA0):
 for _byte in range(0xA0, 0xC0):
     _VALUE_HEADERS[_byte] = (1 + (_byte & 0x1F), 0, 0)
 _VALUE_HEADERS[0xC1] = (1, 0, 4)
-for _byte, _skip in {0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}.items():
-    _VALUE_HEADERS[_byte] = _VALUE_HEADERS[_byte + 6] = (_skip, 0, 0)  # floats/uints, ints
+_NUMBER_SIZES = {0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}  # floats, uints
+_NUMBER_SIZES |= {0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9}  # ints
+for _byte, _skip in _NUMBER_SIZES.items():
+    _VALUE_HEADERS[_byte] = (_skip, 0, 0)
 for _byte, _width in {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}.items():
     _VALUE_HEADERS[_byte] = (1 + _width, 0, 1)
 for _byte, _width in {0xC7: 1, 0xC8: 2, 0xC9: 4}.items():

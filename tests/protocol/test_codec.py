@@ -491,6 +491,90 @@ def test_codec_decode_default_limit_applies_before_parsing() -> None:
         decode(data, max_bytes=None)
 
 
+def test_codec_default_limit_fits_512_stacked_atari_frames_but_not_1024() -> None:
+    def step_reply(num_envs: int) -> list[Any]:
+        obs = np.zeros((num_envs, 84, 84, 4), np.uint8)
+        flags = np.zeros(num_envs, bool)
+        return [0, 1, [obs, np.zeros(num_envs), flags, flags, []]]
+
+    assert len(encode(step_reply(512), max_bytes=DEFAULT_MAX_MESSAGE_BYTES)) < 16 << 20
+    with pytest.raises(MessageTooLargeError):
+        encode(step_reply(1024), max_bytes=DEFAULT_MAX_MESSAGE_BYTES)
+
+
+# --------------------------------------------------------------------------- value budget
+
+
+def _wire_values(value: Any) -> int:
+    """How many values ``value`` is on the wire: a tuple is an extension plus an array."""
+    if isinstance(value, dict):
+        return 1 + sum(_wire_values(k) + _wire_values(v) for k, v in value.items())
+    if isinstance(value, tuple):
+        return 2 + sum(_wire_values(item) for item in value)
+    if isinstance(value, list):
+        return 1 + sum(_wire_values(item) for item in value)
+    return 1
+
+
+@PROPERTY
+@given(values)
+def test_codec_count_values_counts_every_value_at_any_depth(value: Any) -> None:
+    data = encode(value)
+    assert codec.count_values(data, 10**9) == _wire_values(value)
+
+
+@PROPERTY
+@given(values)
+def test_codec_decode_max_values_admits_exactly_the_values_a_message_holds(value: Any) -> None:
+    data = encode(value)
+    count = codec.count_values(data, 10**9)
+    assert_identical(value, decode(data, max_values=count))
+    if count > 1:
+        with pytest.raises(DecodeError, match=f"holds more than {count - 1} values"):
+            decode(data, max_values=count - 1)
+
+
+def test_codec_count_values_stops_just_past_the_budget() -> None:
+    data = b"\xdd" + (1 << 24).to_bytes(4, "big") + b"\x80" * (1 << 24)
+    assert codec.count_values(data, 1000) == 1001
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ext_frame(EXT_TUPLE, msgpack.packb([{}] * 5000)),
+        ext_frame(EXT_OBJECT_ARRAY, msgpack.packb([[5000], [{}] * 5000])),
+        ext_frame(EXT_GRAPH, msgpack.packb([[{}] * 5000, None, None])),
+        ext_frame(EXT_TUPLE, b"\x91" + ext_frame(EXT_TUPLE, msgpack.packb([{}] * 5000))),
+    ],
+    ids=["tuple", "object array", "graph", "tuple in tuple"],
+)
+def test_codec_decode_max_values_counts_inside_extension_payloads(data: bytes) -> None:
+    with pytest.raises(DecodeError, match="holds more than 1000 values"):
+        decode(data, max_values=1000)
+    assert decode(data, max_values=10_000) is not None
+
+
+def test_codec_decode_max_values_refuses_nested_containers_each_under_any_length_limit() -> None:
+    inner = b"\xdc" + (100).to_bytes(2, "big") + b"\x80" * 100  # 100 empty maps
+    data = b"\xdc" + (1000).to_bytes(2, "big") + inner * 1000  # 101 001 values, none long
+    with pytest.raises(DecodeError, match="holds more than 65536 values"):
+        decode(data, max_values=65536)
+    assert len(decode(data, max_values=101_001)) == 1000
+
+
+def test_codec_decode_max_values_admits_large_arrays_of_few_values() -> None:
+    actions = np.arange(1 << 20, dtype=np.int64)  # 8 MiB, one value
+    data = encode([3, 7, actions])
+    assert_identical([3, 7, actions], decode(data, max_values=16))
+
+
+def test_codec_decode_max_values_refuses_a_container_header_over_the_budget() -> None:
+    data = b"\xdd" + (10**6).to_bytes(4, "big")  # claims a million items, holds none
+    with pytest.raises(DecodeError):
+        decode(data, max_values=1000)
+
+
 # --------------------------------------------------------------------------- malformed input
 
 

@@ -13,6 +13,7 @@ from openenv_gym.errors import DecodeError
 from openenv_gym.protocol.codec import decode, encode
 from openenv_gym.protocol.messages import (
     PROTOCOL_VERSION,
+    REQUEST_BOUNDS,
     AttrRequest,
     CallRequest,
     Hello,
@@ -24,6 +25,8 @@ from openenv_gym.protocol.messages import (
     parse_body,
     parse_reply,
     parse_request,
+    peek_op,
+    request_bound,
 )
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -387,3 +390,46 @@ def test_messages_parse_body_arbitrary_map_raises_only_decode_error(
     assert type(parsed) is model
     name = getattr(parsed, "name", "x")
     assert name and not name.startswith("_")
+
+
+# --------------------------------------------------------------------------- request bounds
+
+
+@PROPERTY
+@given(
+    st.sampled_from(list(Op)), st.integers(1, 2**63 - 1), st.none() | st.integers(-(2**63), 2**63)
+)
+def test_messages_peek_op_reads_the_op_of_every_encoded_request(
+    op: Op, request_id: int, body: Any
+) -> None:
+    assert peek_op(encode([int(op), request_id, body])) == op
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b"", b"\x93", b"\x92\x03\x01", b"\xdc\x00\x03\x03\x01\xc0", b"\x93\xcc\x03\x01\xc0", b"\x80"],
+    ids=["empty", "truncated", "two elements", "array16", "uint8 op", "map"],
+)
+def test_messages_peek_op_gives_none_for_frames_it_cannot_read(frame: bytes) -> None:
+    assert peek_op(frame) is None
+
+
+def test_messages_every_op_has_a_bound() -> None:
+    assert set(REQUEST_BOUNDS) == set(Op)
+
+
+def test_messages_request_bound_before_make_is_small_whatever_the_message_limit() -> None:
+    assert request_bound(Op.HELLO, max_message_bytes=1 << 30, num_envs=0) == (4096, 256)
+    assert request_bound(Op.MAKE, max_message_bytes=1 << 30, num_envs=0)[0] == 1 << 20
+
+
+def test_messages_request_bound_never_exceeds_the_message_limit() -> None:
+    for op in Op:
+        assert request_bound(op, max_message_bytes=1000, num_envs=4)[0] <= 1000
+
+
+def test_messages_request_bound_of_step_grows_with_the_envs() -> None:
+    one = request_bound(Op.STEP, max_message_bytes=1 << 24, num_envs=1)
+    many = request_bound(Op.STEP, max_message_bytes=1 << 24, num_envs=1025)
+    assert one[0] == many[0] == 1 << 24
+    assert many[1] - one[1] == 1024 * REQUEST_BOUNDS[Op.STEP].values_per_env > 0

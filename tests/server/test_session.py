@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+import gymnasium
 import numpy as np
 import pytest
-from gymnasium.vector import AutoresetMode
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from openenv_gym.protocol import codec
 from openenv_gym.protocol.messages import PROTOCOL_VERSION, Op, Status
@@ -199,3 +201,66 @@ def test_session_request_bodies_are_validated_strictly(client: Client) -> None:
     assert "num_envs" in error["message"]
     status, request_id, body = client.raw(codec.encode([True, 5, None]))
     assert status == Status.ERROR and request_id == 0 and "op must be an integer" in body["message"]
+
+
+# --------------------------------------------------------------------------- gymnasium internals
+
+
+class _RecordingSyncVectorEnv(SyncVectorEnv):
+    """Records the calls ``SyncVectorEnv.step`` makes to ``_add_info``, as ``EnvHost`` does."""
+
+    calls: list[tuple[int, dict[str, Any]]]
+
+    def _add_info(
+        self, vector_infos: dict[str, Any], env_info: dict[str, Any], env_num: int
+    ) -> dict[str, Any]:
+        self.calls.append((env_num, env_info))
+        return super()._add_info(vector_infos, env_info, env_num)
+
+
+def test_session_gymnasium_private_hooks_the_host_relies_on_are_unchanged() -> None:
+    # EnvHost reads SyncVectorEnv._autoreset_envs and overrides VectorEnv._add_info (see
+    # openenv_gym/server/host.py); if gymnasium renames or reshapes either, this fails first.
+    assert list(inspect.signature(VectorEnv._add_info).parameters) == [
+        "self",
+        "vector_infos",
+        "env_info",
+        "env_num",
+    ]
+    envs = _RecordingSyncVectorEnv(
+        [lambda: gymnasium.make("CartPole-v1")] * 2, autoreset_mode=AutoresetMode.NEXT_STEP
+    )
+    envs.calls = []
+    envs.reset(seed=0)
+    assert envs._autoreset_envs.dtype == np.bool_ and envs._autoreset_envs.shape == (2,)
+    assert not envs._autoreset_envs.any()
+    for _ in range(500):
+        envs.calls = []
+        _, _, terminated, truncated, _ = envs.step(np.zeros(2, dtype=np.int64))
+        assert [index for index, _ in envs.calls] == [0, 1]  # once per env, in order
+        assert np.array_equal(envs._autoreset_envs, terminated | truncated)
+        if terminated.any():
+            break
+    assert terminated.any(), "always pushing left ends a CartPole episode within 500 steps"
+    envs.close()
+
+
+def test_session_step_info_merges_are_those_syncvectorenv_makes() -> None:
+    session = Session(EnvCatalog(["CartPole-v1"]))
+    client = Client(session)
+    open_session(client, num_envs=2, autoreset_mode=AutoresetMode.SAME_STEP.value)
+    client.ok(Op.RESET, {"seed": 0})
+    expected = _RecordingSyncVectorEnv(
+        [lambda: gymnasium.make("CartPole-v1")] * 2, autoreset_mode=AutoresetMode.SAME_STEP
+    )
+    expected.calls = []
+    expected.reset(seed=0)
+    finals = 0
+    for _ in range(60):
+        expected.calls = []
+        *_, merges = client.ok(Op.STEP, np.zeros(2, dtype=np.int64))
+        expected.step(np.zeros(2, dtype=np.int64))
+        assert [index for index, _ in merges] == [i for i, info in expected.calls if info]
+        finals += sum("final_obs" in info for _, info in merges)
+    assert finals >= 2, "episodes ended (always pushing left) and their final_obs came through"
+    expected.close()
