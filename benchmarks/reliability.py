@@ -1,7 +1,7 @@
 """Reliability report: load, injected faults, a fuzz campaign and leak checks on local servers.
 
     python benchmarks/reliability.py [--sessions 64 --envs 16 --duration 60] [--json PATH]
-    python benchmarks/reliability.py --quick          # about 20 s
+    python benchmarks/reliability.py --quick          # about 20 s, plus 60 s of attacks
 
 (a) Load: ``--sessions`` concurrent ``RemoteVectorEnv`` sessions of ``--envs`` CartPole envs each,
     spread over two single-worker servers and driven by two client processes (two cores: the
@@ -23,6 +23,11 @@
     its open descriptors and RSS must be back near the baseline, and exactly its limits of
     sessions and envs must be admitted again (so none leaked). After everything no server
     process (nor Docker container labelled ``io.openenv-gym.server``) may be left.
+(e) Attacks: the trust-boundary campaign of ``openenv_gym.testing.compliance`` (code execution
+    through client kwargs, safety kwargs, Origin/Host, the MCP port, amplification requests,
+    held slots, TerminalEnv isolation, consumer-visible errors), each on a server started the
+    way it needs; every attack must pass, and its figures (peak RSS, good-client p50, seconds
+    to admit or reap) are reported. About 60 s; ``--skip-attacks`` leaves it out.
 
 Prints a table of figures, writes them as JSON with ``--json PATH``, and exits 1 if an
 invariant fails. Known library bugs are listed in ``KNOWN_BUGS``: a check they break is reported
@@ -201,7 +206,11 @@ def _alive(pid: int) -> bool:
 
 
 def _live_children() -> list[int]:
-    """Return the pids of running processes whose parent is this one."""
+    """Return the pids of running processes whose parent is this one.
+
+    multiprocessing's resource tracker (started once by a ``spawn`` context, as the attacks'
+    ``AsyncVectorEnv`` uses) lives until this process exits by design: it is no leak.
+    """
     me, children = os.getpid(), []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -209,7 +218,9 @@ def _live_children() -> list[int]:
         with contextlib.suppress(OSError, IndexError):
             with open(f"/proc/{entry}/stat") as stat:
                 fields = stat.read().rpartition(")")[2].split()
-            if int(fields[1]) == me and fields[0] not in ("Z", "X"):
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                tracker = b"multiprocessing.resource_tracker" in cmdline.read()
+            if int(fields[1]) == me and fields[0] not in ("Z", "X") and not tracker:
                 children.append(int(entry))
     return children
 
@@ -1312,6 +1323,30 @@ def run_leaks(
         _leak_check(report, "leaks (--threads)", threads.urls[0], threads.pids[0], cycles // 3)
 
 
+# --------------------------------------------------------------------------- (e) attacks
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def run_attacks(report: Report) -> None:
+    """Run the compliance campaign; record each attack's figures and verdict."""
+    from openenv_gym.testing.compliance import ATTACKS, run_campaign
+
+    def show(outcome: Any) -> None:
+        print(f"  {outcome}", flush=True)
+
+    print(f"(e) attacks: {len(ATTACKS)} of them, each on a server started for it")
+    started = time.monotonic()
+    for outcome in run_campaign(ATTACKS, on_result=show):
+        figures = {key: _rounded(value) for key, value in outcome.figures.items()}
+        verdict = "pass" if outcome.passed else ("FAIL" if outcome.runnable else "not runnable")
+        report.put("attacks", **{outcome.name: {"verdict": verdict, **figures}})
+        report.check(f"attack: {outcome.name}", outcome.passed, outcome.detail)
+    report.put("attacks", campaign_seconds=time.monotonic() - started)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -1328,6 +1363,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault-timeout", type=float, default=5.0, help="fault call timeout")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="about 20 s: small everything")
+    parser.add_argument("--skip-attacks", action="store_true", help="leave out (e) attacks")
     parser.add_argument("--json", help="write the figures and invariants here")
     return parser
 
@@ -1353,7 +1389,10 @@ def main(argv: list[str] | None = None) -> int:
         "leak": ([CARTPOLE], 1, ["--workers", "1", *limits]),
     }
     if threads_ok:
-        plans["threads"] = ([CARTPOLE, SLOW], 1, ["--workers", "1", "--threads", *limits])
+        # SlowEnv's delay is a client kwarg the operator must allow (the hung-env fault sets it).
+        allow = ["--env-kwargs-allow", "delay"] if _serve_supports("--env-kwargs-allow") else []
+        threads_args = ["--workers", "1", "--threads", *limits, *allow]
+        plans["threads"] = ([CARTPOLE, SLOW], 1, threads_args)
     # Servers start in parallel from pool threads that stay alive until the end: a server
     # dies with the *thread* that started it (PR_SET_PDEATHSIG).
     pool = concurrent.futures.ThreadPoolExecutor(len(plans))
@@ -1386,6 +1425,8 @@ def main(argv: list[str] | None = None) -> int:
         for provider in providers.values():
             provider.close()
         pool.shutdown()
+    if not args.skip_attacks:  # after the other servers are gone: they would share the cores
+        run_attacks(report)
     time.sleep(0.2)
     leaked_servers = [pid for pid in pids if _alive(pid)]
     children = _live_children()

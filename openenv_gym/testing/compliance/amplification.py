@@ -256,8 +256,13 @@ def attack_continuation_frames(target: Target, *, count: int = 1_000_000) -> Att
 # ------------------------------------------------------------------ OpenEnv /ws (JSON)
 
 
-def _ws_exchange(target: Target, message: str) -> Outcome:
-    """Send one text message on ``/ws`` after a reset; report the reply or the close."""
+def _ws_exchange(target: Target, message: str, *, any_close: bool = False) -> Outcome:
+    """Send one text message on ``/ws`` after a reset; report the reply or the close.
+
+    With ``any_close``, a close whose frame never arrived also counts as an answer: a server
+    that refuses a message while its client is still sending it may close the TCP connection
+    with the rest unread, and the kernel's reset then discards its close frame.
+    """
     started = time.monotonic()
     with ws_connection(f"{target.url}/ws", 30) as ws:
         ws.send(json.dumps({"type": "reset", "data": {"seed": 0}}))
@@ -267,7 +272,8 @@ def _ws_exchange(target: Target, message: str) -> Outcome:
             reply: Any = json.loads(ws.recv(30))
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None
-            return code is not None, {"close_code": code, "seconds": time.monotonic() - started}
+            answered = code is not None or any_close
+            return answered, {"close_code": code, "seconds": time.monotonic() - started}
         kind = reply.get("type") if isinstance(reply, dict) else None
         data = reply.get("data") if isinstance(reply, dict) else None
         text = str(data.get("message", ""))[:160] if isinstance(data, dict) else ""
@@ -282,7 +288,7 @@ def attack_large_json(target: Target, *, size: int = 30 * MIB) -> AttackResult:
     """Send ``size`` bytes of JSON (a list of empty objects) on ``/ws`` (was 870 MB)."""
     items = size // 3
     text = '{"type":"step","data":{"action":[' + ",".join(["{}"] * items) + "]}}"
-    return _amplified("large_json", target, lambda: _ws_exchange(target, text))
+    return _amplified("large_json", target, lambda: _ws_exchange(target, text, any_close=True))
 
 
 def attack_deep_json(target: Target, *, depth: int = 100_000) -> AttackResult:
