@@ -8,6 +8,8 @@ sharing it, and each test asserts its attack passed, with the figures in the mes
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from openenv_gym.testing.compliance import ATTACKS, Attack, AttackResult, run_attack, run_campaign
@@ -55,3 +57,22 @@ def test_attack_that_breaks_off_is_a_failed_result_naming_the_error() -> None:
 def test_attack_result_text_shows_the_verdict_and_figures() -> None:
     outcome = result("demo", {"peak under 300 MiB": False}, {"peak_rss_mib": 412.25})
     assert str(outcome) == "demo: FAIL [peak_rss_mib=412.2] failed: peak under 300 MiB"
+
+
+def _opened(name: str, *more_args: str) -> AttackResult:
+    """Run attack ``name`` against a server whose operator opened the hole on purpose."""
+    attack = next(attack for attack in ATTACKS if attack.name == name)
+    return run_attack(dataclasses.replace(attack, args=(*attack.args, *more_args)))
+
+
+def test_attack_origin_fails_against_a_server_admitting_that_origin() -> None:
+    outcome = _opened("origin_and_host", "--allow-origin", "http://evil.example")
+    assert not outcome.passed, str(outcome)
+    assert outcome.figures["origin_status"] == 101
+    assert "a foreign Origin is refused with 403" in outcome.detail
+
+
+def test_attack_safety_kwargs_fails_against_a_server_allowing_timeout() -> None:
+    outcome = _opened("safety_kwargs", "--env-kwargs-allow", "timeout")
+    assert not outcome.passed, str(outcome)
+    assert outcome.detail == "failed: MAKE timeout= refused naming it"
