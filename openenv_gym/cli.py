@@ -158,9 +158,12 @@ def _docker_up(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         memory=args.memory,
         keep=True,
+        token=args.token,
     )
     for container_id, url in zip(provider.container_ids, provider.urls, strict=True):
         print(f"{container_id[:12]}  {url}")
+    if args.token is None:  # a new one: clients need it (export it as OPENENV_GYM_TOKEN)
+        print(f"OPENENV_GYM_TOKEN={provider.token}")
     return 0
 
 
@@ -194,6 +197,7 @@ def _docker_prune(args: argparse.Namespace) -> int:
 
 
 def _add_docker_commands(commands: Any) -> None:
+    from openenv_gym.providers.docker import DEFAULT_CPUS, DEFAULT_MEMORY
     from openenv_gym.providers.docker_image import DEFAULT_IMAGE
 
     docker = commands.add_parser("docker", help="build and run server containers")
@@ -216,8 +220,13 @@ def _add_docker_commands(commands: Any) -> None:
     up.add_argument("specs", nargs="*", help="env ids to host (default: any gymnasium id)")
     up.add_argument("--image", default=DEFAULT_IMAGE)
     up.add_argument("-n", "--num-servers", type=int, default=1)
-    up.add_argument("--cpus", type=float)
-    up.add_argument("--memory")
+    up.add_argument("--cpus", type=float, default=DEFAULT_CPUS, help="CPU limit per container")
+    up.add_argument("--memory", default=DEFAULT_MEMORY, help="memory limit per container")
+    up.add_argument(
+        "--token",
+        default=os.environ.get("OPENENV_GYM_TOKEN"),
+        help="token the servers require (default: $OPENENV_GYM_TOKEN, else a new one, printed)",
+    )
     up.set_defaults(run=_docker_up)
     sub.add_parser("ps", help="list openenv-gym containers").set_defaults(run=_docker_ps)
     sub.add_parser("down", help="remove the containers `up` started").set_defaults(run=_docker_down)

@@ -101,7 +101,7 @@ def backends(
                 chosen.append(
                     Backend(
                         f"RemoteVectorEnv ({count} server{'s' * (count > 1)})",
-                        _make_remote(provider.urls[:count]),
+                        _make_remote(provider.urls[:count], provider.token),
                     )
                 )
         if "docker" in names and servers and docker_image:
@@ -113,7 +113,7 @@ def backends(
                 chosen.append(
                     Backend(
                         f"RemoteVectorEnv ({count} container{'s' * (count > 1)})",
-                        _make_remote(containers.urls[:count]),
+                        _make_remote(containers.urls[:count], containers.token),
                     )
                 )
         yield chosen
@@ -130,9 +130,12 @@ def _make_async(env_id: str, num_envs: int) -> VectorEnv[Any, Any, Any]:
     return gymnasium.make_vec(env_id, num_envs, vectorization_mode="async")
 
 
-def _make_remote(urls: list[str]) -> Callable[[str, int], VectorEnv[Any, Any, Any]]:
+def _make_remote(
+    urls: list[str], token: str | None
+) -> Callable[[str, int], VectorEnv[Any, Any, Any]]:
     def make(env_id: str, num_envs: int) -> VectorEnv[Any, Any, Any]:
-        return RemoteVectorEnv(env_id, num_envs, urls=urls[: max(1, min(len(urls), num_envs))])
+        shards = urls[: max(1, min(len(urls), num_envs))]
+        return RemoteVectorEnv(env_id, num_envs, urls=shards, token=token)
 
     return make
 

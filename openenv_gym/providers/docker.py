@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import time
 import weakref
@@ -88,9 +89,12 @@ class DockerProvider:
         ready: ``ready(url, timeout)`` raises until the server answers (default: our
             protocol handshake; for OpenEnv images, its ``/health``).
         server_args: more ``openenv-gym serve`` options after the specs (our image only).
+        token: the token the servers require (our image only; default: a new random one,
+            passed in the container's environment, never on its command line).
 
     Attributes:
         urls: ``ws://127.0.0.1:PORT`` of each ready container.
+        token: the token clients present to them (``None`` for other images).
 
     Raises:
         ServerStartError: the engine is unreachable, the image is missing, or a container did
@@ -116,6 +120,7 @@ class DockerProvider:
         scheme: str = "ws",
         ready: Callable[[str, float], object] | None = None,
         server_args: Sequence[str] = (),
+        token: str | None = None,
     ) -> None:
         if network in ("none", "host"):
             raise ValueError(
@@ -124,9 +129,12 @@ class DockerProvider:
             )
         self.image = image
         self.keep = keep
+        # Our image's servers get a token of their own: the agent commands of a TerminalEnv run
+        # in the same container and can reach the port, but cannot read the server's environ.
+        self.token = token if token is not None or ready is not None else secrets.token_urlsafe(24)
         self.container_port = container_port
         self.scheme = scheme
-        self._ready = ready or (lambda url, timeout: probe(url, timeout=timeout))
+        self._ready = ready or (lambda url, timeout: probe(url, timeout=timeout, token=self.token))
         self._client = _docker_client()
         self._containers: list[Any] = []
         self._starting: list[Any] = []
@@ -135,7 +143,10 @@ class DockerProvider:
             "command": _command(specs, server_args),
             "ports": {f"{container_port}/tcp": ("127.0.0.1", None)},
             "labels": {LABEL: "1", OWNER_LABEL: "cli" if keep else _owner()},
-            "environment": dict(environment or {}),
+            "environment": {
+                **(environment or {}),
+                **({"OPENENV_GYM_TOKEN": self.token} if self.token else {}),
+            },
             "cap_drop": ["ALL"],
             "cap_add": list(cap_add),
             "security_opt": ["no-new-privileges"],

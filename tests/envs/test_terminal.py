@@ -299,15 +299,20 @@ def test_docker_terminal_episodes_run_as_their_own_uids(
     from openenv_gym.providers.docker import DockerProvider
 
     secret = "s3cret-" + os.urandom(8).hex()
+    # --threads: the server answers other connections while a command runs (as the token test
+    # below needs; served inline, a command's own connection waits until its step is done).
     with DockerProvider(
-        [SPEC], image=image, environment={"OPENENV_GYM_TEST_SECRET": secret}
+        [SPEC],
+        image=image,
+        environment={"OPENENV_GYM_TEST_SECRET": secret},
+        server_args=["--threads"],
     ) as provider:
         container = docker_client.containers.get(provider.container_ids[0])
         # The secret is there to steal: root (docker exec) reads it in the server's environ.
         _, leaked = container.exec_run(["sh", "-c", "cat /proc/[0-9]*/environ"])
         assert secret.encode() in leaked
-        a: Any = openenv_gym.RemoteEnv(SPEC, url=provider.urls[0])
-        b: Any = openenv_gym.RemoteEnv(SPEC, url=provider.urls[0])
+        a: Any = openenv_gym.RemoteEnv(SPEC, url=provider.urls[0], token=provider.token)
+        b: Any = openenv_gym.RemoteEnv(SPEC, url=provider.urls[0], token=provider.token)
         try:
             # Started without allow_outside_container: the env saw it runs in a container.
             a.reset(options={"task": "hello-file"})
@@ -324,6 +329,15 @@ def test_docker_terminal_episodes_run_as_their_own_uids(
             assert obs["stdout"] == "started\n" and not info["timed_out"]
             _, left = container.exec_run(["sh", "-c", "cat /proc/[0-9]*/cmdline"])
             assert b"sleep" not in left, left
+            # The server's port is reachable from an episode, but not usable without its token.
+            dial = (
+                "python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', 8765)); "
+                "s.sendall(b'GET / HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nUpgrade: websocket\\r\\n"
+                "Connection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n"
+                "Sec-WebSocket-Version: 13\\r\\n\\r\\n'); print(s.recv(64).decode())\""
+            )
+            obs = a.step(dial)[0]
+            assert obs["stdout"].startswith("HTTP/1.1 401"), obs
             assert b.step(SOLUTIONS["hello-file"][0])[1:3] == (1.0, True)
         finally:
             a.close()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import openenv_gym
-from openenv_gym.errors import ConnectionLostError, ServerStartError
+from openenv_gym.errors import AuthenticationError, ConnectionLostError, ServerStartError
 
 pytestmark = pytest.mark.docker
 
@@ -83,6 +83,11 @@ def test_docker_containers_are_confined_with_healthcheck(
         conn.request("GET", "/healthz")
         assert conn.getresponse().status == 200
         conn.close()
+        with pytest.raises(AuthenticationError, match="HTTP 401"):  # a token of its own
+            openenv_gym.RemoteEnv("CartPole-v1", url=provider.urls[0])
+        url, token = provider.urls[0], provider.token
+        with openenv_gym.RemoteEnv("CartPole-v1", url=url, token=token) as env:
+            assert env.reset(seed=0)[0].shape == (4,)
 
 
 def test_docker_default_limits_and_asked_for_network(
@@ -107,7 +112,9 @@ def test_docker_killed_container_is_a_typed_error_naming_its_endpoint(
     from openenv_gym.providers.docker import DockerProvider
 
     with DockerProvider(["CartPole-v1"], image=image, num_servers=2) as provider:
-        envs = openenv_gym.RemoteVectorEnv("CartPole-v1", 8, urls=provider.urls, call_timeout=10)
+        envs = openenv_gym.RemoteVectorEnv(
+            "CartPole-v1", 8, urls=provider.urls, token=provider.token, call_timeout=10
+        )
         envs.reset(seed=0)
         victim = docker_client.containers.get(provider.container_ids[1])  # type: ignore[attr-defined]
         victim.kill()
