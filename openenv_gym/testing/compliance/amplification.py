@@ -61,15 +61,18 @@ Outcome = tuple[bool, dict[str, Any]]
 """What an attack body returns: whether the attacker got a clean answer, and its figures."""
 
 
-def _amplified(name: str, target: Target, body: Callable[[], Outcome]) -> AttackResult:
-    """Run ``body`` against ``target`` while a good client steps; judge memory and latency."""
+def _amplified(name: str, target: Target, body: Callable[[GoodClient], Outcome]) -> AttackResult:
+    """Run ``body`` against ``target`` while a good client steps; judge memory and latency.
+
+    ``body`` marks the attack itself with ``good.window()``: its setup (e.g. a MAKE any client
+    may send) is not what is measured.
+    """
     if target.pid is None:
         return not_runnable(name, "needs the server's pid to read its memory")
     try:
         with GoodClient(target) as good:
             before = peak_rss_mib(target.pid)
-            with good.window():
-                answered, figures = body()
+            answered, figures = body(good)
             figures.update(good.figures())
         peak = peak_rss_mib(target.pid)
     except (OSError, OpenEnvError) as exc:
@@ -130,12 +133,13 @@ def _send_all(sock: socket.socket, data: bytes) -> bool:
 def attack_msgpack_maps_before_hello(target: Target, *, size: int = 32 * MIB) -> AttackResult:
     """Send ``size`` bytes of empty msgpack maps as one frame before HELLO (was 2.4 GB)."""
 
-    def body() -> Outcome:
+    def body(good: GoodClient) -> Outcome:
         sock = upgraded_connection(target.url, 10.0)
         try:
             started = time.monotonic()
-            sent = _send_all(sock, client_frame(b"\x80" * size))
-            code, replied = _answer(sock, 30.0)
+            with good.window():
+                sent = _send_all(sock, client_frame(b"\x80" * size))
+                code, replied = _answer(sock, 30.0)
             return code is not None or replied, {
                 "close_code": code,
                 "error_reply": replied,
@@ -151,7 +155,7 @@ def attack_msgpack_maps_before_hello(target: Target, *, size: int = 32 * MIB) ->
 def attack_render_1024_envs(target: Target, *, num_envs: int = 1024) -> AttackResult:
     """RENDER ``num_envs`` rgb_array CartPoles at once: a MessageTooLargeError (was 4.3 GB)."""
 
-    def body() -> Outcome:
+    def body(good: GoodClient) -> Outcome:
         connection = Connection(target.url, token=target.token, call_timeout=60)
         try:
             make = {
@@ -163,11 +167,12 @@ def attack_render_1024_envs(target: Target, *, num_envs: int = 1024) -> AttackRe
             connection.request(Op.MAKE, make)
             connection.request(Op.RESET, {"seed": 0})
             started = time.monotonic()
-            try:
-                connection.request(Op.RENDER, None)
-                error = "no error: the frames were sent"
-            except OpenEnvError as exc:
-                error = f"{getattr(exc, 'remote_type', type(exc).__name__)}: {exc}"
+            with good.window():
+                try:
+                    connection.request(Op.RENDER, None)
+                    error = "no error: the frames were sent"
+                except OpenEnvError as exc:
+                    error = f"{getattr(exc, 'remote_type', type(exc).__name__)}: {exc}"
             return "MessageTooLarge" in error, {
                 "reply": error.splitlines()[0][:200],
                 "seconds_to_answer": time.monotonic() - started,
@@ -188,7 +193,7 @@ def attack_unread_requests_threads(
     """
     slow = "openenv_gym.testing.envs:SlowEnv"
 
-    def body() -> Outcome:
+    def body(good: GoodClient) -> Outcome:
         sock = upgraded_connection(target.url, 10.0)
         try:
             make = [int(Op.MAKE), 2, {"env_id": slow, "kwargs": {"delay": seconds}}]
@@ -201,22 +206,28 @@ def attack_unread_requests_threads(
             filler = [int(Op.STEP), 5, {"actions": np.zeros(MIB // 8, dtype=np.int64)}]
             frame = client_frame(codec.encode(filler, max_bytes=None))
             sock.setblocking(False)
-            sent, deadline, closed = 0, time.monotonic() + seconds, False
-            for _ in range(budget // len(frame) * 64):  # bounded: count, bytes and time
-                if sent >= budget or time.monotonic() > deadline:
-                    break
-                try:
-                    sent += sock.send(frame)
-                except BlockingIOError:
-                    time.sleep(0.01)  # the kernel's buffers are full: the server stopped reading
-                except OSError:
-                    closed = True
-                    break
+            with good.window():
+                sent, closed = _flood(sock, frame, budget, time.monotonic() + seconds)
             return True, {"sent_mib": sent / MIB, "closed_by_server": closed}
         finally:
             abort(sock)
 
     return _amplified("unread_requests_threads", target, body)
+
+
+def _flood(sock: socket.socket, frame: bytes, budget: int, deadline: float) -> tuple[int, bool]:
+    """Send ``frame`` over and over, never reading; return bytes sent and whether it closed."""
+    sent = 0
+    for _ in range(budget // len(frame) * 64):  # bounded: in count, bytes and time
+        if sent >= budget or time.monotonic() > deadline:
+            break
+        try:
+            sent += sock.send(frame)
+        except BlockingIOError:
+            time.sleep(0.01)  # the kernel's buffers are full: the server stopped reading
+        except OSError:
+            return sent, True
+    return sent, False
 
 
 def attack_continuation_frames(target: Target, *, count: int = 1_000_000) -> AttackResult:
@@ -226,21 +237,22 @@ def attack_continuation_frames(target: Target, *, count: int = 1_000_000) -> Att
     bounded in memory while it reads them all.
     """
 
-    def body() -> Outcome:
+    def body(good: GoodClient) -> Outcome:
         sock = upgraded_connection(target.url, 10.0)
         try:
             sock.sendall(_HELLO)
             read_frames(sock, 1, 10.0)
             empty = client_frame(b"", opcode=0x0, fin=False)
-            chunk, frames_sent, open_ = empty * 10_000, 0, True
+            chunk, frames_sent = empty * 10_000, 0
             started = time.monotonic()
-            open_ = _send_all(sock, client_frame(b"\x91", fin=False))
-            while open_ and frames_sent < count and time.monotonic() - started < 30:
-                open_ = _send_all(sock, chunk)
-                frames_sent += 10_000 if open_ else 0
-            if open_:
-                open_ = _send_all(sock, client_frame(b"\xc0", opcode=0x0))  # fin: a [nil]
-            code, replied = _answer(sock, 10.0)
+            with good.window():
+                open_ = _send_all(sock, client_frame(b"\x91", fin=False))
+                while open_ and frames_sent < count and time.monotonic() - started < 30:
+                    open_ = _send_all(sock, chunk)
+                    frames_sent += 10_000 if open_ else 0
+                if open_:
+                    open_ = _send_all(sock, client_frame(b"\xc0", opcode=0x0))  # fin: [nil]
+                code, replied = _answer(sock, 10.0)
             return code == 1009 or replied, {
                 "close_code": code,
                 "frames_sent": frames_sent,
@@ -256,7 +268,9 @@ def attack_continuation_frames(target: Target, *, count: int = 1_000_000) -> Att
 # ------------------------------------------------------------------ OpenEnv /ws (JSON)
 
 
-def _ws_exchange(target: Target, message: str, *, any_close: bool = False) -> Outcome:
+def _ws_exchange(
+    target: Target, good: GoodClient, message: str, *, any_close: bool = False
+) -> Outcome:
     """Send one text message on ``/ws`` after a reset; report the reply or the close.
 
     With ``any_close``, a close whose frame never arrived also counts as an answer: a server
@@ -268,8 +282,9 @@ def _ws_exchange(target: Target, message: str, *, any_close: bool = False) -> Ou
         ws.send(json.dumps({"type": "reset", "data": {"seed": 0}}))
         ws.recv(30)
         try:
-            ws.send(message)
-            reply: Any = json.loads(ws.recv(30))
+            with good.window():
+                ws.send(message)
+                reply: Any = json.loads(ws.recv(30))
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None
             answered = code is not None or any_close
@@ -288,10 +303,14 @@ def attack_large_json(target: Target, *, size: int = 30 * MIB) -> AttackResult:
     """Send ``size`` bytes of JSON (a list of empty objects) on ``/ws`` (was 870 MB)."""
     items = size // 3
     text = '{"type":"step","data":{"action":[' + ",".join(["{}"] * items) + "]}}"
-    return _amplified("large_json", target, lambda: _ws_exchange(target, text, any_close=True))
+
+    def body(good: GoodClient) -> Outcome:
+        return _ws_exchange(target, good, text, any_close=True)
+
+    return _amplified("large_json", target, body)
 
 
 def attack_deep_json(target: Target, *, depth: int = 100_000) -> AttackResult:
     """Send ``"[" * depth`` on ``/ws``: a clean error reply, no RecursionError."""
     text = "[" * depth + "]" * depth
-    return _amplified("deep_json", target, lambda: _ws_exchange(target, text))
+    return _amplified("deep_json", target, lambda good: _ws_exchange(target, good, text))
