@@ -1,7 +1,8 @@
 """Fixtures shared by the Docker tests of several packages.
 
 Without a Docker engine they skip with a reason that says how to enable them; with
-OPENENV_GYM_REQUIRE_DOCKER=1 (as CI sets) that skip becomes a failure. The image is built
+OPENENV_GYM_REQUIRE_ALL=1 (as CI sets) or OPENENV_GYM_REQUIRE_DOCKER=1 that skip becomes a
+failure (``openenv_gym.testing.optional``). The image is built
 offline by `.ci/run`, or by the ``docker_image`` fixture when it is missing.
 """
 
@@ -13,13 +14,9 @@ from typing import Any
 
 import pytest
 
+from openenv_gym.testing.optional import unavailable
+
 DOCKER_IMAGE = os.environ.get("OPENENV_GYM_TEST_IMAGE", "openenv-gym:latest")
-
-
-def _docker_unavailable(reason: str) -> None:
-    if os.environ.get("OPENENV_GYM_REQUIRE_DOCKER") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +28,10 @@ def docker_client() -> Any:
         client = docker.from_env()
         client.ping()
     except Exception as exc:  # no SDK, or no engine
-        _docker_unavailable(
+        unavailable(
+            "docker",
             f"no Docker engine ({type(exc).__name__}: {exc}); install one (Debian: "
-            "apt-get install docker.io && dockerd &) and pip install 'openenv-gym[docker]', "
-            "or set OPENENV_GYM_REQUIRE_DOCKER=1 to make this a failure"
+            "apt-get install docker.io && dockerd &) and pip install 'openenv-gym[docker]'",
         )
     return client
 

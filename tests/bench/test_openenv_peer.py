@@ -8,15 +8,16 @@ from collections.abc import Iterator
 import pytest
 
 from openenv_gym.bench import openenv_peer
+from openenv_gym.testing.optional import require_module, unavailable
 
-pytest.importorskip("openenv")
+require_module("openenv", family="openenv", install="pip install 'openenv-gym[openenv]'")
 
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     ok, reason = openenv_peer.available()
     if not ok:
-        pytest.skip(reason)
+        unavailable("openenv", reason)
     with openenv_peer.serve("CartPole-v1", max_sessions=8, startup_timeout=25) as server_url:
         yield server_url
 

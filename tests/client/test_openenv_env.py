@@ -27,7 +27,9 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.utils.passive_env_checker import env_reset_passive_checker, env_step_passive_checker
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-pytest.importorskip("openenv")
+from openenv_gym.testing.optional import require_module, unavailable
+
+require_module("openenv", family="openenv", install="pip install 'openenv-gym[openenv]'")
 
 from openenv_gym.bench import openenv_peer
 from openenv_gym.client.openenv_env import OpenEnvEnv, endpoints
@@ -42,7 +44,7 @@ from openenv_gym.errors import (
 )
 
 if not openenv_peer.available()[0]:
-    pytest.skip(openenv_peer.available()[1], allow_module_level=True)
+    unavailable("openenv", openenv_peer.available()[1])
 
 NUM_ENVS = 8
 STEPS = 200

@@ -14,6 +14,7 @@ import pytest
 
 from openenv_gym.envs import Task, TaskSet, is_tool, tool, tools
 from openenv_gym.envs.tasks import VerifierContext, verify
+from openenv_gym.testing.optional import require_module
 
 RECORDS: list[dict[str, Any]] = [
     {"id": "a", "prompt": "make a", "verifier": {"type": "file_exists", "path": "a.txt"}},
@@ -135,7 +136,7 @@ def test_builtin_tasks_load() -> None:
 
 
 def test_from_parquet(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install pyarrow)")
+    require_module("pyarrow", family="pyarrow", install="pip install pyarrow")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -158,9 +159,7 @@ def test_from_parquet_without_pyarrow_says_what_to_install(
 
 
 def test_from_hf_dataset() -> None:
-    datasets = pytest.importorskip(
-        "datasets", reason="Hugging Face datasets is not installed (pip install datasets)"
-    )
+    datasets = require_module("datasets", family="datasets", install="pip install datasets")
     dataset = datasets.Dataset.from_list(COLUMNS)
     assert TaskSet.from_hf_dataset(dataset) == TaskSet(RECORDS)
     as_json = datasets.Dataset.from_list(

@@ -2,7 +2,7 @@
 
 In-process tests pass allow_outside_container=True: their commands run on this machine, in
 sandboxes (tests/envs/test_sandbox.py attacks them). The Docker tests are skipped without an
-engine, with the reason; OPENENV_GYM_REQUIRE_DOCKER=1 turns that skip into a failure (as in
+engine, with the reason; OPENENV_GYM_REQUIRE_ALL=1 turns that skip into a failure (as in
 tests/providers).
 """
 

@@ -8,7 +8,9 @@ from types import ModuleType
 
 import pytest
 
-pytest.importorskip("openenv")
+from openenv_gym.testing.optional import require_module
+
+require_module("openenv", family="openenv", install="pip install 'openenv-gym[openenv]'")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "openenv_word_game.py"
 

@@ -9,7 +9,9 @@ from types import ModuleType
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from openenv_gym.testing.optional import require_module
+
+torch = require_module("torch", family="torch", install="pip install torch==2.13.0")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ppo_cartpole.py"
 

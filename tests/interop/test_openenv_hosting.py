@@ -14,7 +14,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import SyncVectorEnv
 
-pytest.importorskip("openenv")
+from openenv_gym.testing.optional import require_module
+
+require_module("openenv", family="openenv", install="pip install 'openenv-gym[openenv]'")
 
 import openenv_gym
 from openenv_gym.interop.hosted import OpenEnvAsGym

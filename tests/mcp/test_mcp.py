@@ -8,9 +8,10 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-import pytest
 
-pytest.importorskip("mcp")
+from openenv_gym.testing.optional import require_module
+
+require_module("mcp", family="mcp", install="pip install 'openenv-gym[mcp]'")
 
 from mcp import Client, StdioServerParameters
 

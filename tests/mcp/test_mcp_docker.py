@@ -2,21 +2,22 @@
 
 The MCP server runs inside the container (`openenv-gym mcp` over stdio through `docker exec -i`),
 so the container needs no network at all; the Gymnasium facade drives the same env id in a
-container of the same image. Skipped without an engine unless OPENENV_GYM_REQUIRE_DOCKER=1.
+container of the same image. Skipped without an engine unless OPENENV_GYM_REQUIRE_ALL=1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-pytest.importorskip("mcp")
+from openenv_gym.testing.optional import require_module, unavailable
+
+require_module("mcp", family="mcp", install="pip install 'openenv-gym[mcp]'")
 
 from mcp import Client, StdioServerParameters
 
@@ -31,10 +32,7 @@ COMMANDS = ["ls", "printf 'Hello, terminal!\\n' > hello.txt", "cat hello.txt"]
 @pytest.fixture(scope="module")
 def offline_container(docker_client: Any, docker_image: str) -> Iterator[Any]:
     if shutil.which("docker") is None:
-        reason = "the docker CLI is needed for `docker exec -i`"
-        if os.environ.get("OPENENV_GYM_REQUIRE_DOCKER") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable("docker", "the docker CLI is needed for `docker exec -i`")
     container = docker_client.containers.run(
         docker_image,
         entrypoint=["sleep", "300"],

@@ -16,7 +16,9 @@ import gymnasium
 import pytest
 from gymnasium.envs.registration import EnvSpec
 
-pytest.importorskip("mcp")
+from openenv_gym.testing.optional import require_module
+
+require_module("mcp", family="mcp", install="pip install 'openenv-gym[mcp]'")
 
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client

@@ -1,6 +1,6 @@
 """DockerProvider and the server image against a real Docker engine.
 
-Skipped without an engine, with the reason; CI sets OPENENV_GYM_REQUIRE_DOCKER=1, which turns
+Skipped without an engine, with the reason; CI sets OPENENV_GYM_REQUIRE_ALL=1, which turns
 that skip into a failure. The image is built offline by `.ci/run` (or by the fixture if absent).
 """
 
