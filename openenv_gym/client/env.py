@@ -15,6 +15,7 @@ from openenv_gym.client.connection import (
     DEFAULT_CONNECT_TIMEOUT,
     Connection,
 )
+from openenv_gym.client.pool import embedded_pool
 from openenv_gym.protocol.messages import (
     AutoresetModeName,
     MakeReply,
@@ -61,6 +62,14 @@ def open_session(
         raise
 
 
+def _own_server(env_id: str, kwargs: dict[str, Any], docker_image: str | None) -> Provider:
+    """Return the server of an env built without ``url=``: pooled, or a container of its own."""
+    server_args = embedded_server_args(kwargs)
+    if docker_image is None:
+        return embedded_pool().acquire(env_id, server_args)
+    return start_servers([env_id], docker_image=docker_image, server_args=server_args)
+
+
 class RemoteEnv(gymnasium.Env[ObsType, ActType]):
     """A ``gymnasium.Env`` that runs ``env_id`` in an environment server.
 
@@ -71,9 +80,10 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
 
     Args:
         env_id: a gymnasium id or ``module:attr`` entry point the server hosts.
-        url: ``ws://host:port`` of a running server. ``None`` starts a server hosting
-            ``env_id``, owned and stopped by this env: a local process (the embedded default)
-            or, with ``docker_image``, a container.
+        url: ``ws://host:port`` of a running server. ``None``: a local server process
+            hosting ``env_id``, shared with the other embedded envs of this process
+            (``openenv_gym.client.pool``), or, with ``docker_image``, a container owned and
+            stopped by this env.
         docker_image: run the owned server in a container of this image.
         token: the server's shared secret (default: ``$OPENENV_GYM_TOKEN``).
         ssl_context: TLS settings for a ``wss://`` url (default: the system's trusted CAs).
@@ -120,13 +130,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         kwargs = dict(env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
-        self._provider = (
-            None
-            if url is not None
-            else start_servers(
-                [env_id], docker_image=docker_image, server_args=embedded_server_args(kwargs)
-            )
-        )
+        self._provider = None if url is not None else _own_server(env_id, kwargs, docker_image)
         try:
             self._connection, reply = open_session(
                 env_id,
