@@ -414,10 +414,11 @@ def decode(
     if max_bytes is not None and len(data) > max_bytes:
         raise MessageTooLargeError(len(data), max_bytes)
     try:
-        if max_values is None:
+        # Each value takes at least one byte: a message this short cannot hold too many (and
+        # msgpack's own length limits default to the message size).
+        if max_values is None or len(data) <= max_values:
             return _unpackb(data)
-        # Each value takes at least one byte: a message this short cannot hold too many.
-        if len(data) > max_values and count_values(data, max_values) > max_values:
+        if count_values(data, max_values) > max_values:
             raise DecodeError(
                 f"message of {len(data)} bytes holds more than {max_values} values, "
                 f"over the limit of {max_values}"
