@@ -1,0 +1,51 @@
+"""Ids by name in processes that never imported openenv_gym (Ray workers, scripts, subprocesses)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_registration_module_prefix_works_in_a_fresh_process() -> None:
+    done = _run(
+        """
+        import gymnasium, sys
+        assert "openenv_gym" not in sys.modules
+        env = gymnasium.make("openenv_gym:openenv/CartPole-v1")
+        local = gymnasium.make("CartPole-v1")
+        assert (env.reset(seed=3)[0] == local.reset(seed=3)[0]).all()
+        assert env.step(1)[0].tolist() == local.step(1)[0].tolist()
+        env.close()
+        vec = gymnasium.make_vec(
+            "openenv_gym:openenv/CartPole-v1", 3, vectorization_mode="vector_entry_point"
+        )
+        assert vec.reset(seed=0)[0].shape == (3, 4)
+        vec.close()
+        print("ok")
+        """
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_registration_bare_namespace_needs_the_import() -> None:
+    done = _run(
+        """
+        import gymnasium
+        try:
+            gymnasium.make("openenv/CartPole-v1")
+        except gymnasium.error.NamespaceNotFound as exc:
+            print("refused:", exc)
+        """
+    )
+    assert done.returncode == 0 and done.stdout.startswith("refused:"), done.stderr
