@@ -185,25 +185,26 @@ class EnvHost:
     def render(self, *, max_bytes: int | None = None) -> Any:
         """Render: one frame for a single env, a tuple of frames for a batch.
 
-        Envs render one by one, as ``SyncVectorEnv.render`` does, and the frames' bytes are
-        summed as they come: once over ``max_bytes`` the remaining envs are not rendered, so a
-        reply that cannot be sent is never built.
+        Envs render one by one, as ``SyncVectorEnv.render`` does. After each frame the bytes so
+        far are projected to every env (the frames of one env id are alike in size): once the
+        projection is over ``max_bytes`` the remaining envs are not rendered, so a reply that
+        cannot be sent costs one frame, not a batch of them.
 
         Args:
             max_bytes: the largest reply the frames may make (``None``: no bound).
 
         Raises:
-            MessageTooLargeError: the frames are over ``max_bytes``; its size extrapolates
-                the envs rendered so far to all of them.
+            MessageTooLargeError: the frames would be over ``max_bytes``; its size projects the
+                envs rendered so far to all of them.
 
         """
         frames, total = [], 0
         for index, env in enumerate(self._envs):
             frame = env.render()
             total += _frame_bytes(frame)
-            if max_bytes is not None and total > max_bytes:
-                estimate = max(total * len(self._envs) // (index + 1), max_bytes + 1)
-                raise MessageTooLargeError(estimate, max_bytes)
+            projected = max(total, total * len(self._envs) // (index + 1))
+            if max_bytes is not None and projected > max_bytes:
+                raise MessageTooLargeError(projected, max_bytes)
             frames.append(frame)
         return frames[0] if self._single is not None else tuple(frames)
 

@@ -97,13 +97,14 @@ QUICK = settings(FUZZ, max_examples=60)
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalProvider]:
     limits = ["--max-sessions", str(MAX_SESSIONS), "--max-envs", str(MAX_ENVS)]
-    with LocalProvider(SPECS, extra_args=["--workers", "1", *limits]) as provider:
+    args = ["--workers", "1", "--set-attr-allow", "blob", *limits]
+    with LocalProvider(SPECS, extra_args=args) as provider:
         yield provider
 
 
 @pytest.fixture(scope="module")
 def small_server() -> Iterator[LocalProvider]:
-    args = ["--workers", "1", "--max-message-bytes", str(SMALL_LIMIT)]
+    args = ["--workers", "1", "--set-attr-allow", "blob", "--max-message-bytes", str(SMALL_LIMIT)]
     with LocalProvider(SPECS, extra_args=args) as provider:
         yield provider
 

@@ -242,7 +242,8 @@ def test_session_render_stops_once_the_frames_exceed_the_reply_limit() -> None:
     RenderCountingEnv.renders = 0
     status, request_id, body = handle(session, request(Op.RENDER, next_id))
     assert (status, request_id, body["type"]) == (Status.ERROR, next_id, MESSAGE_TYPE)
-    assert RenderCountingEnv.renders == 4, "envs were rendered after the reply could not fit"
+    # One frame projects the reply to 64 envs: nothing more is rendered once it cannot fit.
+    assert RenderCountingEnv.renders == 1, "envs were rendered after the reply could not fit"
     assert body["details"] == {"size": 64 * FRAME_BYTES, "limit": limit}
     assert (
         body["message"] == f"message of {64 * FRAME_BYTES} bytes is over the limit of {limit} bytes"
