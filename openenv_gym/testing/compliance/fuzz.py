@@ -54,15 +54,10 @@ __all__ = [
 MAX_SESSIONS = 32  # small limits make leaked sessions and envs countable exactly
 MAX_ENVS_PER_SESSION = 4096  # the server's default
 SMALL_LIMIT = 65536
-FUZZ_SERVER_ARGS = (
-    "--workers",
-    "1",
-    "--max-sessions",
-    str(MAX_SESSIONS),
-    "--max-envs",
-    str(MAX_ENVS),
-)
-SMALL_SERVER_ARGS = ("--workers", "1", "--max-message-bytes", str(SMALL_LIMIT))
+_LIMITS = ("--max-sessions", str(MAX_SESSIONS), "--max-envs", str(MAX_ENVS))
+_BLOB = ("--set-attr-allow", "blob")  # the attribute the size checks set and get
+FUZZ_SERVER_ARGS = ("--workers", "1", *_LIMITS, *_BLOB)
+SMALL_SERVER_ARGS = ("--workers", "1", "--max-message-bytes", str(SMALL_LIMIT), *_BLOB)
 """How the fuzz servers are started (``openenv-gym serve`` flags), hosting :data:`SPECS`."""
 ANSWER_TIMEOUT = 5.0
 PROBE_ID = 2**40

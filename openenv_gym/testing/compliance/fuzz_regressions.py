@@ -99,7 +99,8 @@ def check_unread_replies_bounded(fuzzer: Fuzzer, *, requests: int = 100) -> None
         blob = {"name": "blob", "values": np.ones(2**17), "per_env": False}
         setup = [HELLO, request(Op.MAKE, 2, {"env_id": CARTPOLE}), request(Op.SET_ATTR, 3, blob)]
         sock.sendall(b"".join(client_frame(frame) for frame in setup))
-        expect(len(read_frames(sock, 3, ANSWER_TIMEOUT)) == 3, "setup not answered")
+        answers = [fuzzer.check_reply(p) for _, p in read_frames(sock, 3, ANSWER_TIMEOUT)[:3]]
+        expect(all(a.status is Status.OK for a in answers), f"setup refused: {answers}")
         baseline = rss_mib(pid)
         get = [
             client_frame(request(Op.GET_ATTR, 10 + i, {"name": "blob"})) for i in range(requests)
