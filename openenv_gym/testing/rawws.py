@@ -1,8 +1,8 @@
 """A raw WebSocket client on a plain socket, for tests and reports that must break the rules.
 
-The fuzz test and the reliability report speak to live servers below any client library: they
+The compliance suite (fuzz, leaks, attacks) speaks to live servers below any client library: they
 send malformed or partial frames, abort connections, and read whatever comes back. These are
-their shared tools. Every wait is bounded by a timeout; only loopback is ever addressed.
+its tools. Every wait is bounded by a timeout; only loopback is ever addressed.
 """
 
 from __future__ import annotations

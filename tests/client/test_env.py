@@ -96,14 +96,15 @@ def test_make_openenv_id_runs_remotely_with_truthful_time_limit() -> None:
         assert isinstance(env.unwrapped, openenv_gym.RemoteEnv)
         assert env.spec is not None and env.spec.max_episode_steps == 500
         obs, _ = env.reset(seed=0)
-        # A balancing policy reaches the limit; the server truncates at exactly 500 steps.
+        # A balancing policy (it balances past 500 steps in-process from seed 0) reaches the
+        # limit: the episode is truncated, not terminated, at exactly 500 steps.
         steps, done = 0, False
-        while not done:
-            obs, _, terminated, truncated, _ = env.step(int(obs[2] + obs[3] > 0))
+        while not done and steps < 1000:
+            action = int(0.5 * obs[0] + obs[1] + 10 * obs[2] + 2 * obs[3] > 0)
+            obs, _, terminated, truncated, _ = env.step(action)
             steps += 1
             done = terminated or truncated
-        assert steps <= 500
-        assert truncated == (steps == 500)
+        assert (steps, terminated, truncated) == (500, False, True)
     finally:
         env.close()
 

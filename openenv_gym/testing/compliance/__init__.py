@@ -1,4 +1,4 @@
-"""A compliance suite any server can run: the attacks of the trust-boundary campaign.
+"""A compliance suite any server can run: attacks, fuzzing, faults and leak checks.
 
 Each attack (:mod:`.attacks`) takes a live server as a :class:`Target` and returns an
 :class:`AttackResult` with figures; :mod:`.campaign` starts the server each attack needs::
@@ -7,7 +7,9 @@ Each attack (:mod:`.attacks`) takes a live server as a :class:`Target` and retur
     for outcome in run_campaign(ATTACKS):
         print(outcome)
 
-Reused by ``tests/testing/test_attacks.py`` and ``benchmarks/reliability.py`` (section e).
+The fuzz campaign (:mod:`.fuzz` and its ``fuzz_*`` modules), the fault scenarios
+(:mod:`.faults`) and the leak checks (:mod:`.leaks`) take a live server the same way. Reused by
+``tests/testing/`` and the reliability report (:mod:`openenv_gym.bench.reliability`).
 """
 
 from openenv_gym.testing.compliance._support import AttackResult, Target

@@ -30,6 +30,7 @@ __all__ = [
     "enough_descriptors",
     "failed",
     "http_status",
+    "in_flight",
     "not_runnable",
     "peak_rss_mib",
     "result",
@@ -168,6 +169,31 @@ def server_holds(pid: int, peer_port: int) -> bool:
             if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
                 return True
     return False
+
+
+def _tcp_entries() -> Iterator[list[str]]:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines, None)
+            yield from (line.split() for line in lines)
+
+
+def in_flight(sock: socket.socket) -> int:
+    """Return the bytes sent on ``sock`` that the (local) server has not read yet.
+
+    Counts what is still in this socket's send queue and what waits in the peer socket's
+    receive queue (``/proc/net/tcp{,6}``, Linux). Zero means the server has read everything:
+    waiting for it to be zero after each write makes each write a read of its own.
+    """
+    port = sock.getsockname()[1]
+    pending = 0
+    for fields in _tcp_entries():
+        tx, rx = (int(part, 16) for part in fields[4].split(":"))
+        if int(fields[1].rpartition(":")[2], 16) == port:
+            pending += tx
+        elif int(fields[2].rpartition(":")[2], 16) == port:
+            pending += rx
+    return pending
 
 
 def enough_descriptors(wanted: int) -> int:
