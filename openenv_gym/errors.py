@@ -51,6 +51,7 @@ module level and pickles with its fields (``AsyncVectorEnv`` workers send them t
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, overload
@@ -548,9 +549,8 @@ def __getattr__(name: str) -> Any:
         AttributeError: ``name`` is no class of this module.
 
     """
-    if name.startswith("Remote") or name in {"_CLASSES"}:
-        from openenv_gym import _remote  # defines them here as it is imported
-
+    if name.startswith("Remote") or name == "_CLASSES":
+        importlib.import_module("openenv_gym._remote")  # defines them here
         if name in globals():
             return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Literal
 
-from openenv_gym.errors import OpenEnvError, SandboxUnavailableError
+from openenv_gym.errors import SandboxUnavailableError
 
 __all__ = [
     "CAPTURE_LIMIT",

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Literal
 
@@ -28,8 +28,13 @@ from openenv_gym.server.access import AccessPolicy
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 from openenv_gym.server.limits import ConnectionTable, Limits, Usage
-from openenv_gym.server.openenv_session import OPENENV_HTTP_PATHS, OPENENV_WS_PATH
-from openenv_gym.server.openenv_session import OpenEnvSession, http_reply, route
+from openenv_gym.server.openenv_session import (
+    OPENENV_HTTP_PATHS,
+    OPENENV_WS_PATH,
+    OpenEnvSession,
+    http_reply,
+    route,
+)
 from openenv_gym.server.session import Session, SessionState
 from openenv_gym.server.workers import supervise
 from openenv_gym.ws.server import (
@@ -160,7 +165,7 @@ class _Router:
     def _openenv(self, path: str, query: str) -> tuple[str, str] | None:
         return route(path, query) if self.config.openenv else None
 
-    def admit(self, path: str, query: str, headers: Sequence[tuple[str, str]]) -> HttpReply | None:
+    def admit(self, path: str, query: str, headers: Iterable[tuple[str, str]]) -> HttpReply | None:
         """Return the access check's refusal (every path but ``/healthz`` needs the token)."""
         path, _ = self._openenv(path, query) or (path, query)
         refusal = self.access.check(headers, require_token=path != HEALTH_PATH)

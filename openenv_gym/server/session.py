@@ -24,7 +24,6 @@ from openenv_gym.errors import (
     CapacityError,
     DecodeError,
     MessageTooLargeError,
-    OpenEnvError,
     ProtocolError,
     SessionStateError,
     VersionMismatchError,

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -99,7 +99,7 @@ class ServedSession(Protocol):
 class Router(Protocol):
     """What a server decides for each connection; ``server/app.py`` implements it."""
 
-    def admit(self, path: str, query: str, headers: Sequence[tuple[str, str]]) -> HttpReply | None:
+    def admit(self, path: str, query: str, headers: Iterable[tuple[str, str]]) -> HttpReply | None:
         """Return the refusal of a request (401, 403, 400 ...), or ``None`` to admit it."""
 
     def reply(self, path: str, query: str) -> HttpReply | None:
