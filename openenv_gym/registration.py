@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import types
 from collections.abc import Sequence
@@ -141,7 +142,7 @@ class _GymnasiumHook(importlib.abc.MetaPathFinder):
         if fullname != "gymnasium":
             return None
         sys.meta_path.remove(self)  # one use: later imports find gymnasium in sys.modules
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        spec = importlib.util.find_spec(fullname)  # whichever finder installed it
         if spec is not None and spec.loader is not None:
             spec.loader = _RegisteringLoader(spec.loader)
         return spec

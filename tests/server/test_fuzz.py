@@ -97,7 +97,9 @@ QUICK = settings(FUZZ, max_examples=60)
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalProvider]:
     limits = ["--max-sessions", str(MAX_SESSIONS), "--max-envs", str(MAX_ENVS)]
-    with LocalProvider(SPECS, extra_args=["--workers", "1", *limits]) as provider:
+    # SESSION_REQUESTS sets "blob" (a 96 KB payload split across segments): the operator allows it.
+    policy = ["--set-attr-allow", "blob"]
+    with LocalProvider(SPECS, extra_args=["--workers", "1", *limits, *policy]) as provider:
         yield provider
 
 
