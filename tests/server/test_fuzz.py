@@ -105,7 +105,7 @@ def server() -> Iterator[LocalProvider]:
 
 @pytest.fixture(scope="module")
 def small_server() -> Iterator[LocalProvider]:
-    args = ["--workers", "1", "--max-message-bytes", str(SMALL_LIMIT)]
+    args = ["--workers", "1", "--max-message-bytes", str(SMALL_LIMIT), "--set-attr-allow", "blob"]
     with LocalProvider(SPECS, extra_args=args) as provider:
         yield provider
 

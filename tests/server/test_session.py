@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from openenv_gym.protocol import codec
 from openenv_gym.protocol.messages import PROTOCOL_VERSION, Op, Status
 from openenv_gym.server.catalog import EnvCatalog
+from openenv_gym.server.hosting import HostingPolicy
 from openenv_gym.server.session import Session, SessionState
 
 
@@ -185,7 +186,9 @@ def test_session_refuses_private_names_through_wrapper_accessors(client: Client)
     assert client.ok(Op.CALL, {"name": "get_wrapper_attr", "args": ["gravity"]}) == 9.8
 
 
-def test_session_set_attr_shares_one_list_value_across_envs(client: Client) -> None:
+def test_session_set_attr_shares_one_list_value_across_envs() -> None:
+    policy = HostingPolicy(set_attrs=frozenset({"tag"}))  # the operator allows setting it
+    client = Client(Session(EnvCatalog(["CartPole-v1"], policy=policy)))
     open_session(client, num_envs=3, autoreset_mode=AutoresetMode.NEXT_STEP.value)
     client.ok(Op.SET_ATTR, {"name": "tag", "values": [1, 2], "per_env": False})
     assert client.ok(Op.GET_ATTR, {"name": "tag"}) == ([1, 2], [1, 2], [1, 2])
