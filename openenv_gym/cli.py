@@ -62,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         allow_hosts=tuple(args.allow_host),
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,
+        openenv=args.openenv,
     )
 
     def ready(url: str) -> None:
@@ -280,6 +281,12 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
         type=float,
         default=config.close_timeout,
         help="seconds a closing handshake may take before the connection is dropped",
+    )
+    serve.add_argument(
+        "--openenv",
+        action=argparse.BooleanOptionalAction,
+        default=config.openenv,
+        help="also speak OpenEnv's protocol on the port: /ws, /health, /schema, /metadata",
     )
     serve.add_argument(
         "--allow-origin",

@@ -9,6 +9,7 @@ built-in exception a caller would naturally catch for it::
     │   ├── DecodeError(ValueError)   bytes are not a valid message
     │   ├── MessageTooLargeError      a message is over the size limit
     │   ├── VersionMismatchError      client and server share no protocol version
+    │   ├── SessionStateError         a request the session's state does not allow
     │   └── UnsupportedSpaceError(TypeError)
     │                                 a gymnasium space type the protocol cannot carry
     ├── EndpointError(ConnectionError)
@@ -16,6 +17,7 @@ built-in exception a caller would naturally catch for it::
     │   │   ├── AuthenticationError   the server refused the token (HTTP 401)
     │   │   └── InsecureTokenError    the client would not send its token in clear text
     │   └── ConnectionLostError       the server went away mid-session
+    ├── TransportError                a WebSocket could not be opened or broke (``ws/``)
     ├── CallTimeoutError(TimeoutError)
     │                                 a server did not answer within the deadline
     ├── RemoteError                   the server raised; ``remote_type`` names the exception
@@ -34,8 +36,14 @@ built-in exception a caller would naturally catch for it::
     ├── CapacityError                 a server is at one of its limits (sessions, envs)
     ├── InvalidActionError(ValueError)
     │                                 a batch of actions does not fit the action space
-    └── ServerStartError(RuntimeError)
-                                      a provider could not start a server
+    ├── SpaceMismatchError(ValueError)
+    │                                 the servers of one vector env describe different spaces
+    ├── ServerStartError(RuntimeError)
+    │   └── ImageBuildError           building a server image failed
+    ├── RestartUnsupportedError(NotImplementedError)
+    │                                 a provider cannot replace one of its servers
+    └── SandboxUnavailableError(PermissionError)
+                                      a terminal env cannot isolate agent commands here
 
 Exceptions keep their fields and build their text in ``__str__``; every class is defined at
 module level and pickles with its fields (``AsyncVectorEnv`` workers send them to the parent).
@@ -43,12 +51,13 @@ module level and pickles with its fields (``AsyncVectorEnv`` workers send them t
 
 from __future__ import annotations
 
-import builtins
+import importlib
 import re
-from collections.abc import Iterable
-from typing import Any, ClassVar, overload
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
-import gymnasium.error
+if TYPE_CHECKING:
+    import gymnasium.error
 
 __all__ = [
     "AttributeNotAllowedError",
@@ -60,6 +69,7 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "EndpointError",
+    "ImageBuildError",
     "InsecureTokenError",
     "InvalidActionError",
     "KwargNotAllowedError",
@@ -79,7 +89,12 @@ __all__ = [
     "RemoteTypeError",
     "RemoteValueError",
     "RemoteZeroDivisionError",
+    "RestartUnsupportedError",
+    "SandboxUnavailableError",
     "ServerStartError",
+    "SessionStateError",
+    "SpaceMismatchError",
+    "TransportError",
     "UnknownEnvError",
     "UnsupportedSpaceError",
     "VersionMismatchError",
@@ -136,6 +151,10 @@ class UnsupportedSpaceError(ProtocolError, TypeError):
     """A gymnasium space type that the protocol cannot describe."""
 
 
+class SessionStateError(ProtocolError):
+    """A request arrived in a session state that does not allow it (e.g. STEP before HELLO)."""
+
+
 class EndpointError(OpenEnvError, ConnectionError):
     """Talking to a server endpoint failed; ``url`` names it."""
 
@@ -173,6 +192,29 @@ class InsecureTokenError(ConnectError):
                 "(or OPENENV_GYM_ALLOW_INSECURE_TOKEN=1)"
             ),
         )
+
+
+class TransportError(OpenEnvError):
+    """A WebSocket could not be opened or broke; the text says how.
+
+    Raised by ``ws/`` (which knows no endpoint semantics); the client's connection turns it
+    into a :class:`ConnectError` naming the URL.
+
+    Attributes:
+        status: the HTTP status when the server refused the opening handshake.
+
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_transport_error, (str(self), self.status)
+
+
+def _rebuild_transport_error(message: str, status: int | None) -> TransportError:
+    return TransportError(message, status=status)
 
 
 class ConnectionLostError(EndpointError):
@@ -357,6 +399,52 @@ class ServerStartError(OpenEnvError, RuntimeError):
     """A provider could not bring up an environment server; the text carries its output."""
 
 
+class ImageBuildError(ServerStartError):
+    """Building the wheelhouse, the base image or the server image failed."""
+
+
+class RestartUnsupportedError(OpenEnvError, NotImplementedError):
+    """A provider cannot replace one of its servers (see ``Provider.restart``)."""
+
+    def __init__(self, provider: str, index: int) -> None:
+        super().__init__(provider, index)
+        self.provider = provider
+        self.index = index
+
+    def __str__(self) -> str:
+        return f"{self.provider} cannot restart server {self.index}"
+
+
+class SpaceMismatchError(OpenEnvError, ValueError):
+    """The servers of one vector env describe different spaces (they host different envs)."""
+
+    def __init__(self, url: str, reference: str, what: str) -> None:
+        super().__init__(url, reference, what)
+        self.url = url
+        self.reference = reference
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.url}: its {self.what} differs from that of {self.reference}"
+
+
+class SandboxUnavailableError(OpenEnvError, PermissionError):
+    """The isolation asked for (or any, for ``"auto"``) cannot be set up in this process."""
+
+    def __init__(self, requested: str, missing: Mapping[str, str]) -> None:
+        super().__init__(requested, dict(missing))
+        self.requested = requested
+        self.missing = dict(missing)
+
+    def __str__(self) -> str:
+        reasons = "; ".join(f"{mode}: {why}" for mode, why in self.missing.items())
+        return (
+            f"cannot isolate terminal episodes: expected isolation {self.requested!r}, but "
+            f"{reasons}. TerminalEnv will not run agent commands unisolated unless the operator "
+            "passes isolation='none'"
+        )
+
+
 class RemoteValueError(RemoteError, ValueError):
     """A remote ``ValueError``."""
 
@@ -423,87 +511,10 @@ class RemoteZeroDivisionError(RemoteArithmeticError, ZeroDivisionError):
     default_remote_type = "ZeroDivisionError"
 
 
-class RemoteGymnasiumError(RemoteError, gymnasium.error.Error):
-    """A remote ``gymnasium.error.Error``."""
+if TYPE_CHECKING:
 
-    default_remote_type = "gymnasium.error.Error"
-
-
-_EXPLICIT: dict[type[Exception], type[RemoteError]] = {
-    ValueError: RemoteValueError,
-    TypeError: RemoteTypeError,
-    LookupError: RemoteLookupError,
-    KeyError: RemoteKeyError,
-    IndexError: RemoteIndexError,
-    AttributeError: RemoteAttributeError,
-    AssertionError: RemoteAssertionError,
-    RuntimeError: RemoteRuntimeError,
-    NotImplementedError: RemoteNotImplementedError,
-    ArithmeticError: RemoteArithmeticError,
-    ZeroDivisionError: RemoteZeroDivisionError,
-    gymnasium.error.Error: RemoteGymnasiumError,
-}
-"""The classes written out above; generated ones derive from the nearest of them."""
-
-_CLASSES: dict[str, type[RemoteError]] = {
-    cls.default_remote_type: cls for cls in _EXPLICIT.values()
-}
-"""Remote type name (bare for built-ins, else ``module.Name``) -> the class standing for it."""
-
-
-_NOT_MIXED: tuple[type[BaseException], ...] = (OSError, StopIteration, StopAsyncIteration)
-_NOT_MIXED += tuple(
-    getattr(builtins, name) for name in ("BaseExceptionGroup",) if hasattr(builtins, name)
-)
-
-
-def _mixable(base: object) -> bool:
-    """Tell whether a remote exception of type ``base`` is raised as a ``base`` here too."""
-    # OSError subclasses would pass for this library's own ConnectionError / TimeoutError (the
-    # connection's state, not the env's); StopIteration is control flow; BaseException-only
-    # types (SystemExit, KeyboardInterrupt) must not stop the client; an ExceptionGroup
-    # checks its constructor's arguments.
-    return (
-        isinstance(base, type)
-        and issubclass(base, Exception)
-        and not issubclass(base, _NOT_MIXED)
-        and not issubclass(RemoteError, base)
-        and not issubclass(base, RemoteError)
-    )
-
-
-def _define_remote_classes() -> None:
-    """Define ``Remote<Name>`` in this module for every other mixable known exception type."""
-    ours = {name: globals().get(name) for name in __all__}
-    sources = [
-        ("", vars(builtins)),
-        ("gymnasium.error.", vars(gymnasium.error)),
-        (f"{__name__}.", ours),
-    ]
-    for prefix, namespace in sources:
-        for name, base in list(namespace.items()):
-            remote_type = f"{prefix}{name}"
-            if remote_type in _CLASSES or not _mixable(base):
-                continue
-            qualname = f"Remote{name}"
-            if qualname in globals():
-                continue
-            attrs = {
-                "__module__": __name__,
-                "__qualname__": qualname,
-                "__doc__": f"A remote ``{remote_type}``.",
-                "default_remote_type": remote_type,
-            }
-            parent = next((_EXPLICIT[k] for k in base.__mro__ if k in _EXPLICIT), RemoteError)
-            try:
-                cls = type(qualname, (parent, base), attrs)
-            except TypeError:  # a built-in with its own C layout (e.g. UnicodeError)
-                continue
-            globals()[qualname] = _CLASSES[remote_type] = cls
-
-
-_define_remote_classes()
-_BY_BARE_NAME = {name.rpartition(".")[2]: cls for name, cls in reversed(_CLASSES.items())}
+    class RemoteGymnasiumError(RemoteError, gymnasium.error.Error):
+        """A remote ``gymnasium.error.Error`` (defined in ``openenv_gym/_remote.py``)."""
 
 
 def remote_error(
@@ -525,11 +536,21 @@ def remote_error(
         A ``RemoteError`` instance (not raised).
 
     """
-    cls = _remote_class(remote_type)
+    from openenv_gym import _remote
+
+    cls = _remote.remote_class(remote_type)
     return cls(url, remote_type, message, remote_traceback)
 
 
-def _remote_class(remote_type: str) -> type[RemoteError]:
-    """Return the class standing for ``remote_type`` (``RemoteError`` for an unknown one)."""
-    name = remote_type.removeprefix("builtins.")
-    return _CLASSES.get(name) or _BY_BARE_NAME.get(name.rpartition(".")[2]) or RemoteError
+def __getattr__(name: str) -> Any:
+    """Define the generated ``Remote<Name>`` classes on first use (they need gymnasium.error).
+
+    Raises:
+        AttributeError: ``name`` is no class of this module.
+
+    """
+    if name.startswith("Remote") or name == "_CLASSES":
+        importlib.import_module("openenv_gym._remote")  # defines them here
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

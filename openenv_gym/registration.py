@@ -9,15 +9,19 @@ env's ``spec.max_episode_steps`` still reports the limit in force.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import gymnasium
-from gymnasium.envs.registration import load_env_creator
+if TYPE_CHECKING:
+    from openenv_gym.client.env import RemoteEnv
+    from openenv_gym.client.vector_env import RemoteVectorEnv
 
-from openenv_gym.client.env import RemoteEnv
-from openenv_gym.client.vector_env import RemoteVectorEnv
-
-__all__ = ["NAMESPACE", "register_envs", "remote_id"]
+__all__ = ["NAMESPACE", "register_envs", "register_when_gymnasium_loads", "remote_id"]
 
 NAMESPACE = "openenv"
 
@@ -32,6 +36,9 @@ class _EnvCreator:
     def metadata(self) -> dict[str, Any]:
         # gymnasium.make reads render_modes from here before constructing. Envs whose module
         # cannot be imported on the client (extras missing) simply have no metadata here.
+        import gymnasium
+        from gymnasium.envs.registration import load_env_creator
+
         try:
             entry_point: Any = gymnasium.spec(self.env_id).entry_point
             creator = entry_point if callable(entry_point) else load_env_creator(entry_point)
@@ -43,6 +50,8 @@ class _EnvCreator:
         return metadata
 
     def __call__(self, **kwargs: Any) -> RemoteEnv[Any, Any]:
+        from openenv_gym.client.env import RemoteEnv
+
         return RemoteEnv(self.env_id, **kwargs)
 
 
@@ -53,16 +62,22 @@ class _VectorEnvCreator:
         self.env_id = env_id
 
     def __call__(self, num_envs: int, **kwargs: Any) -> RemoteVectorEnv:
+        from openenv_gym.client.vector_env import RemoteVectorEnv
+
         return RemoteVectorEnv(self.env_id, num_envs, **kwargs)
 
 
 def _remote(env_id: str, **kwargs: Any) -> RemoteEnv[Any, Any]:
     """Entry point of ``openenv/Remote-v0``: any env id, given as ``env_id=``."""
+    from openenv_gym.client.env import RemoteEnv
+
     return RemoteEnv(env_id, **kwargs)
 
 
 def _remote_vector(num_envs: int, env_id: str, **kwargs: Any) -> RemoteVectorEnv:
     """Vector entry point of ``openenv/Remote-v0``."""
+    from openenv_gym.client.vector_env import RemoteVectorEnv
+
     return RemoteVectorEnv(env_id, num_envs, **kwargs)
 
 
@@ -78,6 +93,8 @@ def remote_id(env_id: str) -> str:
 
 def register_envs() -> None:
     """Register ``openenv/<id>`` for every id now in gymnasium's registry; idempotent."""
+    import gymnasium
+
     prefix = f"{NAMESPACE}/"
     for env_id, spec in list(gymnasium.registry.items()):
         if spec.namespace is not None and spec.namespace.startswith(NAMESPACE):
@@ -98,3 +115,52 @@ def register_envs() -> None:
             entry_point=_remote,  # type: ignore[arg-type]
             vector_entry_point=_remote_vector,  # type: ignore[arg-type]
         )
+
+
+def register_when_gymnasium_loads() -> None:
+    """Register the ids now if gymnasium is imported, else right after it is.
+
+    Importing ``openenv_gym`` (or one of its layers, such as ``protocol`` or ``providers``) thus
+    loads no gymnasium of its own, and ``import openenv_gym; gymnasium.make("openenv/...")``
+    works in either import order.
+    """
+    if "gymnasium" in sys.modules:
+        register_envs()
+    elif not any(isinstance(finder, _GymnasiumHook) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _GymnasiumHook())
+
+
+class _GymnasiumHook(importlib.abc.MetaPathFinder):
+    """Find ``gymnasium`` as usual, and register the ids once its module has executed."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "gymnasium":
+            return None
+        sys.meta_path.remove(self)  # one use: later imports find gymnasium in sys.modules
+        spec = importlib.util.find_spec(fullname)  # whichever finder installed it
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """Delegate to gymnasium's loader, then register the ``openenv/<id>`` ids."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._loader.exec_module(module)
+        # Hand gymnasium its own loader back (resource readers and reloads go through it).
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        register_envs()

@@ -140,8 +140,8 @@ def test_remote_error_of_an_unmixable_type_is_a_plain_remote_error(remote_type: 
 
 
 def test_remote_error_built_directly_keeps_three_argument_form() -> None:
-    error = RemoteError(URL, "SpaceMismatch", "shards disagree on spaces")
-    assert str(error) == f"{URL}: SpaceMismatch: shards disagree on spaces"
+    error = RemoteError(URL, "acme.ShardError", "shards disagree")
+    assert str(error) == f"{URL}: acme.ShardError: shards disagree"
     assert _fields(type(error)(str(error))) == _fields(error)
 
 
@@ -165,6 +165,9 @@ SAMPLES: dict[str, tuple[object, ...]] = {
     "CapacityError": ("sessions", 2, 2),
     "KwargNotAllowedError": ("CartPole-v1", "bogus", ["render_mode"]),
     "AttributeNotAllowedError": ("CartPole-v1", "_x", "read", []),
+    "RestartUnsupportedError": ("DockerProvider", 1),
+    "SpaceMismatchError": (URL, "ws://127.0.0.1:2", "observation or action space"),
+    "SandboxUnavailableError": ("uid", {"uid": "not root"}),
 }
 
 
@@ -248,3 +251,19 @@ def test_gymnasium_make_with_an_unknown_kwarg_is_a_remote_type_error(cartpole_ur
     retried = type(error)(f"{error} (retried without frameskip)")
     assert isinstance(retried, RemoteTypeError) and retried.url == cartpole_url
     assert "'bogus'" in str(retried)
+
+
+def test_error_tree_holds_the_errors_of_every_layer() -> None:
+    assert issubclass(errors.SessionStateError, errors.ProtocolError)
+    assert issubclass(errors.ImageBuildError, errors.ServerStartError)
+    assert issubclass(errors.TransportError, errors.OpenEnvError)
+    assert issubclass(errors.SpaceMismatchError, ValueError)
+    assert issubclass(errors.RestartUnsupportedError, NotImplementedError)
+    assert issubclass(errors.SandboxUnavailableError, PermissionError)
+    for name in ("SessionStateError", "ImageBuildError", "TransportError", "SpaceMismatchError"):
+        assert name in (errors.__doc__ or ""), name
+
+
+def test_space_mismatch_error_names_both_servers() -> None:
+    text = str(errors.SpaceMismatchError(URL, "ws://127.0.0.1:2", "action space"))
+    assert text == f"{URL}: its action space differs from that of ws://127.0.0.1:2"

@@ -1,44 +1,34 @@
 """A connection to one server: handshake, request/reply, timeouts, typed errors.
 
-The only client module that knows about WebSockets. Requests can be split in two halves
+Opened with the protocol handshake of ``ws/handshake.py``. Requests can be split in two halves
 (:meth:`Connection.send` then :meth:`Connection.receive`) so that a vector env sends to every
 shard before it waits for any.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import ssl
 import time
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, InvalidURI
-from websockets.uri import parse_uri
+from websockets.exceptions import ConnectionClosed
 
-from openenv_gym.client.transport import BlockingWebSocket, TransportError
 from openenv_gym.errors import (
-    AuthenticationError,
     CallTimeoutError,
-    CapacityError,
-    ConnectError,
     ConnectionLostError,
     DecodeError,
-    InsecureTokenError,
-    OpenEnvError,
-    VersionMismatchError,
-    remote_error,
 )
 from openenv_gym.protocol import codec
-from openenv_gym.protocol.messages import (
-    PROTOCOL_VERSION,
-    ErrorBody,
-    Hello,
-    HelloReply,
-    Op,
-    Status,
-    parse_body,
-    parse_reply,
+from openenv_gym.protocol.messages import Op, Status, parse_reply
+from openenv_gym.ws.client import BlockingWebSocket
+from openenv_gym.ws.handshake import (
+    ALLOW_INSECURE_TOKEN_ENV,
+    DEFAULT_CONNECT_TIMEOUT,
+    HELLO_ID,
+    connect,
+    probe,
+    reply_error,
+    token_allowed,
 )
 
 __all__ = [
@@ -50,45 +40,8 @@ __all__ = [
     "token_allowed",
 ]
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-"""Seconds to open a connection and complete the protocol handshake."""
-
 DEFAULT_CALL_TIMEOUT = 300.0
 """Seconds to wait for any one reply (a hung env must not hang the trainer forever)."""
-
-ALLOW_INSECURE_TOKEN_ENV = "OPENENV_GYM_ALLOW_INSECURE_TOKEN"
-"""Set to ``1`` to send tokens over plain ``ws://`` to any host, as ``allow_insecure_token``."""
-
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-
-
-def token_allowed(url: str) -> bool:
-    """Tell whether a token may travel to ``url``: over TLS, or to a loopback host.
-
-    ``wss://`` URLs and the hosts ``127.0.0.0/8``, ``::1`` (also IPv4-mapped) and
-    ``localhost`` qualify. Other host names are not resolved: a name is not trusted to stay
-    on this machine. Pure: no name lookup, no socket.
-
-    Args:
-        url: a ``ws://`` or ``wss://`` URL.
-
-    Returns:
-        ``False`` also for a URL that is not a valid WebSocket URL.
-
-    """
-    try:
-        uri = parse_uri(url)
-    except InvalidURI:
-        return False
-    if uri.secure or uri.host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        address = ipaddress.ip_address(uri.host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 class Connection:
@@ -128,43 +81,18 @@ class Connection:
         allow_insecure_token: bool = False,
     ) -> None:
         self.url = url
-        token = token or os.environ.get("OPENENV_GYM_TOKEN") or None
-        if token:
-            _check_token_url(url, allow_insecure_token)
-        headers = {"Authorization": f"Bearer {token}"} if token else None
         self.call_timeout = call_timeout
         self.max_message_bytes = max_message_bytes
-        self._next_id = 1
+        self._next_id = HELLO_ID + 1
         self._ws: BlockingWebSocket | None = None
-        try:
-            self._ws = BlockingWebSocket(
-                url,
-                open_timeout=connect_timeout,
-                max_size=max_message_bytes,
-                headers=headers,
-                ssl_context=ssl_context,
-            )
-        except TransportError as exc:
-            if exc.status == 401:
-                raise AuthenticationError(url, "the server refused the token (HTTP 401)") from exc
-            raise ConnectError(url, str(exc)) from exc
-        try:
-            body = self.request(
-                Op.HELLO,
-                Hello(protocol_version=PROTOCOL_VERSION, client="openenv-gym").model_dump(),
-                timeout=connect_timeout,
-                operation="handshake",
-            )
-            self.hello = parse_body(HelloReply, body)
-        except (VersionMismatchError, CapacityError):
-            self.close()
-            raise
-        except OpenEnvError as exc:
-            self.close()
-            raise ConnectError(url, f"protocol handshake failed: {exc}") from exc
-        except BaseException:
-            self.close()
-            raise
+        self._ws, self.hello = connect(
+            url,
+            timeout=connect_timeout,
+            max_message_bytes=max_message_bytes,
+            token=token,
+            ssl_context=ssl_context,
+            allow_insecure_token=allow_insecure_token,
+        )
 
     @property
     def closed(self) -> bool:
@@ -257,50 +185,4 @@ class Connection:
         return ConnectionLostError(self.url, f"connection lost during {operation} ({detail})")
 
     def _remote_error(self, body: Any) -> Exception:
-        error = parse_body(ErrorBody, body)
-        if error.type.endswith("VersionMismatchError") and error.details:
-            return VersionMismatchError(
-                self.url, PROTOCOL_VERSION, int(error.details["server_version"])
-            )
-        return remote_error(self.url, error.type, error.message, error.traceback)
-
-
-def _check_token_url(url: str, allow_insecure_token: bool) -> None:
-    """Raise unless a token may be sent to ``url`` (see :func:`token_allowed`)."""
-    try:
-        parse_uri(url)
-    except InvalidURI as exc:
-        raise ConnectError(url, f"invalid url: {exc}") from exc
-    opted_in = allow_insecure_token or os.environ.get(ALLOW_INSECURE_TOKEN_ENV) == "1"
-    if not opted_in and not token_allowed(url):
-        raise InsecureTokenError(url)
-
-
-def probe(
-    url: str,
-    *,
-    timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    token: str | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    allow_insecure_token: bool = False,
-) -> HelloReply:
-    """Connect, complete the protocol handshake, and disconnect: a readiness check.
-
-    Raises:
-        InsecureTokenError: a token would travel in clear text (see :class:`Connection`).
-        ConnectError: the server is not (yet) reachable or fails the handshake.
-        VersionMismatchError: it speaks another protocol version.
-
-    """
-    connection = Connection(
-        url,
-        connect_timeout=timeout,
-        token=token,
-        ssl_context=ssl_context,
-        allow_insecure_token=allow_insecure_token,
-    )
-    try:
-        connection.request(Op.CLOSE, timeout=timeout)
-        return connection.hello
-    finally:
-        connection.close()
+        return reply_error(self.url, body)

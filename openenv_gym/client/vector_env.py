@@ -44,6 +44,7 @@ from openenv_gym.errors import (
     ConnectionLostError,
     InvalidActionError,
     RemoteError,
+    SpaceMismatchError,
 )
 from openenv_gym.protocol.messages import Op
 from openenv_gym.protocol.spaces import space_from_data
@@ -114,6 +115,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         ConnectError: a server cannot be reached (``AuthenticationError``: bad token).
         CapacityError: a server is at one of its limits (sessions, envs).
         RemoteError: a server refused or failed to create the envs.
+        SpaceMismatchError: the servers describe different spaces (they host different envs).
 
     """
 
@@ -188,8 +190,10 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 or space_from_data(reply.action_space) != self.single_action_space
             ):
                 self.close()
-                raise RemoteError(
-                    shard.connection.url, "SpaceMismatch", "shards disagree on spaces"
+                raise SpaceMismatchError(
+                    shard.connection.url,
+                    self._shards[0].connection.url,
+                    "observation or action space",
                 )
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -490,9 +494,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         def open_shard(url: str) -> Connection:
             return open_session(self.env_id, url, num_envs=shard.size, **self._session_args)[0]
 
-        restart = getattr(self._provider, "restart", None)
+        provider = self._provider
         shard.connection = reopen(
-            shard.connection.url, open_shard, None if restart is None else lambda: restart(index)
+            shard.connection.url,
+            open_shard,
+            None if provider is None else lambda: provider.restart(index),
         )
         logger.warning(
             "envs %d-%d lost their server; fresh episodes on %s",

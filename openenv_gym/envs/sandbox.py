@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Literal
 
-from openenv_gym.errors import OpenEnvError
+from openenv_gym.errors import SandboxUnavailableError
 
 __all__ = [
     "CAPTURE_LIMIT",
@@ -85,23 +85,6 @@ _PROBE_UID = UID_BASE - 1
 _SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: what a uid may leave behind
 _CAP_SETUID, _CAP_SETGID, _CAP_CHOWN = 7, 6, 0
 _CAP_SETPCAP = 8
-
-
-class SandboxUnavailableError(OpenEnvError, PermissionError):
-    """The isolation asked for (or any, for ``"auto"``) cannot be set up in this process."""
-
-    def __init__(self, requested: str, missing: Mapping[str, str]) -> None:
-        super().__init__(requested, dict(missing))
-        self.requested = requested
-        self.missing = dict(missing)
-
-    def __str__(self) -> str:
-        reasons = "; ".join(f"{mode}: {why}" for mode, why in self.missing.items())
-        return (
-            f"cannot isolate terminal episodes: expected isolation {self.requested!r}, but "
-            f"{reasons}. TerminalEnv will not run agent commands unisolated unless the operator "
-            "passes isolation='none'"
-        )
 
 
 @dataclasses.dataclass(frozen=True)

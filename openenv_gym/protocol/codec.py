@@ -18,12 +18,12 @@ import functools
 import math
 import re
 import struct
+import sys
 import threading
 from typing import Any
 
 import msgpack
 import numpy as np
-from gymnasium.spaces import GraphInstance
 
 from openenv_gym.errors import DecodeError, EncodeError, MessageTooLargeError
 
@@ -178,7 +178,7 @@ def _default(value: Any) -> Any:
         return _encode_array(value)
     if isinstance(value, np.generic):
         return _encode_scalar(value)
-    if isinstance(value, GraphInstance):
+    if _is_graph(value):
         return msgpack.ExtType(
             EXT_GRAPH, _packb_nested([value.nodes, value.edges, value.edge_links])
         )
@@ -198,7 +198,17 @@ def _default(value: Any) -> Any:
     )
 
 
-def _decode_graph(data: bytes) -> GraphInstance:
+def _is_graph(value: Any) -> bool:
+    """Tell whether ``value`` is a ``GraphInstance``, without importing gymnasium for it."""
+    # A GraphInstance exists only once gymnasium.spaces is loaded: a codec used without
+    # gymnasium (providers' handshake, a bare protocol peer) never loads it.
+    spaces = sys.modules.get("gymnasium.spaces")
+    return spaces is not None and isinstance(value, spaces.GraphInstance)
+
+
+def _decode_graph(data: bytes) -> Any:
+    from gymnasium.spaces import GraphInstance
+
     parts = _unpackb(data)
     if not (isinstance(parts, list) and len(parts) == 3):
         raise DecodeError("graph instance must be [nodes, edges, edge_links]")

@@ -16,11 +16,20 @@ __all__ = ["LocalProvider", "Provider", "embedded_server_args", "start_servers"]
 
 
 class Provider(Protocol):
-    """What the facades need of a provider."""
+    """What the facades need of a provider: ready endpoints, replacements, and cleanup."""
 
     urls: list[str]
     token: str | None
     """The token its servers require (``None``: none)."""
+
+    def restart(self, index: int) -> str:
+        """Replace server ``index`` (e.g. after it died) and return its new, ready URL.
+
+        Raises:
+            ServerStartError: the replacement did not come up.
+            RestartUnsupportedError: this provider cannot replace servers.
+
+        """
 
     def close(self) -> None:
         """Stop the servers; idempotent."""

@@ -31,9 +31,9 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from openenv_gym.client.connection import probe
 from openenv_gym.errors import OpenEnvError, ServerStartError
 from openenv_gym.providers.docker_image import DEFAULT_IMAGE, _docker_client
+from openenv_gym.ws.handshake import probe
 
 __all__ = [
     "CONTAINER_PORT",
@@ -161,6 +161,8 @@ class DockerProvider:
             options["pids_limit"] = pids
         if network == ISOLATED_NETWORK:
             _ensure_isolated_network(self._client)
+        self._options = options
+        self._startup_timeout = startup_timeout
         deadline = time.monotonic() + startup_timeout
         try:
             with concurrent.futures.ThreadPoolExecutor(max(1, num_servers)) as pool:
@@ -218,6 +220,21 @@ class DockerProvider:
             f"container {container.short_id} of {self.image!r} {what}; its last log lines:\n"
             f"{logs or '(none)'}"
         )
+
+    def restart(self, index: int) -> str:
+        """Replace container ``index`` (e.g. after it died) with a new one; return its URL.
+
+        Raises:
+            ServerStartError: the new container did not become ready.
+
+        """
+        old = self._containers[index]
+        with contextlib.suppress(Exception):  # already gone is fine
+            old.remove(force=True)
+        container, url = self._start(self._options, time.monotonic() + self._startup_timeout)
+        self._containers[index] = container
+        self.urls[index] = url
+        return url
 
     @property
     def container_ids(self) -> list[str]:

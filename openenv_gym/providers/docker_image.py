@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from openenv_gym.errors import ServerStartError
+from openenv_gym.errors import ImageBuildError
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -46,10 +46,6 @@ DOCKERFILE = Path(__file__).resolve().parent.parent / "image" / "Dockerfile"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 Progress = Callable[[str], None]
-
-
-class ImageBuildError(ServerStartError):
-    """Building the wheelhouse, the base image or the server image failed."""
 
 
 def _run(args: Sequence[str], progress: Progress, what: str) -> None:

@@ -28,8 +28,8 @@ import weakref
 from collections.abc import Sequence
 from typing import IO
 
-from openenv_gym.client.connection import probe
 from openenv_gym.errors import OpenEnvError, ServerStartError
+from openenv_gym.ws.handshake import probe
 
 __all__ = ["LocalProvider", "read_token_fd"]
 

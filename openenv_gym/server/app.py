@@ -1,8 +1,10 @@
 """The server process: binds, forks workers, accepts connections, shuts down gracefully.
 
-Each connection (``server/connection.py``) speaks WebSocket through websockets' sans-I/O
-protocol and serves its own :class:`Session`; requests of one session are answered in order.
-``GET /healthz`` on the same port answers plain HTTP.
+Each connection (``ws/server.py``) speaks WebSocket through websockets' sans-I/O protocol and
+serves its own :class:`Session`; requests of one session are answered in order. The
+:class:`_Router` here decides what each request gets: the access check first (every surface),
+then ``GET /healthz`` (plain ``200 ok``), OpenEnv's routes when ``ServerConfig.openenv`` is on,
+else an upgrade to a binary protocol session.
 """
 
 from __future__ import annotations
@@ -17,25 +19,37 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from http import HTTPStatus
 from typing import Literal
 
 from openenv_gym.protocol import codec
 from openenv_gym.server.access import AccessPolicy
 from openenv_gym.server.catalog import EnvCatalog
-from openenv_gym.server.connection import (
-    ConnectionOptions,
-    OpenEnvHosting,
-    WebSocketConnection,
-)
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 from openenv_gym.server.limits import ConnectionTable, Limits, Usage
-from openenv_gym.server.session import Session
+from openenv_gym.server.openenv_session import (
+    OPENENV_HTTP_PATHS,
+    OPENENV_WS_PATH,
+    OpenEnvSession,
+    http_reply,
+    route,
+)
+from openenv_gym.server.session import Session, SessionState
 from openenv_gym.server.workers import supervise
+from openenv_gym.ws.server import (
+    ConnectionOptions,
+    HttpReply,
+    ServedSession,
+    WebSocketConnection,
+)
 
 __all__ = ["ServerConfig", "run_server"]
 
 logger = logging.getLogger("openenv_gym.server")
+
+HEALTH_PATH = "/healthz"
+"""Answered ``200 ok`` (plain HTTP) to any request that passes Origin and Host checks."""
 
 _SHUTDOWN_GRACE = 5.0
 """Seconds clients get to complete the closing handshake before their connections drop."""
@@ -78,6 +92,9 @@ class ServerConfig:
             have its first message answered (HELLO); past it the connection is aborted.
         close_timeout: seconds the closing handshake may take before the connection is
             aborted (a client that stops reading cannot hold it open).
+        openenv: also speak OpenEnv's protocol on the same port (``/ws``, ``/health``,
+            ``/schema``, ``/metadata``, and the ``/envs/<id>/...`` forms); off, those paths
+            are ordinary binary-protocol upgrades like any other.
 
     """
 
@@ -102,6 +119,7 @@ class ServerConfig:
     allow_hosts: tuple[str, ...] = ()
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
+    openenv: bool = True
 
     def catalog(self) -> EnvCatalog:
         """Return the catalog of what this server hosts, under the operator's policy.
@@ -135,6 +153,52 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _Router:
+    """Decide, per request, what a connection serves (``ws/server.py``'s ``Router``)."""
+
+    def __init__(self, config: ServerConfig, catalog: EnvCatalog, usage: Usage) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.usage = usage
+        self.access = config.access_policy()
+
+    def _openenv(self, path: str, query: str) -> tuple[str, str] | None:
+        return route(path, query) if self.config.openenv else None
+
+    def admit(self, path: str, query: str, headers: Iterable[tuple[str, str]]) -> HttpReply | None:
+        """Return the access check's refusal (every path but ``/healthz`` needs the token)."""
+        path, _ = self._openenv(path, query) or (path, query)
+        refusal = self.access.check(headers, require_token=path != HEALTH_PATH)
+        return None if refusal is None else HttpReply(refusal.status, f"{refusal.reason}\n")
+
+    def reply(self, path: str, query: str) -> HttpReply | None:
+        """Answer ``/healthz`` and OpenEnv's HTTP routes; upgrade anything else."""
+        if path == HEALTH_PATH:
+            return HttpReply(HTTPStatus.OK, "ok\n")
+        openenv = self._openenv(path, query)
+        if openenv is not None and openenv[0] in OPENENV_HTTP_PATHS:
+            status, body = http_reply(self.catalog, *openenv)
+            return HttpReply(status, json=body)
+        return None
+
+    def new_session(self, path: str, query: str) -> ServedSession:
+        """Return an OpenEnv session for its ``/ws``, else a binary protocol session."""
+        openenv = self._openenv(path, query)
+        if openenv is not None and openenv[0] == OPENENV_WS_PATH:
+            return OpenEnvSession(self.catalog, openenv[1], self.usage)
+        return Session(
+            self.catalog,
+            server_name=f"openenv-gym pid {os.getpid()}",
+            debug=self.config.debug,
+            max_message_bytes=self.config.max_message_bytes,
+            usage=self.usage,
+        )
+
+    def admitted(self, session: ServedSession) -> bool:
+        """Binary sessions are admitted past HELLO; OpenEnv's at their first message."""
+        return not isinstance(session, Session) or session.state is not SessionState.NEW
+
+
 class _App:
     """Serves sessions on an already bound socket until stopped."""
 
@@ -151,32 +215,20 @@ class _App:
             if config.threads
             else None
         )
-        self.access = config.access_policy()
+        self.router = _Router(config, catalog, self.usage)
+        self.access = self.router.access
         """The access check of every surface (binary protocol, OpenEnv routes, MCP)."""
         self.connection_table: ConnectionTable[WebSocketConnection] = ConnectionTable(config.limits)
         self._options = ConnectionOptions(
             max_message_bytes=config.max_message_bytes,
-            access=self.access,
             executor=self._executor,
-            openenv=OpenEnvHosting(catalog, self.usage),
             handshake_timeout=config.handshake_timeout,
             close_timeout=config.close_timeout,
             connections=self.connection_table,
         )
 
-    def _new_session(self) -> Session:
-        return Session(
-            self.catalog,
-            server_name=f"openenv-gym pid {os.getpid()}",
-            debug=self.config.debug,
-            max_message_bytes=self.config.max_message_bytes,
-            usage=self.usage,
-        )
-
     def _new_connection(self) -> WebSocketConnection:
-        connection = WebSocketConnection(
-            self._new_session, options=self._options, on_close=self._forget
-        )
+        connection = WebSocketConnection(self.router, options=self._options, on_close=self._forget)
         self.connections.add(connection)
         self._all_closed.clear()
         return connection

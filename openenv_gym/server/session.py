@@ -24,8 +24,8 @@ from openenv_gym.errors import (
     CapacityError,
     DecodeError,
     MessageTooLargeError,
-    OpenEnvError,
     ProtocolError,
+    SessionStateError,
     VersionMismatchError,
 )
 from openenv_gym.protocol import codec
@@ -83,10 +83,6 @@ _ALLOWED = {
 
 
 _OK = int(Status.OK)
-
-
-class SessionStateError(OpenEnvError):
-    """A request arrived in a state that does not allow it."""
 
 
 def _type_name(exc: BaseException) -> str:
@@ -218,7 +214,7 @@ class Session:
         return self._error_reply(0, DecodeError(reason))
 
     def _error_reply(self, request_id: int, exc: BaseException) -> bytes:
-        if not isinstance(exc, (ProtocolError, SessionStateError)):
+        if not isinstance(exc, ProtocolError):
             logger.info("request %d failed: %s: %s", request_id, _type_name(exc), exc)
         body = ErrorBody(
             type=_type_name(exc),

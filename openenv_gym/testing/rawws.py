@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from websockets.sync.client import ClientConnection, connect
 
-from openenv_gym.protocol.framing import apply_mask
+from openenv_gym.ws.frames import apply_mask
 
 __all__ = [
     "DEFAULT_KEY",

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from openenv_gym.client.connection import probe
 from openenv_gym.errors import AuthenticationError, ConnectError, ServerStartError
 from openenv_gym.providers.local import LocalProvider, read_token_fd
+from openenv_gym.ws.handshake import probe
 
 
 def _alive(pid: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -201,3 +202,29 @@ def test_openenv_session_json_limit_is_configurable() -> None:
     }
     assert json.loads(session.handle(RESET.encode()))["type"] == "observation"
     session.close()
+
+
+def _http_status(url: str, path: str) -> int:
+    request = urllib.request.Request(url.replace("ws://", "http://") + path)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_openenv_surface_is_off_with_no_openenv() -> None:
+    with LocalProvider(["CartPole-v1"], extra_args=["--no-openenv"]) as off:
+        url = off.urls[0]
+        # /health is then no route of its own: a plain GET there is refused like any non-upgrade.
+        assert _http_status(url, "/health") == 426
+        assert _http_status(url, "/schema") == 426
+        assert _http_status(url, "/healthz") == 200  # liveness stays
+        with ws_connection(_ws_url(url), 30) as ws:
+            ws.send(RESET)  # /ws is an ordinary binary-protocol session: JSON text is refused
+            reply = ws.recv(30)
+        assert isinstance(reply, bytes)
+
+
+def test_openenv_surface_is_on_by_default(server: LocalProvider) -> None:
+    assert _http_status(server.urls[0], "/health") == 200

@@ -8,7 +8,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
+from openenv_gym.ws.frames import binary_frame, parse_binary_frame
 
 
 def _parse_with_websockets(data: bytes, *, mask: bool) -> Frame:
@@ -63,7 +63,7 @@ def test_framing_leaves_oversized_frames_to_the_general_parser() -> None:
 
 
 def test_frame_boundary_tracks_frames_split_anywhere() -> None:
-    from openenv_gym.protocol.framing import FrameBoundary
+    from openenv_gym.ws.frames import FrameBoundary
 
     stream = b"".join(
         binary_frame(os.urandom(size), mask=True) for size in (0, 5, 125, 126, 70_000)

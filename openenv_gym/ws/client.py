@@ -5,7 +5,7 @@ through a condition variable: two thread switches per reply, a large share of a 
 trip. Request/reply traffic does not need that thread, so this transport drives websockets'
 own sans-I/O ``ClientProtocol`` (handshake, framing, ping/pong, close) directly from the
 caller: ``send`` writes, ``recv`` reads until a whole message is there. Whole binary frames,
-the common case, are built and parsed by ``protocol.framing``.
+the common case, are built and parsed by ``ws.frames``.
 """
 
 from __future__ import annotations
@@ -24,28 +24,12 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from openenv_gym.errors import OpenEnvError
-from openenv_gym.protocol.framing import binary_frame, parse_binary_frame
+from openenv_gym.errors import TransportError
+from openenv_gym.ws.frames import binary_frame, parse_binary_frame
 
 __all__ = ["BlockingWebSocket", "TransportError"]
 
 _READ_SIZE = 1 << 16  # under malloc's mmap threshold: a larger buffer costs a mapping per read
-
-
-class TransportError(OpenEnvError):
-    """The connection could not be opened or broke; the text says how.
-
-    :class:`~openenv_gym.client.connection.Connection` turns it into a ``ConnectError`` naming
-    the URL.
-
-    Attributes:
-        status: the HTTP status when the server refused the opening handshake.
-
-    """
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class BlockingWebSocket:

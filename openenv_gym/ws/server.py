@@ -5,15 +5,15 @@ closing handshake; this class feeds it the socket's bytes (read into one reused 
 for each whole message, calls the session synchronously and writes the reply. There is no
 per-connection task and no queue between the socket and the session: a request is served
 inside the callback that delivered it, which keeps a loopback round trip near the floor. A read
-that is exactly one whole binary frame (the common case) is parsed by ``protocol.framing``.
+that is exactly one whole binary frame (the common case) is parsed by ``ws/frames.py``.
 
-Plain ``GET /healthz`` is answered ``200 ok`` without an upgrade.
-
-Every request passes the server's :class:`AccessPolicy` first (a refusal is an HTTP reply with
-its status and reason). Nothing a client does holds a connection forever: the opening
-handshake plus the first message must arrive within ``handshake_timeout``, a closing handshake
-that does not complete within ``close_timeout`` (a client that stopped reading) ends in an
-abort, and the :class:`ConnectionTable` caps connections in total and per address.
+What to serve is the :class:`Router`'s business (the server's ``server/app.py`` implements
+it): whether a request is admitted (access checks), which paths get a plain HTTP answer instead
+of an upgrade, and the session each upgraded connection serves. This module knows WebSocket
+framing and timing, nothing of envs. Nothing a client does holds a connection forever: the
+opening handshake plus the first message must arrive within ``handshake_timeout``, a closing
+handshake that does not complete within ``close_timeout`` (a client that stopped reading) ends
+in an abort, and the :class:`ConnectionCaps` bound connections in total and per address.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import dataclasses
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
@@ -36,26 +36,19 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from openenv_gym.errors import CapacityError
-from openenv_gym.protocol.framing import FrameBoundary, binary_frame, parse_binary_frame
-from openenv_gym.server.access import AccessPolicy
-from openenv_gym.server.catalog import EnvCatalog
-from openenv_gym.server.limits import ConnectionTable, Usage
-from openenv_gym.server.openenv_session import (
-    OPENENV_HTTP_PATHS,
-    OPENENV_WS_PATH,
-    OpenEnvSession,
-    http_reply,
-    route,
-)
-from openenv_gym.server.session import Session, SessionState
+from openenv_gym.ws.frames import FrameBoundary, binary_frame, parse_binary_frame
 
-AnySession = Session | OpenEnvSession
-
-__all__ = ["ConnectionOptions", "WebSocketConnection"]
+__all__ = [
+    "ConnectionCaps",
+    "ConnectionOptions",
+    "HttpReply",
+    "Router",
+    "ServedSession",
+    "WebSocketConnection",
+]
 
 logger = logging.getLogger("openenv_gym.server")
 
-HEALTH_PATH = "/healthz"
 GOING_AWAY = 1001
 MESSAGE_TOO_BIG = 1009
 
@@ -67,19 +60,87 @@ _REFUSAL_WAIT = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
+class HttpReply:
+    """A plain HTTP answer instead of an upgrade (a refusal, a health check, a JSON route).
+
+    Attributes:
+        status: the HTTP status.
+        text: the body as text (``text/plain``), when ``json`` is ``None``.
+        json: the body as JSON (``application/json``).
+
+    """
+
+    status: int
+    text: str = ""
+    json: dict[str, Any] | None = None
+
+
+class ServedSession(Protocol):
+    """What a connection needs of the session it serves: bytes in, bytes out, no I/O."""
+
+    @property
+    def text_protocol(self) -> bool:
+        """True if the session speaks text frames (else binary)."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is over: the connection sends a close frame after its reply."""
+
+    def handle(self, message: bytes) -> bytes:
+        """Answer one request message; never raises."""
+
+    def refuse(self, reason: str) -> bytes:
+        """Return the error reply for a message refused before decoding (wrong frame type)."""
+
+    def close(self) -> None:
+        """Release what the session holds; idempotent."""
+
+
+class Router(Protocol):
+    """What a server decides for each connection; ``server/app.py`` implements it."""
+
+    def admit(self, path: str, query: str, headers: Iterable[tuple[str, str]]) -> HttpReply | None:
+        """Return the refusal of a request (401, 403, 400 ...), or ``None`` to admit it."""
+
+    def reply(self, path: str, query: str) -> HttpReply | None:
+        """Return a plain HTTP answer for an admitted request, or ``None`` to upgrade it."""
+
+    def new_session(self, path: str, query: str) -> ServedSession:
+        """Return the session an upgraded request to ``path`` serves."""
+
+    def admitted(self, session: ServedSession) -> bool:
+        """Tell whether ``session`` is past its opening message (ends the handshake deadline)."""
+
+
+class ConnectionCaps(Protocol):
+    """The process's connection counts (``server/limits.py``'s ``ConnectionTable``)."""
+
+    def open(self, connection: WebSocketConnection, peer: str) -> list[WebSocketConnection]:
+        """Count a new connection; return those evicted for it.
+
+        Raises:
+            CapacityError: over a cap: the connection is answered 503.
+
+        """
+
+    def established(self, connection: WebSocketConnection) -> None:
+        """Mark ``connection`` as past its handshake (no longer evictable)."""
+
+    def close(self, connection: WebSocketConnection) -> None:
+        """Stop counting ``connection``."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ConnectionOptions:
     """How connections are served.
 
     Attributes:
         max_message_bytes: the largest message accepted (larger ones close the connection
             with code 1009, as RFC 6455 prescribes).
-        access: token, Origin and Host checks every request passes before a session exists;
-            a refusal is answered with its HTTP status (401, 403, 400).
         executor: run each session's requests on these threads (one at a time per session),
             so a slow or hung env does not stall other sessions; ``None`` serves inline.
         keepalive: TCP keepalive (idle, interval, probes) in seconds, so that the kernel
             reaps half-open connections of vanished clients; ``None`` leaves it off.
-        openenv: serve OpenEnv's routes too (``None``: only the binary protocol).
         handshake_timeout: seconds from accept to the first message answered (the session
             admitted); past them the connection is aborted.
         close_timeout: seconds a closing handshake may take before the connection is aborted.
@@ -88,29 +149,19 @@ class ConnectionOptions:
     """
 
     max_message_bytes: int
-    access: AccessPolicy = dataclasses.field(default_factory=AccessPolicy)
     executor: concurrent.futures.Executor | None = None
     keepalive: tuple[int, int, int] | None = (30, 10, 3)
-    openenv: OpenEnvHosting | None = None
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
-    connections: ConnectionTable[WebSocketConnection] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class OpenEnvHosting:
-    """What OpenEnv's protocol (``/ws``, ``/health``, ``/schema``, ``/metadata``) needs."""
-
-    catalog: EnvCatalog
-    usage: Usage
+    connections: ConnectionCaps | None = None
 
 
 class WebSocketConnection(asyncio.BufferedProtocol):
     """Serve one client: the opening handshake, then one reply per request message.
 
     Args:
-        new_session: builds the session for this connection once the upgrade succeeds.
-        options: limits, authentication and threading (see :class:`ConnectionOptions`).
+        router: admits requests and builds the session once the upgrade succeeds.
+        options: limits, timeouts and threading (see :class:`ConnectionOptions`).
         on_close: called once when the connection is gone.
 
     Attributes:
@@ -120,12 +171,12 @@ class WebSocketConnection(asyncio.BufferedProtocol):
 
     def __init__(
         self,
-        new_session: Callable[[], Session],
+        router: Router,
         *,
         options: ConnectionOptions,
         on_close: Callable[[WebSocketConnection], None],
     ) -> None:
-        self._new_session = new_session
+        self._router = router
         self._on_close = on_close
         self._options = options
         self._protocol = ServerProtocol(max_size=options.max_message_bytes)
@@ -135,7 +186,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._paused = False
         self.last_activity = 0.0
         self._transport: asyncio.Transport | None = None
-        self._session: AnySession | None = None
+        self._session: ServedSession | None = None
         self._fragments = bytearray()
         self._fragment_count = 0
         self._boundary = FrameBoundary()
@@ -289,33 +340,24 @@ class WebSocketConnection(asyncio.BufferedProtocol):
 
     def _handshake(self, request: Request) -> None:
         path, _, query = request.path.partition("?")
-        hosting = self._options.openenv
-        openenv = route(path, query) if hosting is not None else None
-        if openenv is not None:
-            path, query = openenv
-        refusal = self._options.access.check(
-            request.headers.raw_items(), require_token=path != HEALTH_PATH
-        )
         if self._refusal is not None:
-            response = self._protocol.reject(HTTPStatus.SERVICE_UNAVAILABLE, self._refusal)
-        elif refusal is not None:
-            logger.warning("refused a request from %s: %s", self.peer, refusal.reason)
-            response = self._protocol.reject(refusal.status, f"{refusal.reason}\n")
-        elif path == HEALTH_PATH:
-            response = self._protocol.reject(HTTPStatus.OK, "ok\n")
-        elif hosting is not None and openenv is not None and path in OPENENV_HTTP_PATHS:
-            status, body = http_reply(hosting.catalog, path, query)
-            response = _json_response(status, body)
+            reply: HttpReply | None = HttpReply(HTTPStatus.SERVICE_UNAVAILABLE, self._refusal)
         else:
-            response = self._protocol.accept(request)
+            reply = self._router.admit(path, query, request.headers.raw_items())
+            if reply is not None:
+                logger.warning("refused a request from %s: %s", self.peer, reply.text.strip())
+            else:
+                reply = self._router.reply(path, query)
+        response = self._protocol.accept(request) if reply is None else self._http(reply)
         self._protocol.send_response(response)
         self._flush()  # the response goes out before any reply to frames read with it
-        if response.status_code != 101:
-            return
-        if hosting is not None and openenv is not None and path == OPENENV_WS_PATH:
-            self._session = OpenEnvSession(hosting.catalog, query, hosting.usage)
-        else:
-            self._session = self._new_session()
+        if response.status_code == 101:
+            self._session = self._router.new_session(path, query)
+
+    def _http(self, reply: HttpReply) -> Response:
+        if reply.json is None:
+            return self._protocol.reject(reply.status, reply.text)
+        return _json_response(reply.status, reply.json)
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.opcode in (Opcode.BINARY, Opcode.TEXT):
@@ -355,9 +397,9 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         else:
             self._submit(session, message, text)
 
-    def _admitted(self, session: AnySession) -> None:
+    def _admitted(self, session: ServedSession) -> None:
         """End the handshake phase once the session is past HELLO (OpenEnv's: any message)."""
-        if not self._handshaking or (isinstance(session, Session) and not _past_hello(session)):
+        if not self._handshaking or not self._router.admitted(session):
             return
         self._handshaking = False
         if self._timer is not None and not self._closing:
@@ -372,14 +414,14 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             message, text = self._pending.popleft()
             self._serve(message, text=text)
 
-    def _submit(self, session: AnySession, message: bytes, text: bool) -> None:
+    def _submit(self, session: ServedSession, message: bytes, text: bool) -> None:
         self._busy = True
         self._update_reading()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._options.executor, _answer, session, message, text)
         future.add_done_callback(lambda done: self._on_answered(session, done))
 
-    def _on_answered(self, session: AnySession, done: asyncio.Future[bytes]) -> None:
+    def _on_answered(self, session: ServedSession, done: asyncio.Future[bytes]) -> None:
         self._busy = False
         if done.cancelled() or self._session is not session:
             session.close()  # the connection went away meanwhile
@@ -390,7 +432,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._drain()
         self._update_reading()
 
-    def _reply(self, session: AnySession, reply: bytes) -> None:
+    def _reply(self, session: ServedSession, reply: bytes) -> None:
         if self._transport is None or self._protocol.state is not State.OPEN:
             return
         if session.text_protocol:
@@ -433,11 +475,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._close_transport()  # after the closing handshake the server closes TCP first
 
 
-def _past_hello(session: Session) -> bool:
-    return session.state is not SessionState.NEW
-
-
-def _answer(session: AnySession, message: bytes, text: bool) -> bytes:
+def _answer(session: ServedSession, message: bytes, text: bool) -> bytes:
     if text != session.text_protocol:
         return session.refuse(
             "OpenEnv messages on /ws are JSON text frames"
