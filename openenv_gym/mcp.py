@@ -47,7 +47,7 @@ import numpy as np
 import pydantic
 
 from openenv_gym.errors import OpenEnvError
-from openenv_gym.interop.schema import schema_from_space
+from openenv_gym.interop.openenv.schema import schema_from_space
 from openenv_gym.server.access import AccessPolicy
 from openenv_gym.tools import tools
 

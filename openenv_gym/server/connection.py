@@ -36,17 +36,17 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from openenv_gym.errors import CapacityError
-from openenv_gym.protocol.framing import FrameBoundary, binary_frame, parse_binary_frame
-from openenv_gym.server.access import AccessPolicy
-from openenv_gym.server.catalog import EnvCatalog
-from openenv_gym.server.limits import ConnectionTable, Usage
-from openenv_gym.server.openenv_session import (
+from openenv_gym.interop.openenv.session import (
     OPENENV_HTTP_PATHS,
     OPENENV_WS_PATH,
     OpenEnvSession,
     http_reply,
     route,
 )
+from openenv_gym.protocol.framing import FrameBoundary, binary_frame, parse_binary_frame
+from openenv_gym.server.access import AccessPolicy
+from openenv_gym.server.catalog import EnvCatalog
+from openenv_gym.server.limits import ConnectionTable, Usage
 from openenv_gym.server.session import Session, SessionState
 
 AnySession = Session | OpenEnvSession

@@ -1,6 +1,6 @@
 """OpenEnvEnv / OpenEnvVectorEnv against OpenEnv's own server, diffed against in-process CartPole.
 
-The server is openenv-core's ``create_app`` hosting ``openenv_peer``'s CartPole ``Environment``,
+The server is OpenEnv's ``create_app`` hosting ``openenv_peer``'s CartPole ``Environment``,
 which resets gymnasium's CartPole with the reset seed, so rollouts match the in-process env
 exactly. Its action model is ``action: int`` without bounds (an int64 ``Box``, whose samples
 CartPole rejects), so ``check_env`` runs against the same env served with a bounded action
@@ -30,8 +30,6 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 pytest.importorskip("openenv")
 
 from openenv_gym.bench import openenv_peer
-from openenv_gym.client.openenv_env import OpenEnvEnv, endpoints
-from openenv_gym.client.openenv_vector_env import OpenEnvVectorEnv
 from openenv_gym.errors import (
     CallTimeoutError,
     CapacityError,
@@ -40,6 +38,9 @@ from openenv_gym.errors import (
     InvalidActionError,
     RemoteError,
 )
+from openenv_gym.interop.openenv.env import OpenEnvEnv
+from openenv_gym.interop.openenv.urls import endpoints
+from openenv_gym.interop.openenv.vector_env import OpenEnvVectorEnv
 
 if not openenv_peer.available()[0]:
     pytest.skip(openenv_peer.available()[1], allow_module_level=True)
