@@ -38,7 +38,7 @@ from openenv_gym.errors import (
     InvalidActionError,
     RemoteError,
 )
-from openenv_gym.interop.openenv.env import OpenEnvEnv
+from openenv_gym.interop.openenv.env import OpenEnvEnv, reset_data
 from openenv_gym.interop.openenv.urls import endpoints
 from openenv_gym.interop.openenv.vector_env import OpenEnvVectorEnv
 
@@ -227,6 +227,21 @@ def test_close_is_idempotent_and_final(peer_url: str) -> None:
     env.close()
     with pytest.raises(ConnectionLostError, match="closed"):
         env.reset()
+
+
+def test_send_ahead_replies_are_read_by_the_matching_call(peer_url: str) -> None:
+    local = _cartpole()
+    with OpenEnvEnv(peer_url) as env:
+        env.send_ahead("reset", reset_data(1, None))
+        obs, _ = env.reset(seed=2)  # not the reset sent ahead: its reply is dropped, then redone
+        assert np.array_equal(_single_obs(obs), local.reset(seed=2)[0])
+        env.send_ahead("step", {"action": 1})
+        obs, reward, terminated, _, _ = env.step({"action": 1})
+        local_obs, local_reward, local_terminated, _, _ = local.step(1)
+        assert np.array_equal(_single_obs(obs), local_obs)
+        assert (reward, terminated) == (local_reward, local_terminated)
+        env.send_ahead("step", {"action": 0})
+        assert env.state()["step_count"] == 2  # state() first reads the step sent ahead
 
 
 # -- OpenEnvVectorEnv --------------------------------------------------------------------------

@@ -27,7 +27,11 @@ are importable from here (loaded on first use).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typed for checkers; loaded on first use at run time
+    from openenv_gym.interop.openenv.env import OpenEnvEnv
+    from openenv_gym.interop.openenv.vector_env import OpenEnvVectorEnv
 
 __all__ = ["OpenEnvEnv", "OpenEnvVectorEnv"]
 

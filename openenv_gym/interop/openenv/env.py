@@ -35,9 +35,10 @@ from openenv_gym.interop.openenv.urls import endpoints
 if TYPE_CHECKING:
     from openenv_gym.providers.docker import DockerProvider
 
-__all__ = ["OpenEnvEnv", "decode_reply", "encode_action", "reset_data"]
+__all__ = ["OpenEnvEnv", "RequestKind", "decode_reply", "encode_action", "reset_data"]
 
 RequestKind = Literal["reset", "step"]
+"""The requests that may be sent ahead (:meth:`OpenEnvEnv.send_ahead`)."""
 
 
 def decode_reply(
