@@ -27,7 +27,8 @@ guesses a random guesser that flails for longer collects *more* return than the 
 that solves every word in at most three guesses; the solve rate is the figure that says which
 policy plays the game. With ``--max-guesses 3`` the search policy wins on both.
 
-Needs ``openenv-core`` (``pip install openenv-core``). ``main(argv)`` returns the figures.
+Needs OpenEnv (``pip install openenv``; ``openenv-core`` 0.3 works too). ``main(argv)`` returns
+the figures.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def _get_json(url: str) -> dict[str, Any]:
 
 def play_with_openenv_client(server_url: str, seed: int) -> dict[str, Any]:
     """Play one episode of the hosted env with OpenEnv's ``GenericEnvClient``."""
-    from openenv.core.generic_client import GenericEnvClient  # openenv-core's own client
+    from openenv.core.generic_client import GenericEnvClient  # OpenEnv's own client
 
     host = server_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     base_url = f"{host}/envs/{urllib.parse.quote(SPEC, safe='')}"

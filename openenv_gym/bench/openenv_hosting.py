@@ -23,14 +23,13 @@ Usage::
     python benchmarks/openenv_hosting.py --json          # JSON on stdout
     python benchmarks/openenv_hosting.py --json out.json --duration 1 --repeats 1
 
-Needs ``openenv-core`` (and uvicorn, which it brings).
+Needs OpenEnv: ``openenv`` >= 0.10 or ``openenv-core`` 0.3 (and uvicorn, which it brings).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
 import platform
@@ -44,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from openenv_gym.bench.openenv_peer import drive, serve_process
+from openenv_gym.bench.openenv_peer import distribution, drive, serve_process
 from openenv_gym.bench.throughput import measure
 
 SPEC = "openenv_gym.testing.openenv_echo:WordGuessEnv"
@@ -190,7 +189,7 @@ def run(
         "repeats": repeats,
         "results": rows,
         "ratio_vs_openenv": ratios,
-        "openenv_core": importlib.metadata.version("openenv-core"),
+        "openenv": " ".join(distribution() or ("openenv", "?")),
         "python": platform.python_version(),
         "cores": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
@@ -203,8 +202,8 @@ def table(result: dict[str, Any]) -> str:
     """Format ``run``'s result as a Markdown table."""
     lines = [
         f"{result['env']}, {result['num_envs']} envs/sessions, median of {result['repeats']} x "
-        f"{result['duration_s']:g} s, {result['cores']} cores, openenv-core "
-        f"{result['openenv_core']}",
+        f"{result['duration_s']:g} s, {result['cores']} cores, "
+        f"{result['openenv']}",
         "",
         "| backend | env-steps/s | vs OpenEnv | repeats |",
         "|---|---:|---:|---|",

@@ -1,4 +1,4 @@
-"""OpenEnv's side of the comparison: a gymnasium env served and driven by openenv-core's own code.
+"""OpenEnv's side of the comparison: a gymnasium env served and driven by OpenEnv's own code.
 
 The env is an OpenEnv ``Environment`` wrapping a gymnasium env (Discrete actions, Box
 observations: CartPole-v1 by default) the way an OpenEnv author writes one: pydantic ``Action``
@@ -9,8 +9,9 @@ another process, and driven over OpenEnv's WebSocket ``/ws`` sessions by a typed
 subclass: many async clients on one event loop for throughput, the ``.sync()`` wrapper (or the
 async client) for latency.
 
-openenv-core is optional: it is imported only inside functions; :func:`available` says whether
-it can be used. It has no type stubs, so every object from it is ``Any``.
+OpenEnv (``openenv`` >= 0.10, formerly ``openenv-core`` 0.3) is optional: it is imported only
+inside functions; :func:`available` says whether it can be used. It has no type stubs, so
+every object from it is ``Any``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from openenv_gym.bench.throughput import ThroughputResult
 
 __all__ = [
     "available",
+    "distribution",
     "drive",
     "latency",
     "run",
@@ -51,19 +53,36 @@ BACKEND_NAME = "OpenEnv (1 server)"
 DEFAULT_MAX_SESSIONS = 1024
 
 
+DISTRIBUTIONS = ("openenv", "openenv-core")
+"""OpenEnv's PyPI names, newest first: ``openenv`` (>= 0.10) was ``openenv-core`` (<= 0.3)."""
+
+
+def distribution() -> tuple[str, str] | None:
+    """Return ``(name, version)`` of the installed OpenEnv distribution, or ``None``.
+
+    Both install the same import package, ``openenv``; only one can be installed at a time.
+    """
+    for name in DISTRIBUTIONS:
+        try:
+            return name, importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 @functools.cache
 def available() -> tuple[bool, str]:
-    """Whether openenv-core can be used here, and its version or why not (imports it: ~10 s)."""
-    try:
-        version = importlib.metadata.version("openenv-core")
-    except importlib.metadata.PackageNotFoundError:
-        return False, "openenv-core is not installed (pip install openenv-core==0.3.0)"
+    """Whether OpenEnv can be used here, and its version or why not (imports it: ~10 s)."""
+    found = distribution()
+    if found is None:
+        return False, "OpenEnv is not installed (pip install openenv, or openenv-core==0.3.0)"
+    label = " ".join(found)
     try:
         _types()
         importlib.import_module("uvicorn")
     except Exception as error:  # any failure to import means: skip, and say why
-        return False, f"openenv-core {version} is installed but not importable: {error!r}"
-    return True, f"openenv-core {version}"
+        return False, f"{label} is installed but not importable: {error!r}"
+    return True, label
 
 
 @functools.cache

@@ -1,4 +1,7 @@
-"""Interop with OpenEnv: its models as spaces, its envs hosted batched, its protocol served.
+"""Interop with other ecosystems: one package per ecosystem, each both ways.
 
-``openenv-core`` stays optional: it is imported only where it is used.
+- :mod:`openenv_gym.interop.openenv`: OpenEnv (its Environment classes hosted batched, its
+  ``/ws`` protocol served on our port, its servers driven from Gymnasium).
+
+Optional dependencies are imported only where they are used.
 """

@@ -19,7 +19,7 @@ import gymnasium
 import numpy as np
 import pydantic
 
-from openenv_gym.interop.schema import schema_from_space
+from openenv_gym.interop.openenv.schema import schema_from_space
 from openenv_gym.tools import tools
 
 __all__ = ["Mode", "ToolRegistry", "jsonable"]

@@ -23,18 +23,18 @@ from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Literal
 
-from openenv_gym.protocol import codec
-from openenv_gym.server.access import AccessPolicy
-from openenv_gym.server.catalog import EnvCatalog
-from openenv_gym.server.hosting import HostedSpec, HostingPolicy
-from openenv_gym.server.limits import ConnectionTable, Limits, Usage
-from openenv_gym.server.openenv_session import (
+from openenv_gym.interop.openenv.session import (
     OPENENV_HTTP_PATHS,
     OPENENV_WS_PATH,
     OpenEnvSession,
     http_reply,
     route,
 )
+from openenv_gym.protocol import codec
+from openenv_gym.server.access import AccessPolicy
+from openenv_gym.server.catalog import EnvCatalog
+from openenv_gym.server.hosting import HostedSpec, HostingPolicy
+from openenv_gym.server.limits import ConnectionTable, Limits, Usage
 from openenv_gym.server.session import Session, SessionState
 from openenv_gym.server.workers import supervise
 from openenv_gym.ws.server import (

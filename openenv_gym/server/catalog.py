@@ -4,7 +4,7 @@ A server is configured with env specs; a client can only ask for those. A spec i
 
 * a gymnasium id (``"CartPole-v1"``, or ``"module:Env-v0"`` whose module registers it), or
 * an entry point ``"module:attr"`` naming an ``Env`` class or factory, or an OpenEnv
-  ``Environment`` class (hosted through ``interop.hosted.OpenEnvAsGym``).
+  ``Environment`` class (hosted through ``interop.openenv.hosted.OpenEnvAsGym``).
 
 With ``allow_any_id`` a server also hosts ids of gymnasium's registry, but only those whose
 entry point is a plain env class of an installed package (never a factory function, never a
@@ -30,7 +30,7 @@ import gymnasium
 from gymnasium.envs.registration import EnvSpec, load_env_creator
 
 from openenv_gym.errors import AttributeNotAllowedError, KwargNotAllowedError, UnknownEnvError
-from openenv_gym.interop.hosted import OpenEnvAsGym, is_openenv_environment
+from openenv_gym.interop.openenv.hosted import OpenEnvAsGym, is_openenv_environment
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""A small OpenEnv text environment, written the OpenEnv way (needs ``openenv-core``).
+"""A small OpenEnv text environment, written the OpenEnv way (needs ``openenv``).
 
 Word guessing: each episode hides a word from a fixed list (chosen by the reset seed); the
 agent sends guesses as text; the observation says how many letters are in the right place.

@@ -19,7 +19,7 @@ from openenv_gym.testing.optional import require_module
 require_module("openenv", family="openenv", install="pip install 'openenv-gym[openenv]'")
 
 import openenv_gym
-from openenv_gym.interop.hosted import OpenEnvAsGym
+from openenv_gym.interop.openenv.hosted import OpenEnvAsGym
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.openenv_echo import WordGuessEnv
 
@@ -132,8 +132,8 @@ def test_openenv_client_gets_error_replies_and_the_session_lives_on(server: str)
 
 
 def test_openenv_session_validates_actions_and_keeps_the_env_state() -> None:
+    from openenv_gym.interop.openenv.session import OpenEnvSession
     from openenv_gym.server.catalog import EnvCatalog
-    from openenv_gym.server.openenv_session import OpenEnvSession
 
     session = OpenEnvSession(EnvCatalog([WORD_GAME]), "")
 
@@ -146,7 +146,10 @@ def test_openenv_session_validates_actions_and_keeps_the_env_state() -> None:
     for bad in ({}, {"guess": "cab", "bogus": 1}, {"guess": 5}):
         reply = call({"type": "step", "data": bad})
         assert reply["type"] == "error" and reply["data"]["code"] == "VALIDATION_ERROR"
-    assert call({"type": "step", "data": {"guess": "cab"}})["type"] == "observation"
+    reply = call({"type": "step", "data": {"guess": "cab"}})
+    assert reply["type"] == "observation"
+    # OpenEnv >= 0.10's serialize_observation: metadata inside the observation and beside it
+    assert reply["data"]["metadata"] == reply["data"]["observation"]["metadata"] == {"guess": "cab"}
     assert call({"type": "state"})["data"] == {"episode_id": "ep1", "step_count": 1}
     assert call({"type": "nonsense"})["data"]["code"] == "UNKNOWN_TYPE"
     session.close()

@@ -164,7 +164,7 @@ def test_docker_prune_removes_containers_of_a_killed_client(image: str) -> None:
 
 def test_docker_openenv_image_driven_through_gymnasium(image: str, containers_before: None) -> None:
     # Our image also speaks OpenEnv's protocol on its port: it stands in for an OpenEnv image.
-    from openenv_gym.client.openenv_env import OpenEnvEnv
+    from openenv_gym.interop.openenv.env import OpenEnvEnv
 
     env = OpenEnvEnv.from_docker_image(image, port=8765, command=["CartPole-v1"])
     try:
@@ -179,7 +179,7 @@ def test_docker_openenv_image_driven_through_gymnasium(image: str, containers_be
 
 
 def test_docker_openenv_image_as_a_vector_env(image: str, containers_before: None) -> None:
-    from openenv_gym.client.openenv_vector_env import OpenEnvVectorEnv
+    from openenv_gym.interop.openenv.vector_env import OpenEnvVectorEnv
 
     envs = OpenEnvVectorEnv.from_docker_image(
         image, 4, num_servers=2, port=8765, command=["CartPole-v1"]

@@ -13,10 +13,10 @@ import gymnasium
 import pytest
 from gymnasium import spaces
 
+from openenv_gym.interop.openenv.session import OpenEnvSession, http_reply
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.limits import Limits, Usage
-from openenv_gym.server.openenv_session import OpenEnvSession, http_reply
 from openenv_gym.testing.rawws import ws_connection
 
 FAILING = "openenv_gym.testing.envs:FailingEnv"

@@ -1,6 +1,6 @@
 """OpenEnvEnv / OpenEnvVectorEnv against OpenEnv's own server, diffed against in-process CartPole.
 
-The server is openenv-core's ``create_app`` hosting ``openenv_peer``'s CartPole ``Environment``,
+The server is OpenEnv's ``create_app`` hosting ``openenv_peer``'s CartPole ``Environment``,
 which resets gymnasium's CartPole with the reset seed, so rollouts match the in-process env
 exactly. Its action model is ``action: int`` without bounds (an int64 ``Box``, whose samples
 CartPole rejects), so ``check_env`` runs against the same env served with a bounded action
@@ -32,8 +32,6 @@ from openenv_gym.testing.optional import require_module, unavailable
 require_module("openenv", family="openenv", install="pip install 'openenv-gym[openenv]'")
 
 from openenv_gym.bench import openenv_peer
-from openenv_gym.client.openenv_env import OpenEnvEnv, endpoints
-from openenv_gym.client.openenv_vector_env import OpenEnvVectorEnv
 from openenv_gym.errors import (
     CallTimeoutError,
     CapacityError,
@@ -42,6 +40,9 @@ from openenv_gym.errors import (
     InvalidActionError,
     RemoteError,
 )
+from openenv_gym.interop.openenv.env import OpenEnvEnv, reset_data
+from openenv_gym.interop.openenv.urls import endpoints
+from openenv_gym.interop.openenv.vector_env import OpenEnvVectorEnv
 
 if not openenv_peer.available()[0]:
     unavailable("openenv", openenv_peer.available()[1])
@@ -228,6 +229,21 @@ def test_close_is_idempotent_and_final(peer_url: str) -> None:
     env.close()
     with pytest.raises(ConnectionLostError, match="closed"):
         env.reset()
+
+
+def test_send_ahead_replies_are_read_by_the_matching_call(peer_url: str) -> None:
+    local = _cartpole()
+    with OpenEnvEnv(peer_url) as env:
+        env.send_ahead("reset", reset_data(1, None))
+        obs, _ = env.reset(seed=2)  # not the reset sent ahead: its reply is dropped, then redone
+        assert np.array_equal(_single_obs(obs), local.reset(seed=2)[0])
+        env.send_ahead("step", {"action": 1})
+        obs, reward, terminated, _, _ = env.step({"action": 1})
+        local_obs, local_reward, local_terminated, _, _ = local.step(1)
+        assert np.array_equal(_single_obs(obs), local_obs)
+        assert (reward, terminated) == (local_reward, local_terminated)
+        env.send_ahead("step", {"action": 0})
+        assert env.state()["step_count"] == 2  # state() first reads the step sent ahead
 
 
 # -- OpenEnvVectorEnv --------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 So that OpenEnv's own clients (``EnvClient``, ``GenericEnvClient``) can use any env we host,
 a connection to ``/ws`` speaks
 OpenEnv's messages ``{"type": "reset" | "step" | "state" | "close", "data": {...}}`` and gets
-``{"type": "observation", "data": {"observation": {...}, "reward": r, "done": d}}``,
+``{"type": "observation", "data": {"observation": {...}, "reward": r, "done": d}}`` (plus
+``"metadata"`` for OpenEnv envs, as OpenEnv >= 0.10 sends it),
 ``{"type": "state", "data": {...}}`` or ``{"type": "error", "data": {"message", "code"}}``.
 :func:`http_reply` answers OpenEnv's ``GET /health``, ``/schema`` and ``/metadata``.
 Pure: text in, text out; the connection does the I/O.
@@ -35,7 +36,7 @@ import gymnasium
 import pydantic
 
 from openenv_gym.errors import CapacityError
-from openenv_gym.interop.hosted import JsonCodec, OpenEnvAsGym, json_codec
+from openenv_gym.interop.openenv.hosted import JsonCodec, OpenEnvAsGym, json_codec
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.limits import Limits, Usage
 
@@ -303,9 +304,28 @@ class OpenEnvSession:
         assert self._codec is not None
         return self._env, self._codec
 
-    def _payload(self, obs: Any, reward: float | None, done: bool) -> dict[str, Any]:
-        assert self._codec is not None
-        return {"observation": self._codec.observation_to_json(obs), "reward": reward, "done": done}
+    def _payload(
+        self, obs: Any, reward: float | None, done: bool, info: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Build an observation reply's data, as OpenEnv (>= 0.10) serializes one.
+
+        An OpenEnv env's ``metadata`` (our ``info``) goes inside ``observation`` always and
+        beside it when not empty (``StepResult.metadata`` of OpenEnv's clients); a gymnasium
+        env's info is not sent (it need not be JSON).
+        """
+        assert self._codec is not None and self._env is not None
+        payload: dict[str, Any] = {
+            "observation": self._codec.observation_to_json(obs),
+            "reward": reward,
+            "done": done,
+        }
+        if isinstance(self._env.unwrapped, OpenEnvAsGym) and isinstance(
+            payload["observation"], dict
+        ):
+            payload["observation"]["metadata"] = info
+            if info:
+                payload["metadata"] = info
+        return payload
 
     def _reset(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         env, _ = self._ensure_env()
@@ -315,15 +335,16 @@ class OpenEnvSession:
         options = {k: v for k, v in data.items() if k not in skip}
         if native:
             options["episode_id"] = self._episode_id
-        obs, _ = env.reset(seed=data.get("seed"), options=options or None)
+        obs, info = env.reset(seed=data.get("seed"), options=options or None)
         self._step_count = 0
-        return "observation", self._payload(obs, None, False)
+        return "observation", self._payload(obs, None, False, info)
 
     def _step(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         env, codec = self._ensure_env()
-        obs, reward, terminated, truncated, _ = env.step(codec.action_from_json(data))
+        obs, reward, terminated, truncated, info = env.step(codec.action_from_json(data))
         self._step_count += 1
-        return "observation", self._payload(obs, float(reward), bool(terminated or truncated))
+        done = bool(terminated or truncated)
+        return "observation", self._payload(obs, float(reward), done, info)
 
     def _state(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         env = self._env.unwrapped if self._env is not None else None

@@ -2,8 +2,8 @@
 
 :class:`OpenEnvAsGym` wraps an OpenEnv ``Environment`` class so our server can host it like any
 gymnasium env (batched, through ``SyncVectorEnv``): the spaces come from its Action and
-Observation models (``interop/schema.py``), OpenEnv's ``reward``/``done`` become gymnasium's
-reward and ``terminated``, its ``metadata`` the info.
+Observation models (:mod:`~openenv_gym.interop.openenv.schema`), OpenEnv's ``reward``/``done``
+become gymnasium's reward and ``terminated``, its ``metadata`` the info.
 
 :func:`json_codec` gives the JSON form in which OpenEnv's own clients see a hosted env: an
 OpenEnv env keeps its native models; a gymnasium env is shown as ``{"action": <value>}`` and
@@ -20,7 +20,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from openenv_gym.interop.schema import Field, field_from_schema, schema_from_space
+from openenv_gym.interop.openenv.schema import Field, field_from_schema, schema_from_space
 
 __all__ = ["JsonCodec", "OpenEnvAsGym", "is_openenv_environment", "json_codec"]
 
