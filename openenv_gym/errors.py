@@ -34,6 +34,8 @@ built-in exception a caller would naturally catch for it::
     ├── CapacityError                 a server is at one of its limits (sessions, envs)
     ├── InvalidActionError(ValueError)
     │                                 a batch of actions does not fit the action space
+    ├── ShardMismatchError(ValueError)
+    │                                 the shards of a vector env disagree on their envs
     └── ServerStartError(RuntimeError)
                                       a provider could not start a server
 
@@ -80,6 +82,7 @@ __all__ = [
     "RemoteValueError",
     "RemoteZeroDivisionError",
     "ServerStartError",
+    "ShardMismatchError",
     "UnknownEnvError",
     "UnsupportedSpaceError",
     "VersionMismatchError",
@@ -351,6 +354,40 @@ class CapacityError(OpenEnvError):
 
 class InvalidActionError(OpenEnvError, ValueError):
     """A batch of actions does not match the action space of the environment."""
+
+
+class ShardMismatchError(OpenEnvError, ValueError):
+    """The shards of a vector env disagree on their envs (e.g. their spaces), found locally.
+
+    Args:
+        url: the shard that disagrees.
+        first_url: the first shard, whose answer the others must match.
+        what: what disagrees (``"observation_space"``, ``"action_space"``).
+        expected: the first shard's answer.
+        actual: ``url``'s answer.
+
+    """
+
+    def __init__(
+        self,
+        url: str,
+        first_url: str = "",
+        what: str = "spaces",
+        expected: str = "",
+        actual: str = "",
+    ) -> None:
+        super().__init__(url, first_url, what, expected, actual)
+        self.url = url
+        self.first_url = first_url
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return (
+            f"{self.url}: shards disagree on {self.what}: expected {self.expected} "
+            f"(as {self.first_url or 'the first shard'}), got {self.actual}"
+        )
 
 
 class ServerStartError(OpenEnvError, RuntimeError):
