@@ -36,8 +36,8 @@ built-in exception a caller would naturally catch for it::
     ├── CapacityError                 a server is at one of its limits (sessions, envs)
     ├── InvalidActionError(ValueError)
     │                                 a batch of actions does not fit the action space
-    ├── SpaceMismatchError(ValueError)
-    │                                 the servers of one vector env describe different spaces
+    ├── ShardMismatchError(ValueError)
+    │                                 the shards of a vector env disagree on their envs
     ├── ServerStartError(RuntimeError)
     │   └── ImageBuildError           building a server image failed
     ├── RestartUnsupportedError(NotImplementedError)
@@ -93,7 +93,7 @@ __all__ = [
     "SandboxUnavailableError",
     "ServerStartError",
     "SessionStateError",
-    "SpaceMismatchError",
+    "ShardMismatchError",
     "TransportError",
     "UnknownEnvError",
     "UnsupportedSpaceError",
@@ -395,6 +395,40 @@ class InvalidActionError(OpenEnvError, ValueError):
     """A batch of actions does not match the action space of the environment."""
 
 
+class ShardMismatchError(OpenEnvError, ValueError):
+    """The shards of a vector env disagree on their envs (e.g. their spaces), found locally.
+
+    Args:
+        url: the shard that disagrees.
+        first_url: the first shard, whose answer the others must match.
+        what: what disagrees (``"observation_space"``, ``"action_space"``).
+        expected: the first shard's answer.
+        actual: ``url``'s answer.
+
+    """
+
+    def __init__(
+        self,
+        url: str,
+        first_url: str = "",
+        what: str = "spaces",
+        expected: str = "",
+        actual: str = "",
+    ) -> None:
+        super().__init__(url, first_url, what, expected, actual)
+        self.url = url
+        self.first_url = first_url
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return (
+            f"{self.url}: shards disagree on {self.what}: expected {self.expected} "
+            f"(as {self.first_url or 'the first shard'}), got {self.actual}"
+        )
+
+
 class ServerStartError(OpenEnvError, RuntimeError):
     """A provider could not bring up an environment server; the text carries its output."""
 
@@ -413,19 +447,6 @@ class RestartUnsupportedError(OpenEnvError, NotImplementedError):
 
     def __str__(self) -> str:
         return f"{self.provider} cannot restart server {self.index}"
-
-
-class SpaceMismatchError(OpenEnvError, ValueError):
-    """The servers of one vector env describe different spaces (they host different envs)."""
-
-    def __init__(self, url: str, reference: str, what: str) -> None:
-        super().__init__(url, reference, what)
-        self.url = url
-        self.reference = reference
-        self.what = what
-
-    def __str__(self) -> str:
-        return f"{self.url}: its {self.what} differs from that of {self.reference}"
 
 
 class SandboxUnavailableError(OpenEnvError, PermissionError):

@@ -166,7 +166,7 @@ SAMPLES: dict[str, tuple[object, ...]] = {
     "KwargNotAllowedError": ("CartPole-v1", "bogus", ["render_mode"]),
     "AttributeNotAllowedError": ("CartPole-v1", "_x", "read", []),
     "RestartUnsupportedError": ("DockerProvider", 1),
-    "SpaceMismatchError": (URL, "ws://127.0.0.1:2", "observation or action space"),
+    "ShardMismatchError": (URL, "ws://127.0.0.1:2", "action_space", "Discrete(2)", "Discrete(3)"),
     "SandboxUnavailableError": ("uid", {"uid": "not root"}),
 }
 
@@ -257,13 +257,18 @@ def test_error_tree_holds_the_errors_of_every_layer() -> None:
     assert issubclass(errors.SessionStateError, errors.ProtocolError)
     assert issubclass(errors.ImageBuildError, errors.ServerStartError)
     assert issubclass(errors.TransportError, errors.OpenEnvError)
-    assert issubclass(errors.SpaceMismatchError, ValueError)
+    assert issubclass(errors.ShardMismatchError, ValueError)
     assert issubclass(errors.RestartUnsupportedError, NotImplementedError)
     assert issubclass(errors.SandboxUnavailableError, PermissionError)
-    for name in ("SessionStateError", "ImageBuildError", "TransportError", "SpaceMismatchError"):
+    for name in ("SessionStateError", "ImageBuildError", "TransportError", "ShardMismatchError"):
         assert name in (errors.__doc__ or ""), name
 
 
-def test_space_mismatch_error_names_both_servers() -> None:
-    text = str(errors.SpaceMismatchError(URL, "ws://127.0.0.1:2", "action space"))
-    assert text == f"{URL}: its action space differs from that of ws://127.0.0.1:2"
+def test_shard_mismatch_error_names_both_servers_and_the_difference() -> None:
+    text = str(
+        errors.ShardMismatchError(
+            URL, "ws://127.0.0.1:2", "action_space", "Discrete(2)", "Discrete(3)"
+        )
+    )
+    assert URL in text and "ws://127.0.0.1:2" in text and "action_space" in text
+    assert "Discrete(2)" in text and "Discrete(3)" in text

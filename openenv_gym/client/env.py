@@ -10,11 +10,8 @@ import gymnasium
 from gymnasium.core import ActType, ObsType, RenderFrame
 from gymnasium.envs.registration import EnvSpec
 
-from openenv_gym.client.connection import (
-    DEFAULT_CALL_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT,
-    Connection,
-)
+from openenv_gym.client.connection import Connection
+from openenv_gym.client.options import UNSET, ClientOptions, Unset
 from openenv_gym.client.pool import embedded_pool
 from openenv_gym.protocol.messages import (
     AutoresetModeName,
@@ -36,21 +33,17 @@ def open_session(
     num_envs: int,
     autoreset_mode: AutoresetModeName | None,
     env_kwargs: dict[str, Any],
-    connect_timeout: float,
-    call_timeout: float | None,
+    options: ClientOptions,
     provider: Provider | None = None,
-    token: str | None = None,
-    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[Connection, MakeReply]:
-    """Connect to ``url`` and create the session's envs; close the connection on failure."""
+    """Connect to ``url`` and create the session's envs; close the connection on failure.
+
+    Raises:
+        ConnectError, CapacityError, RemoteError: as ``RemoteEnv``.
+
+    """
     assert url is not None or provider is not None
-    connection = Connection(
-        url if url is not None else provider.urls[0],  # type: ignore[union-attr]
-        connect_timeout=connect_timeout,
-        call_timeout=call_timeout,
-        token=token,
-        ssl_context=ssl_context,
-    )
+    connection = options.connect(url if url is not None else provider.urls[0])  # type: ignore[union-attr]
     try:
         request = MakeRequest(
             env_id=env_id, num_envs=num_envs, kwargs=env_kwargs, autoreset_mode=autoreset_mode
@@ -85,12 +78,11 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             (``openenv_gym.client.pool``), or, with ``docker_image``, a container owned and
             stopped by this env.
         docker_image: run the owned server in a container of this image.
-        token: the server's shared secret (default: ``$OPENENV_GYM_TOKEN``).
-        ssl_context: TLS settings for a ``wss://`` url (default: the system's trusted CAs).
-            Not pickled: an unpickled env uses the default.
         render_mode: passed to the env on the server.
-        connect_timeout: seconds to connect and create the env.
-        call_timeout: seconds to wait for each reply; ``None`` waits forever.
+        options: how to connect and how long to wait (:class:`ClientOptions`; its
+            ``ssl_context`` is not pickled: an unpickled env uses the default).
+        token, ssl_context, connect_timeout, call_timeout: override the field of
+            ``options`` of the same name (see :class:`ClientOptions`).
         **env_kwargs: keyword arguments for the env's constructor (``gymnasium.make``'s,
             including ``max_episode_steps``).
 
@@ -110,20 +102,27 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         url: str | None = None,
         render_mode: str | None = None,
         docker_image: str | None = None,
-        token: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        options: ClientOptions | None = None,
+        token: str | Unset | None = UNSET,
+        ssl_context: ssl.SSLContext | Unset | None = UNSET,
+        connect_timeout: float | Unset = UNSET,
+        call_timeout: float | Unset | None = UNSET,
         **env_kwargs: Any,
     ) -> None:
+        options = ClientOptions.resolve(
+            options,
+            token=token,
+            ssl_context=ssl_context,
+            connect_timeout=connect_timeout,
+            call_timeout=call_timeout,
+        )
+        self.options = options
         self._init_args = dict(
             env_id=env_id,
             url=url,
             render_mode=render_mode,
             docker_image=docker_image,
-            token=token,
-            connect_timeout=connect_timeout,
-            call_timeout=call_timeout,
+            options=options.picklable(),
             **env_kwargs,
         )
         self._closed = True
@@ -138,11 +137,10 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
                 num_envs=1,
                 autoreset_mode=None,
                 env_kwargs=kwargs,
-                connect_timeout=connect_timeout,
-                call_timeout=call_timeout,
+                options=options.with_default_token(
+                    None if self._provider is None else self._provider.token
+                ),
                 provider=self._provider,
-                token=token or (None if self._provider is None else self._provider.token),
-                ssl_context=ssl_context,
             )
         except BaseException:
             if self._provider is not None:

@@ -9,12 +9,8 @@ waiting for any, and joins the replies. Each server steps its shard as gymnasium
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import enum
-import itertools
 import logging
 import ssl
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,8 +26,9 @@ from openenv_gym.client.batching import (
     slice_batch,
     vector_seeds,
 )
-from openenv_gym.client.connection import DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, Connection
+from openenv_gym.client.connection import Connection
 from openenv_gym.client.env import open_session
+from openenv_gym.client.options import UNSET, ClientOptions, Unset
 from openenv_gym.client.recovery import (
     LOST,
     flag_reconnected,
@@ -39,47 +36,18 @@ from openenv_gym.client.recovery import (
     reopen,
     reset_after_loss,
 )
+from openenv_gym.client.shards import Pending, Shard, check_spaces, receive_all, split
 from openenv_gym.errors import (
-    CallTimeoutError,
     ConnectionLostError,
     InvalidActionError,
-    RemoteError,
-    SpaceMismatchError,
 )
-from openenv_gym.protocol.messages import Op
+from openenv_gym.protocol.messages import MakeReply, Op
 from openenv_gym.protocol.spaces import space_from_data
 from openenv_gym.providers import embedded_server_args, start_servers
 
 __all__ = ["RemoteVectorEnv"]
 
 logger = logging.getLogger("openenv_gym.client")
-
-
-class _Pending(enum.Enum):
-    NONE = "none"
-    RESET = "reset"
-    STEP = "step"
-    CALL = "call"
-
-
-@dataclasses.dataclass
-class _Shard:
-    """One server session holding envs ``start:stop``."""
-
-    connection: Connection
-    start: int
-    stop: int
-    last_obs: Any = None
-    body: Any = None  # the last RESET body sent, to redo it if the shard is lost
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-
-def _split(num_envs: int, num_shards: int) -> list[tuple[int, int]]:
-    bounds = np.linspace(0, num_envs, min(num_shards, num_envs) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
 class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
@@ -97,12 +65,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             ``docker_image``, containers.
         num_servers: servers to start when ``urls`` is ``None``.
         docker_image: run the owned servers in containers of this image.
-        token: the servers' shared secret (default: ``$OPENENV_GYM_TOKEN``).
-        ssl_context: TLS settings for ``wss://`` urls (default: the system's trusted CAs).
         autoreset_mode: gymnasium's autoreset mode (enum or its string value).
         render_mode: passed to every env.
-        connect_timeout: seconds to connect and create the envs.
-        call_timeout: seconds to wait for each reply; ``None`` waits forever.
+        options: how to connect and how long to wait (:class:`ClientOptions`).
+        token, ssl_context, connect_timeout, call_timeout: override the field of
+            ``options`` of the same name (see :class:`ClientOptions`).
         reconnect: when a shard's server goes away, re-open its session (on the same URL, or
             on a replacement server when this env owns its servers) and continue: that
             shard's envs start fresh episodes, reported as truncated and flagged in
@@ -115,7 +82,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         ConnectError: a server cannot be reached (``AuthenticationError``: bad token).
         CapacityError: a server is at one of its limits (sessions, envs).
         RemoteError: a server refused or failed to create the envs.
-        SpaceMismatchError: the servers describe different spaces (they host different envs).
+        ShardMismatchError: the servers' envs disagree on their spaces.
 
     """
 
@@ -129,10 +96,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         docker_image: str | None = None,
-        token: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        options: ClientOptions | None = None,
+        token: str | Unset | None = UNSET,
+        ssl_context: ssl.SSLContext | Unset | None = UNSET,
+        connect_timeout: float | Unset = UNSET,
+        call_timeout: float | Unset | None = UNSET,
         reconnect: bool = False,
         **env_kwargs: Any,
     ) -> None:
@@ -141,11 +109,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self.closed = True
         self.num_envs = num_envs
         self.autoreset_mode = AutoresetMode(autoreset_mode)
-        self._pending = _Pending.NONE
+        self._pending = Pending.NONE
         self._pending_ids: list[Any] = []
         self._reconnect = reconnect
-        self._shards: list[_Shard] = []
-        bounds = _split(num_envs, len(urls) if urls else num_servers)
+        self._shards: list[Shard] = []
+        bounds = split(num_envs, len(urls) if urls else num_servers)
         kwargs = dict(env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
@@ -160,46 +128,48 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             )
         )
         targets = list(urls) if urls else self._provider.urls  # type: ignore[union-attr]
-        self._session_args: dict[str, Any] = dict(
-            autoreset_mode=self.autoreset_mode.value,
-            env_kwargs=kwargs,
+        self.env_id, self._env_kwargs = env_id, kwargs
+        options = ClientOptions.resolve(
+            options,
+            token=token,
+            ssl_context=ssl_context,
             connect_timeout=connect_timeout,
             call_timeout=call_timeout,
-            token=token or (None if self._provider is None else self._provider.token),
-            ssl_context=ssl_context,
+        )
+        self.options = options.with_default_token(
+            None if self._provider is None else self._provider.token
         )
         try:
             replies = []
             for (start, stop), url in zip(bounds, targets, strict=False):
-                connection, reply = open_session(
-                    env_id, url, num_envs=stop - start, **self._session_args
-                )
-                self._shards.append(_Shard(connection, start, stop))
+                connection, reply = self._open(url, stop - start)
+                self._shards.append(Shard(connection, start, stop))
                 replies.append(reply)
+            first = replies[0]
+            self.single_observation_space = space_from_data(first.observation_space)
+            self.single_action_space = space_from_data(first.action_space)
+            for shard, reply in zip(self._shards, replies, strict=True):
+                spaces = (self.single_observation_space, self.single_action_space)
+                check_spaces(self._shards[0].connection.url, shard.connection.url, spaces, reply)
         except BaseException:
             self.close_extras()
             raise
         self.closed = False
-        first = replies[0]
-        self.env_id = env_id
-        self.single_observation_space = space_from_data(first.observation_space)
-        self.single_action_space = space_from_data(first.action_space)
-        for shard, reply in zip(self._shards, replies, strict=True):
-            if (
-                space_from_data(reply.observation_space) != self.single_observation_space
-                or space_from_data(reply.action_space) != self.single_action_space
-            ):
-                self.close()
-                raise SpaceMismatchError(
-                    shard.connection.url,
-                    self._shards[0].connection.url,
-                    "observation or action space",
-                )
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.metadata = {**first.metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = first.render_mode
         self.max_episode_steps = first.max_episode_steps
+
+    def _open(self, url: str, num_envs: int) -> tuple[Connection, MakeReply]:
+        return open_session(
+            self.env_id,
+            url,
+            num_envs=num_envs,
+            autoreset_mode=self.autoreset_mode.value,
+            env_kwargs=self._env_kwargs,
+            options=self.options,
+        )
 
     @property
     def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
@@ -253,11 +223,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 shard_options = {**(options or {}), "reset_mask": shard_mask}
             shard.body = {"seed": seeds[shard.start : shard.stop], "options": shard_options}
             ids.append(self._send(shard, Op.RESET, shard.body))
-        self._set_pending(_Pending.RESET, ids)
+        self._set_pending(Pending.RESET, ids)
 
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
         """Wait for the reset sent by :meth:`reset_async` and return ``(obs, infos)``."""
-        replies = self._wait(_Pending.RESET, "reset_wait", timeout)
+        replies = self._wait(Pending.RESET, "reset_wait", timeout)
         for index, reply in enumerate(replies):
             if reply is LOST:
                 shard = self._shards[index]
@@ -305,7 +275,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 )
                 for shard in self._shards
             ]
-        self._set_pending(_Pending.STEP, ids)
+        self._set_pending(Pending.STEP, ids)
 
     def step_wait(self, timeout: float | None = None) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Wait for the step sent by :meth:`step_async` and return its joined results.
@@ -314,7 +284,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             CallTimeoutError: a shard did not answer within ``timeout`` (its URL is named).
 
         """
-        replies = self._wait(_Pending.STEP, "step_wait", timeout)
+        replies = self._wait(Pending.STEP, "step_wait", timeout)
         for index, reply in enumerate(replies):
             if reply is LOST:
                 replies[index] = lost_step_reply(
@@ -358,12 +328,12 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self._check_can_send("call_async")
         body = {"name": name, "args": list(args), "kwargs": kwargs}
         self._set_pending(
-            _Pending.CALL, [shard.connection.send(Op.CALL, body) for shard in self._shards]
+            Pending.CALL, [shard.connection.send(Op.CALL, body) for shard in self._shards]
         )
 
     def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
         """Wait for the call sent by :meth:`call_async`; return one result per env."""
-        replies = self._wait(_Pending.CALL, "call_wait", timeout)
+        replies = self._wait(Pending.CALL, "call_wait", timeout)
         return tuple(item for reply in replies for item in reply)
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
@@ -395,7 +365,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             )
             for shard in self._shards
         ]
-        self._receive_all(ids, f"set_attr {name}", None)
+        receive_all(self._shards, ids, f"set_attr {name}", None)
 
     def render(self) -> tuple[Any, ...] | None:
         """Return every env's rendered frame, in env order."""
@@ -408,7 +378,9 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     def _gather(self, op: Op, body: Any, operation: str) -> tuple[Any, ...]:
         self._check_can_send(operation)
         ids = [shard.connection.send(op, body) for shard in self._shards]
-        return tuple(item for reply in self._receive_all(ids, operation, None) for item in reply)
+        return tuple(
+            item for reply in receive_all(self._shards, ids, operation, None) for item in reply
+        )
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -417,17 +389,17 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             raise ClosedEnvironmentError(
                 f"Trying to operate on `{type(self).__name__}`, after a call to `close()`."
             )
-        if self._pending is not _Pending.NONE:
+        if self._pending is not Pending.NONE:
             raise AlreadyPendingCallError(
                 f"Calling `{name}` while waiting for a pending call to "
                 f"`{self._pending.value}` to complete.",
                 self._pending.value,
             )
 
-    def _set_pending(self, kind: _Pending, ids: Sequence[Any]) -> None:
+    def _set_pending(self, kind: Pending, ids: Sequence[Any]) -> None:
         self._pending, self._pending_ids = kind, list(ids)
 
-    def _wait(self, kind: _Pending, name: str, timeout: float | None) -> list[Any]:
+    def _wait(self, kind: Pending, name: str, timeout: float | None) -> list[Any]:
         if self.closed:
             raise ClosedEnvironmentError(
                 f"Trying to operate on `{type(self).__name__}`, after a call to `close()`."
@@ -436,48 +408,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             raise NoAsyncCallError(
                 f"Calling `{name}` without any prior call to `{kind.value}_async`.", kind.value
             )
-        ids, self._pending, self._pending_ids = self._pending_ids, _Pending.NONE, []
-        recoverable = kind is not _Pending.CALL
-        return self._receive_all(ids, kind.value, timeout, recoverable=recoverable)
+        ids, self._pending, self._pending_ids = self._pending_ids, Pending.NONE, []
+        lost_ok = self._reconnect and kind is not Pending.CALL
+        return receive_all(self._shards, ids, kind.value, timeout, lost_ok=lost_ok)
 
-    def _receive_all(
-        self,
-        ids: Sequence[Any],
-        operation: str,
-        timeout: float | None,
-        *,
-        recoverable: bool = False,
-    ) -> list[Any]:
-        """Collect each shard's reply; one deadline for all.
-
-        ``None`` ids are skipped shards. With ``recoverable`` (steps and resets of a
-        ``reconnect`` env) a lost shard's reply is ``LOST`` instead of an error.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies: list[Any] = []
-        error: BaseException | None = None
-        for shard, request_id in zip(self._shards, ids, strict=True):
-            if request_id is None or request_id is LOST:
-                replies.append(request_id)  # LOST only comes from _send with reconnect on
-                continue
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                replies.append(
-                    shard.connection.receive(request_id, timeout=remaining, operation=operation)
-                )
-            except ConnectionLostError as exc:
-                if not (recoverable and self._reconnect):
-                    error = error or exc
-                replies.append(LOST)
-            except (RemoteError, CallTimeoutError) as exc:
-                # Keep draining the other shards so their replies do not go stale; raise after.
-                error = error or exc
-                replies.append(None)
-        if error is not None:
-            raise error
-        return replies
-
-    def _send(self, shard: _Shard, op: Op, body: Any) -> Any:
+    def _send(self, shard: Shard, op: Op, body: Any) -> Any:
         """Send to a shard; with ``reconnect`` a lost connection gives ``LOST``, not an error."""
         try:
             return shard.connection.send(op, body)
@@ -492,7 +427,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         shard.connection.close()
 
         def open_shard(url: str) -> Connection:
-            return open_session(self.env_id, url, num_envs=shard.size, **self._session_args)[0]
+            return self._open(url, shard.size)[0]
 
         provider = self._provider
         shard.connection = reopen(

@@ -48,7 +48,7 @@ from openenv_gym.protocol.messages import (
     request_bound,
 )
 from openenv_gym.server.catalog import EnvCatalog, HostedEnv
-from openenv_gym.server.host import EnvHost
+from openenv_gym.server.host import EnvHost, make_host
 from openenv_gym.server.limits import Limits, Usage
 
 __all__ = ["Session", "SessionState"]
@@ -257,7 +257,7 @@ class Session:
         mode = None if request.autoreset_mode is None else AutoresetMode(request.autoreset_mode)
         self.usage.reserve_envs(request.num_envs)
         try:
-            host = EnvHost(factory, num_envs=request.num_envs, autoreset_mode=mode)
+            host = make_host(factory, num_envs=request.num_envs, autoreset_mode=mode)
         except BaseException:
             self.usage.release_envs(request.num_envs)
             raise

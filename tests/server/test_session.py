@@ -160,7 +160,7 @@ def test_session_close_closes_envs_and_refuses_more(client: Client) -> None:
     host = client.session.host
     assert host is not None and client.session.usage.envs == 3
     closed: list[int] = []
-    for index, env in enumerate(host._envs):
+    for index, env in enumerate(host.envs):
         inner, close = env.unwrapped, env.unwrapped.close
         inner.close = lambda index=index, close=close: (closed.append(index), close())  # type: ignore[method-assign]
     client.ok(Op.CLOSE)
@@ -210,7 +210,7 @@ def test_session_request_bodies_are_validated_strictly(client: Client) -> None:
 
 
 class _RecordingSyncVectorEnv(SyncVectorEnv):
-    """Records the calls ``SyncVectorEnv.step`` makes to ``_add_info``, as ``EnvHost`` does."""
+    """Records the calls ``SyncVectorEnv.step`` makes to ``_add_info``, as ``BatchHost`` does."""
 
     calls: list[tuple[int, dict[str, Any]]]
 
@@ -222,7 +222,7 @@ class _RecordingSyncVectorEnv(SyncVectorEnv):
 
 
 def test_session_gymnasium_private_hooks_the_host_relies_on_are_unchanged() -> None:
-    # EnvHost reads SyncVectorEnv._autoreset_envs and overrides VectorEnv._add_info (see
+    # BatchHost reads SyncVectorEnv._autoreset_envs and overrides VectorEnv._add_info (see
     # openenv_gym/server/host.py); if gymnasium renames or reshapes either, this fails first.
     assert list(inspect.signature(VectorEnv._add_info).parameters) == [
         "self",

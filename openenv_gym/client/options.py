@@ -1,0 +1,104 @@
+"""ClientOptions: how a client talks to its servers, one frozen object for every entry point.
+
+``RemoteEnv``, ``RemoteVectorEnv`` and the session helpers take these options as one value
+(``options=ClientOptions(...)``); their keyword arguments of the same names (``token=``,
+``call_timeout=`` ...) override single fields. The defaults are written here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ssl
+from typing import Any, Literal, TypeAlias
+
+from openenv_gym.client.connection import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    Connection,
+)
+from openenv_gym.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES
+
+__all__ = ["UNSET", "ClientOptions", "Unset"]
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset.UNSET
+"""The default of a keyword argument that leaves the ``ClientOptions`` field as it is."""
+
+Unset: TypeAlias = Literal[_Unset.UNSET]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientOptions:
+    """How to connect to servers and how long to wait for them.
+
+    Args:
+        connect_timeout: seconds to connect, handshake and create the envs.
+        call_timeout: seconds to wait for each reply; ``None`` waits forever.
+        token: the servers' shared secret (default: ``$OPENENV_GYM_TOKEN``). Sent only over
+            ``wss://`` or to loopback hosts unless ``allow_insecure_token``. Not in ``repr``.
+        ssl_context: TLS settings for ``wss://`` urls (default: the system's trusted CAs).
+            Not pickled: an unpickled env uses the default.
+        allow_insecure_token: also send the token in clear text over ``ws://`` to hosts that
+            are not loopback (as does ``$OPENENV_GYM_ALLOW_INSECURE_TOKEN=1``).
+        max_message_bytes: the largest frame sent or accepted; match the server's limit.
+
+    """
+
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    call_timeout: float | None = DEFAULT_CALL_TIMEOUT
+    token: str | None = dataclasses.field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = None
+    allow_insecure_token: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    @classmethod
+    def resolve(cls, options: ClientOptions | None, **overrides: Any) -> ClientOptions:
+        """Return ``options`` (default: ``ClientOptions()``) with the ``overrides`` that are set.
+
+        Args:
+            options: the base options.
+            **overrides: field values; ``UNSET`` ones are left as they are.
+
+        Raises:
+            TypeError: an override names no field.
+
+        """
+        given = {name: value for name, value in overrides.items() if value is not UNSET}
+        base = cls() if options is None else options
+        return dataclasses.replace(base, **given) if given else base
+
+    def with_default_token(self, token: str | None) -> ClientOptions:
+        """Return these options with ``token`` when they name none (an owned server's)."""
+        if self.token or not token:
+            return self
+        return dataclasses.replace(self, token=token)
+
+    def picklable(self) -> ClientOptions:
+        """Return these options without the ``ssl_context`` (it cannot be pickled)."""
+        return dataclasses.replace(self, ssl_context=None)
+
+    def connect(self, url: str) -> Connection:
+        """Open and handshake a connection to ``url`` with these options.
+
+        Raises:
+            InsecureTokenError, ConnectError, AuthenticationError, CapacityError,
+            VersionMismatchError: as :class:`~openenv_gym.client.connection.Connection`.
+
+        """
+        return Connection(
+            url,
+            connect_timeout=self.connect_timeout,
+            call_timeout=self.call_timeout,
+            max_message_bytes=self.max_message_bytes,
+            token=self.token,
+            ssl_context=self.ssl_context,
+            allow_insecure_token=self.allow_insecure_token,
+        )
