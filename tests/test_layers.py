@@ -33,6 +33,9 @@ RULES: dict[str, tuple[str, ...]] = {
     "openenv_gym.providers.local": ("openenv_gym.client", "openenv_gym.server", "gymnasium"),
     "openenv_gym.providers.docker": ("openenv_gym.client", "openenv_gym.server", "gymnasium"),
     "openenv_gym": (*SERVER_CLIENT, "asyncio", "openenv_gym.ws"),
+    # Layers above the server (interop, mcp, envs) plug in when switched on, never on import.
+    "openenv_gym.server": ("openenv_gym.interop", "openenv_gym.mcp", "openenv_gym.envs"),
+    "openenv_gym.client": ("openenv_gym.interop", "openenv_gym.mcp", "openenv_gym.server"),
 }
 """Module imported alone -> module families it must not load."""
 

@@ -21,15 +21,9 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
+from types import ModuleType
 from typing import Literal
 
-from openenv_gym.interop.openenv.session import (
-    OPENENV_HTTP_PATHS,
-    OPENENV_WS_PATH,
-    OpenEnvSession,
-    http_reply,
-    route,
-)
 from openenv_gym.protocol import codec
 from openenv_gym.server.access import AccessPolicy
 from openenv_gym.server.catalog import EnvCatalog
@@ -161,9 +155,17 @@ class _Router:
         self.catalog = catalog
         self.usage = usage
         self.access = config.access_policy()
+        # OpenEnv's surface is a plug-in above the server (interop sits above server): loaded
+        # only when switched on, so the server package never imports it at module level.
+        self._openenv_surface: ModuleType | None = None
+        if config.openenv:
+            from openenv_gym.interop.openenv import session as openenv_surface
+
+            self._openenv_surface = openenv_surface
 
     def _openenv(self, path: str, query: str) -> tuple[str, str] | None:
-        return route(path, query) if self.config.openenv else None
+        surface = self._openenv_surface
+        return None if surface is None else surface.route(path, query)
 
     def admit(self, path: str, query: str, headers: Iterable[tuple[str, str]]) -> HttpReply | None:
         """Return the access check's refusal (every path but ``/healthz`` needs the token)."""
@@ -176,16 +178,18 @@ class _Router:
         if path == HEALTH_PATH:
             return HttpReply(HTTPStatus.OK, "ok\n")
         openenv = self._openenv(path, query)
-        if openenv is not None and openenv[0] in OPENENV_HTTP_PATHS:
-            status, body = http_reply(self.catalog, *openenv)
+        surface = self._openenv_surface
+        if surface is not None and openenv is not None and openenv[0] in surface.OPENENV_HTTP_PATHS:
+            status, body = surface.http_reply(self.catalog, *openenv)
             return HttpReply(status, json=body)
         return None
 
     def new_session(self, path: str, query: str) -> ServedSession:
         """Return an OpenEnv session for its ``/ws``, else a binary protocol session."""
         openenv = self._openenv(path, query)
-        if openenv is not None and openenv[0] == OPENENV_WS_PATH:
-            return OpenEnvSession(self.catalog, openenv[1], self.usage)
+        surface = self._openenv_surface
+        if surface is not None and openenv is not None and openenv[0] == surface.OPENENV_WS_PATH:
+            return surface.OpenEnvSession(self.catalog, openenv[1], self.usage)  # type: ignore[no-any-return]
         return Session(
             self.catalog,
             server_name=f"openenv-gym pid {os.getpid()}",

@@ -30,7 +30,6 @@ import gymnasium
 from gymnasium.envs.registration import EnvSpec, load_env_creator
 
 from openenv_gym.errors import AttributeNotAllowedError, KwargNotAllowedError, UnknownEnvError
-from openenv_gym.interop.openenv.hosted import OpenEnvAsGym, is_openenv_environment
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 
 __all__ = [
@@ -60,6 +59,9 @@ def _resolve_spec(spec: str) -> EnvSpec:
         return gymnasium.spec(spec)
     module = importlib.import_module(module_name)
     if hasattr(module, attr):
+        # OpenEnv hosting is interop's (above the server): loaded only for an entry point.
+        from openenv_gym.interop.openenv.hosted import OpenEnvAsGym, is_openenv_environment
+
         entry_point = getattr(module, attr)
         if is_openenv_environment(entry_point):  # hosted through its gymnasium view
             entry_point = functools.partial(OpenEnvAsGym, entry_point)
