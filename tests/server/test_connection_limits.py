@@ -25,6 +25,7 @@ from openenv_gym.protocol import codec
 from openenv_gym.protocol.messages import PROTOCOL_VERSION, Op, Status
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.server.limits import ConnectionTable, Limits
+from openenv_gym.testing.compliance._support import closed_by_server, wait_for
 from openenv_gym.testing.rawws import (
     abort,
     client_frame,
@@ -45,22 +46,9 @@ FLOOD = 1100
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
     """Poll ``condition`` until true; return the seconds it took (fail after ``timeout``)."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what} not within {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
-def _closed_by_server(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1 << 16) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # reset
+    took = wait_for(condition, timeout)
+    assert took is not None, f"{what} not within {timeout} s"
+    return took
 
 
 def _hello(sock: socket.socket) -> int:
@@ -142,7 +130,7 @@ def test_server_admits_a_good_client_within_seconds_of_a_half_open_upgrade_flood
         print(f"\ngood client served {admitted:.3f} s after {FLOOD} half-open upgrades")
         assert admitted < 2.0
         reaped = _wait_for(
-            lambda: all(_closed_by_server(s) for s in flood), 10.0, "every flood connection closed"
+            lambda: all(closed_by_server(s) for s in flood), 10.0, "every flood connection closed"
         )
         print(f"all {FLOOD} flood connections closed {reaped:.1f} s later (handshake timeout 3 s)")
         _wait_for(lambda: open_fds(pid) < 64, 5.0, "the server's descriptors released")
@@ -176,7 +164,7 @@ def test_server_aborts_connections_that_send_no_hello_within_the_handshake_timeo
         upgraded = upgraded_connection(url, 5.0)  # upgraded, but no HELLO
         opened += [silent, upgraded]
         took = _wait_for(
-            lambda: _closed_by_server(silent) and _closed_by_server(upgraded), 5.0, "aborted"
+            lambda: closed_by_server(silent) and closed_by_server(upgraded), 5.0, "aborted"
         )
         assert 0.5 < took < 3.0
         good.setblocking(True)
