@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 import urllib.error
@@ -27,39 +26,13 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 import openenv_gym
 from openenv_gym.mcp import build_mcp_server
 from openenv_gym.providers.local import LocalProvider
+from openenv_gym.testing.compliance._support import free_port, wait_listening
 from openenv_gym.testing.envs import SlowToolEnv
 
 SLOW_TOOL = "openenv_gym.testing.envs:SlowToolEnv"
 COUNTER = "openenv_gym.testing.envs:CounterEnv"
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_listening(port: int, timeout: float) -> None:
-    """Return once ``127.0.0.1:port`` accepts TCP connections.
-
-    Raises:
-        TimeoutError: it does not within ``timeout`` seconds.
-
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"nothing listens on 127.0.0.1:{port} after {timeout} s"
-                ) from exc
-            time.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ __all__ = [
     "closed_by_server",
     "enough_descriptors",
     "failed",
+    "free_port",
     "http_status",
     "in_flight",
     "not_runnable",
@@ -36,6 +37,7 @@ __all__ = [
     "result",
     "server_holds",
     "wait_for",
+    "wait_listening",
 ]
 
 MIB = 1 << 20
@@ -341,3 +343,29 @@ class GoodClient:
         """Tell whether the good client was served throughout, with a p50 under ``p50_ms``."""
         p50 = self.figures()["good_client_p50_ms"]
         return self.error is None and p50 is not None and p50 < p50_ms
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float) -> None:
+    """Return once ``127.0.0.1:port`` accepts TCP connections.
+
+    Raises:
+        TimeoutError: it does not within ``timeout`` seconds.
+
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                what = f"nothing listens on 127.0.0.1:{port} after {timeout} s"
+                raise TimeoutError(what) from exc
+            time.sleep(0.05)

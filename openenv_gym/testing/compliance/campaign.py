@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,14 @@ from typing import Any
 from openenv_gym.errors import OpenEnvError
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import attacks as a
-from openenv_gym.testing.compliance._support import AttackResult, Target, failed, not_runnable
+from openenv_gym.testing.compliance._support import (
+    AttackResult,
+    Target,
+    failed,
+    free_port,
+    not_runnable,
+    wait_listening,
+)
 from openenv_gym.testing.compliance.terminal import CANARY_PREFIX
 
 __all__ = ["ATTACKS", "Attack", "run_attack", "run_campaign", "serve_flags"]
@@ -165,25 +171,6 @@ def serve_flags() -> frozenset[str]:
     return frozenset(word.strip("[],") for word in done.stdout.split() if word.startswith("--"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_listening(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                what = f"nothing listens on 127.0.0.1:{port} after {timeout} s"
-                raise TimeoutError(what) from exc
-            time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def _environ(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for as long as the block runs (a server inherits them)."""
@@ -203,7 +190,7 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 def _server(attack: Attack) -> Iterator[Target]:
     """Start the server ``attack`` needs; yield it as a :class:`Target`."""
     args, secrets, token = list(attack.args), {}, None
-    mcp_port = _free_port() if attack.mcp else None
+    mcp_port = free_port() if attack.mcp else None
     if mcp_port is not None:
         args += ["--mcp-port", str(mcp_port)]
     if attack.token or attack.environ_secrets:
@@ -232,7 +219,7 @@ def _server(attack: Attack) -> Iterator[Target]:
                 )
             )
         if mcp_port is not None:
-            _wait_listening(mcp_port, 20)
+            wait_listening(mcp_port, 20)
         yield Target(
             url=provider.urls[0],
             pid=provider.pids[0],
