@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 import ssl
 from typing import Any, Literal, SupportsFloat
 
@@ -21,7 +22,7 @@ from openenv_gym.protocol.messages import (
     parse_body,
 )
 from openenv_gym.protocol.spaces import space_from_data
-from openenv_gym.providers import Provider, embedded_server_args, start_servers
+from openenv_gym.providers import Provider, ProviderName, embedded_server_args, start_servers
 
 __all__ = ["RemoteEnv"]
 
@@ -55,12 +56,24 @@ def open_session(
         raise
 
 
-def _own_server(env_id: str, kwargs: dict[str, Any], docker_image: str | None) -> Provider:
-    """Return the server of an env built without ``url=``: pooled, or a container of its own."""
+def _own_server(
+    env_id: str,
+    kwargs: dict[str, Any],
+    docker_image: str | None,
+    provider: ProviderName | Provider | None = None,
+    provider_options: Mapping[str, Any] | None = None,
+) -> Provider:
+    """Return the server of an env built without ``url=``: pooled, or one of its own."""
     server_args = embedded_server_args(kwargs)
-    if docker_image is None:
+    if docker_image is None and provider in (None, "local") and not provider_options:
         return embedded_pool().acquire(env_id, server_args)
-    return start_servers([env_id], docker_image=docker_image, server_args=server_args)
+    return start_servers(
+        [env_id],
+        provider=provider,
+        provider_options=provider_options,
+        docker_image=docker_image,
+        server_args=server_args,
+    )
 
 
 class RemoteEnv(gymnasium.Env[ObsType, ActType]):
@@ -78,6 +91,10 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             (``openenv_gym.client.pool``), or, with ``docker_image``, a container owned and
             stopped by this env.
         docker_image: run the owned server in a container of this image.
+        provider: where the owned server runs: ``"local"`` (pooled, the default), ``"docker"``,
+            ``"ray"`` (an actor), or a ``Provider`` the caller owns (its first URL; not
+            closed by this env). See ``providers.start_servers``.
+        provider_options: options of the provider (e.g. ``RayProvider``'s).
         render_mode: passed to the env on the server.
         options: how to connect and how long to wait (:class:`ClientOptions`; its
             ``ssl_context`` is not pickled: an unpickled env uses the default).
@@ -102,6 +119,8 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         url: str | None = None,
         render_mode: str | None = None,
         docker_image: str | None = None,
+        provider: ProviderName | Provider | None = None,
+        provider_options: Mapping[str, Any] | None = None,
         options: ClientOptions | None = None,
         token: str | Unset | None = UNSET,
         ssl_context: ssl.SSLContext | Unset | None = UNSET,
@@ -122,6 +141,8 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             url=url,
             render_mode=render_mode,
             docker_image=docker_image,
+            provider=provider if provider is None or isinstance(provider, str) else None,
+            provider_options=provider_options,
             options=options.picklable(),
             **env_kwargs,
         )
@@ -129,7 +150,11 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         kwargs = dict(env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
-        self._provider = None if url is not None else _own_server(env_id, kwargs, docker_image)
+        self._provider = (
+            None
+            if url is not None
+            else _own_server(env_id, kwargs, docker_image, provider, provider_options)
+        )
         try:
             self._connection, reply = open_session(
                 env_id,
@@ -138,7 +163,8 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
                 autoreset_mode=None,
                 env_kwargs=kwargs,
                 options=options.with_default_token(
-                    None if self._provider is None else self._provider.token
+                    None if self._provider is None else self._provider.token,
+                    insecure_ok=bool(getattr(self._provider, "allow_insecure_token", False)),
                 ),
                 provider=self._provider,
             )

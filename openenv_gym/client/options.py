@@ -75,11 +75,20 @@ class ClientOptions:
         base = cls() if options is None else options
         return dataclasses.replace(base, **given) if given else base
 
-    def with_default_token(self, token: str | None) -> ClientOptions:
-        """Return these options with ``token`` when they name none (an owned server's)."""
+    def with_default_token(self, token: str | None, *, insecure_ok: bool = False) -> ClientOptions:
+        """Return these options with ``token`` when they name none (an owned server's).
+
+        Args:
+            token: the owned servers' token.
+            insecure_ok: the provider placed them beyond loopback on its own cluster's
+                network (Ray): the token it made may travel there over plain ``ws://``.
+
+        """
         if self.token or not token:
             return self
-        return dataclasses.replace(self, token=token)
+        return dataclasses.replace(
+            self, token=token, allow_insecure_token=self.allow_insecure_token or insecure_ok
+        )
 
     def picklable(self) -> ClientOptions:
         """Return these options without the ``ssl_context`` (it cannot be pickled)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from openenv_gym.errors import (
 )
 from openenv_gym.protocol.messages import MakeReply, Op
 from openenv_gym.protocol.spaces import space_from_data
-from openenv_gym.providers import embedded_server_args, start_servers
+from openenv_gym.providers import Provider, ProviderName, embedded_server_args, start_servers
 
 __all__ = ["RemoteVectorEnv"]
 
@@ -64,6 +64,11 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             and stopped by this env: local processes (the embedded default) or, with
             ``docker_image``, containers.
         num_servers: servers to start when ``urls`` is ``None``.
+        provider: where those servers run: ``"local"`` processes (default), ``"docker"``
+            containers, ``"ray"`` actors on a Ray cluster, or a ``Provider`` the caller owns
+            (one shard per URL; not closed by this env). See ``providers.start_servers``.
+        provider_options: options of the provider (e.g. Ray's ``num_cpus``, ``strategy``,
+            ``address``; see ``openenv_gym.providers.ray.RayProvider``).
         docker_image: run the owned servers in containers of this image.
         autoreset_mode: gymnasium's autoreset mode (enum or its string value).
         render_mode: passed to every env.
@@ -96,6 +101,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         docker_image: str | None = None,
+        provider: ProviderName | Provider | None = None,
+        provider_options: Mapping[str, Any] | None = None,
         options: ClientOptions | None = None,
         token: str | Unset | None = UNSET,
         ssl_context: ssl.SSLContext | Unset | None = UNSET,
@@ -113,6 +120,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         self._pending_ids: list[Any] = []
         self._reconnect = reconnect
         self._shards: list[Shard] = []
+        if provider is not None and not isinstance(provider, str) and not urls:
+            num_servers = len(provider.urls)
         bounds = split(num_envs, len(urls) if urls else num_servers)
         kwargs = dict(env_kwargs)
         if render_mode is not None:
@@ -123,6 +132,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             else start_servers(
                 [env_id],
                 num_servers=len(bounds),
+                provider=provider,
+                provider_options=provider_options,
                 docker_image=docker_image,
                 server_args=embedded_server_args(kwargs),
             )
@@ -137,7 +148,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             call_timeout=call_timeout,
         )
         self.options = options.with_default_token(
-            None if self._provider is None else self._provider.token
+            None if self._provider is None else self._provider.token,
+            insecure_ok=bool(getattr(self._provider, "allow_insecure_token", False)),
         )
         try:
             replies = []

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from openenv_gym.providers.local import LocalProvider
 
-__all__ = ["LocalProvider", "Provider", "embedded_server_args", "start_servers"]
+__all__ = [
+    "LocalProvider",
+    "Provider",
+    "ProviderName",
+    "embedded_server_args",
+    "start_servers",
+]
 
 
 class Provider(Protocol):
@@ -51,41 +57,75 @@ def embedded_server_args(env_kwargs: Mapping[str, Any]) -> list[str]:
     return args
 
 
+ProviderName = Literal["local", "docker", "ray"]
+
+
+class _Borrowed:
+    """A provider the caller owns: used (urls, restart) but never closed by the facade."""
+
+    def __init__(self, provider: Provider) -> None:
+        self._provider = provider
+        self.token = provider.token
+        self.allow_insecure_token = bool(getattr(provider, "allow_insecure_token", False))
+
+    @property
+    def urls(self) -> list[str]:  # type: ignore[override]
+        return self._provider.urls
+
+    def restart(self, index: int) -> str:
+        return self._provider.restart(index)
+
+    def close(self) -> None:
+        """Leave the servers to their owner."""
+
+
 def start_servers(
     specs: Sequence[str],
     *,
     num_servers: int = 1,
+    provider: ProviderName | Provider | None = None,
+    provider_options: Mapping[str, Any] | None = None,
     docker_image: str | None = None,
     docker_options: Mapping[str, Any] | None = None,
     server_args: Sequence[str] = (),
 ) -> Provider:
-    """Start ``num_servers`` servers hosting ``specs``: local processes, or containers.
+    """Start ``num_servers`` servers hosting ``specs``: local processes, containers or actors.
 
     Args:
         specs: env ids / entry points the servers host.
         num_servers: how many servers.
-        docker_image: run the servers in containers of this image instead of local processes.
+        provider: ``"local"`` processes (the default without ``docker_image``), ``"docker"``
+            containers (the default with it), ``"ray"`` actors (``RayProvider``), or a
+            ``Provider`` the caller made and keeps owning (its servers are used, not closed).
+        provider_options: more options of the provider's class (``RayProvider``'s
+            ``num_cpus``, ``resources``, ``strategy``, ``address``; ``DockerProvider``'s).
+        docker_image: run the servers in containers of this image.
         docker_options: more ``DockerProvider`` options (``cpus``, ``memory``, ``environment``).
         server_args: more ``openenv-gym serve`` options (e.g. :func:`embedded_server_args`).
 
     Raises:
         ServerStartError: a server did not come up; the text says why.
+        ValueError: ``provider`` names no provider.
+        ImportError: the provider's extra is not installed.
 
     """
-    if docker_image is None:
+    if provider is not None and not isinstance(provider, str):
+        return _Borrowed(provider)
+    name = provider or ("local" if docker_image is None else "docker")
+    options = dict(provider_options or {})
+    if name == "local":
         # A token of its own: no other local process (or web page) can use these servers.
-        return LocalProvider(
-            specs,
-            num_servers=num_servers,
-            extra_args=server_args,
-            token=secrets.token_urlsafe(24),
-        )
-    from openenv_gym.providers.docker import DockerProvider
+        options.setdefault("token", secrets.token_urlsafe(24))
+        return LocalProvider(specs, num_servers=num_servers, extra_args=server_args, **options)
+    if name == "docker":
+        from openenv_gym.providers.docker import DockerProvider
 
-    return DockerProvider(
-        specs,
-        image=docker_image,
-        num_servers=num_servers,
-        server_args=server_args,
-        **dict(docker_options or {}),
-    )
+        options = {**dict(docker_options or {}), **options}
+        if docker_image is not None:
+            options["image"] = docker_image
+        return DockerProvider(specs, num_servers=num_servers, server_args=server_args, **options)
+    if name == "ray":
+        from openenv_gym.providers.ray import RayProvider
+
+        return RayProvider(specs, num_servers=num_servers, server_args=server_args, **options)
+    raise ValueError(f"provider must be 'local', 'docker', 'ray' or a Provider, got {name!r}")

@@ -125,7 +125,7 @@ class _Process:
                 os.close(fd)  # the child holds its own copy
         self.url: str | None = None
 
-    def wait_ready(self, deadline: float) -> str:
+    def wait_ready(self, deadline: float, *, allow_insecure_token: bool = False) -> str:
         """Read the announced URL, then handshake with it, before ``deadline``."""
         stdout = self.popen.stdout
         assert stdout is not None
@@ -142,7 +142,12 @@ class _Process:
             if line.startswith(READY_PREFIX):
                 self.url = line[len(READY_PREFIX) :].strip()
         try:
-            probe(self.url, timeout=max(0.1, deadline - time.monotonic()), token=self.token)
+            probe(
+                self.url,
+                timeout=max(0.1, deadline - time.monotonic()),
+                token=self.token,
+                allow_insecure_token=allow_insecure_token,
+            )
         except OpenEnvError as exc:
             raise self._failure(f"failed its handshake: {exc}") from exc
         return self.url

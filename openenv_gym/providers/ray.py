@@ -1,0 +1,299 @@
+"""Environment servers as Ray actors, placed across a cluster's nodes (extra ``ray``).
+
+Each server is one actor (:class:`_ServerActor`) that runs ``openenv-gym serve ... --port 0
+--announce`` as its own subprocess and reports the URL it announced. The actors sit in one
+placement group, a bundle per server (``num_cpus`` and ``resources`` each), spread over the
+nodes (``SPREAD``, the default) or packed (``PACK``). A server is ready when the provider
+completes a protocol handshake with it, before a deadline.
+
+Addresses and the token: a server on the driver's own machine binds ``127.0.0.1`` (the token
+travels over loopback only, and nothing else on the network can reach it); a server on another
+machine binds the address Ray reports for its node, the address the driver already reaches the
+cluster by, and :attr:`RayProvider.allow_insecure_token` says that the token then crosses the
+cluster's network in clear text, as Ray's own traffic does. The token is always on: a new one
+per provider unless given, handed to each actor as a task argument and to its server through an
+inherited pipe (never argv, environment or a file).
+
+Cleanup: :meth:`RayProvider.close` stops the servers, kills the actors and removes the
+placement group (and shuts down a Ray it started itself); it also runs at interpreter exit. If
+the driver dies, Ray removes its actors and placement groups, and a server dies with its actor
+(``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import sys
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from openenv_gym.errors import OpenEnvError, ServerStartError
+from openenv_gym.providers.local import _Process
+from openenv_gym.ws.handshake import probe, token_allowed
+
+try:
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "openenv_gym.providers.ray needs Ray: pip install 'openenv-gym[ray]'"
+    ) from exc
+
+__all__ = ["RayProvider", "Strategy"]
+
+logger = logging.getLogger("openenv_gym.providers")
+
+Strategy = Literal["SPREAD", "PACK", "STRICT_SPREAD", "STRICT_PACK"]
+
+_STOP_TIMEOUT = 10.0
+_live: weakref.WeakSet[RayProvider] = weakref.WeakSet()
+
+
+def _machine() -> tuple[str, str]:
+    """Return what tells this machine apart: its kernel's boot id and its host name."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            boot_id = file.read().strip()
+    except OSError:
+        boot_id = ""
+    return boot_id, socket.gethostname()
+
+
+class _ServerActor:
+    """One server process on a Ray node, from launch to ready URL."""
+
+    def __init__(self) -> None:
+        self._process: _Process | None = None
+
+    def start(
+        self, args: list[str], token: str, driver: tuple[str, str], timeout: float
+    ) -> dict[str, Any]:
+        """Start the server, wait until it answers a handshake, and say where it is."""
+        node_ip = ray.util.get_node_ip_address()
+        host = "127.0.0.1" if driver == _machine() else node_ip
+        command = [sys.executable, "-m", "openenv_gym", "serve", *args]
+        command += ["--host", host, "--port", "0", "--announce"]
+        self._process = _Process(command, token)
+        url = self._process.wait_ready(
+            time.monotonic() + timeout, allow_insecure_token=not token_allowed(f"ws://{host}")
+        )
+        return {
+            "url": url,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": node_ip,
+            "pid": self._process.popen.pid,
+        }
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+
+_RemoteServer = ray.remote(max_restarts=0, max_task_retries=0)(_ServerActor)
+
+
+class RayProvider:
+    """Start ``num_servers`` servers hosting ``specs`` as Ray actors, spread over the nodes.
+
+    Args:
+        specs: env ids / ``module:attr`` entry points the servers host.
+        num_servers: servers (actors) to start, in parallel.
+        num_cpus: CPUs each server reserves.
+        resources: custom resources each server reserves (e.g. ``{"env_node": 1}``).
+        strategy: how the placement group places the servers: ``"SPREAD"`` (over as many
+            nodes as possible), ``"PACK"`` (on as few as possible), or a ``STRICT_`` one.
+        address: the cluster to connect to (``"auto"``, ``"ray://head:10001"``, ...) when Ray
+            is not initialised yet; ``None`` and no Ray: a local one, shut down by ``close()``.
+        token: the token the servers require (default: a new random one).
+        startup_timeout: seconds for placement and for all servers to become ready.
+        server_args: more ``openenv-gym serve`` options after the specs.
+
+    Attributes:
+        urls: the ready servers' URLs, one per server.
+        token: the token clients present to them.
+        allow_insecure_token: some server is on another machine, reached over plain ``ws://``.
+
+    Raises:
+        ServerStartError: the placement group or a server did not come up in time.
+        ValueError: ``num_servers`` or ``num_cpus`` is out of range.
+
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[str],
+        *,
+        num_servers: int = 1,
+        num_cpus: float = 1,
+        resources: Mapping[str, float] | None = None,
+        strategy: Strategy = "SPREAD",
+        address: str | None = None,
+        token: str | None = None,
+        startup_timeout: float = 60.0,
+        server_args: Sequence[str] = (),
+    ) -> None:
+        if num_servers < 1:
+            raise ValueError(f"num_servers must be at least 1, got {num_servers}")
+        if num_cpus < 0:
+            raise ValueError(f"num_cpus must be at least 0, got {num_cpus}")
+        self.token = token or secrets.token_urlsafe(24)
+        self.startup_timeout = startup_timeout
+        self._args = [*specs, *server_args]
+        self._options: dict[str, Any] = {"num_cpus": num_cpus, "resources": dict(resources or {})}
+        self._owns_ray = False
+        self._actors: list[Any] = []
+        self._group: Any = None
+        self._info: list[dict[str, Any]] = []
+        self.urls: list[str] = []
+        _live.add(self)
+        try:
+            self._init_ray(address, num_servers * num_cpus)
+            bundle = {"CPU": num_cpus, **self._options["resources"]}
+            self._group = placement_group([dict(bundle) for _ in range(num_servers)], strategy)
+            deadline = time.monotonic() + startup_timeout
+            if not self._group.wait(timeout_seconds=startup_timeout):
+                raise ServerStartError(
+                    f"ray placement group of {num_servers} x {bundle} ({strategy}) was not "
+                    f"placed within {startup_timeout} s: the cluster lacks the resources"
+                )
+            self._actors = [self._new_actor(index) for index in range(num_servers)]
+            self._info = self._wait_ready(list(range(num_servers)), deadline)
+            self.urls = [info["url"] for info in self._info]
+        except BaseException:
+            self.close()
+            raise
+        logger.debug("ray servers ready: %s", self.urls)
+
+    @property
+    def allow_insecure_token(self) -> bool:
+        """Tell whether some server is reached over plain ``ws://`` beyond loopback."""
+        return not all(token_allowed(url) for url in self.urls)
+
+    @property
+    def node_ids(self) -> list[str]:
+        """The Ray node id each server runs on."""
+        return [info["node_id"] for info in self._info]
+
+    @property
+    def actors(self) -> list[Any]:
+        """The servers' actor handles (e.g. for ``ray.kill``)."""
+        return list(self._actors)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the servers (on their nodes)."""
+        return [info["pid"] for info in self._info]
+
+    @property
+    def placement_group_id(self) -> str | None:
+        """The hex id of the servers' placement group (``None`` once closed)."""
+        return None if self._group is None else str(self._group.id.hex())
+
+    def _init_ray(self, address: str | None, cpus: float) -> None:
+        if ray.is_initialized():
+            return
+        if address is None:
+            # A local Ray of our own: room for every server even on a small machine.
+            cores = max(os.cpu_count() or 1, int(cpus + 0.999))
+            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+            self._owns_ray = True
+        else:
+            ray.init(address=address, log_to_driver=False)
+
+    def _new_actor(self, index: int) -> Any:
+        strategy = PlacementGroupSchedulingStrategy(
+            placement_group=self._group, placement_group_bundle_index=index
+        )
+        return _RemoteServer.options(scheduling_strategy=strategy, **self._options).remote()
+
+    def _wait_ready(self, indices: list[int], deadline: float) -> list[dict[str, Any]]:
+        """Start the servers of ``indices`` and handshake with each before ``deadline``."""
+        remaining = max(0.1, deadline - time.monotonic())
+        refs = [
+            self._actors[i].start.remote(self._args, self.token, _machine(), remaining)
+            for i in indices
+        ]
+        try:
+            infos: list[dict[str, Any]] = ray.get(refs, timeout=remaining + 5.0)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ServerStartError(
+                f"ray servers {indices} were not ready within {self.startup_timeout} s"
+            ) from exc
+        except ray.exceptions.RayError as exc:
+            raise ServerStartError(f"a ray server of {indices} failed to start: {exc}") from exc
+        for info in infos:
+            url = info["url"]
+            try:
+                probe(
+                    url,
+                    timeout=max(0.1, deadline - time.monotonic()),
+                    token=self.token,
+                    allow_insecure_token=not token_allowed(url),
+                )
+            except OpenEnvError as exc:
+                raise ServerStartError(
+                    f"ray server at {url} (node {info['node_ip']}) failed its handshake from "
+                    f"the driver: {exc}"
+                ) from exc
+        return infos
+
+    def restart(self, index: int, *, startup_timeout: float | None = None) -> str:
+        """Replace server ``index`` (e.g. after its actor died) with a new actor; return its URL.
+
+        Raises:
+            ServerStartError: the new server failed to start.
+
+        """
+        old = self._actors[index]
+        with contextlib.suppress(Exception):
+            ray.kill(old, no_restart=True)
+        self._actors[index] = self._new_actor(index)
+        timeout = self.startup_timeout if startup_timeout is None else startup_timeout
+        (info,) = self._wait_ready([index], time.monotonic() + timeout)
+        self._info[index] = info
+        self.urls[index] = info["url"]
+        return self.urls[index]
+
+    def close(self) -> None:
+        """Stop every server, kill the actors, remove the placement group; idempotent."""
+        actors, self._actors = self._actors, []
+        if actors and ray.is_initialized():
+            stops = []
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    stops.append(actor.stop.remote())
+            with contextlib.suppress(Exception):
+                ray.wait(stops, num_returns=len(stops), timeout=_STOP_TIMEOUT)
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
+        group, self._group = self._group, None
+        if group is not None and ray.is_initialized():
+            with contextlib.suppress(Exception):
+                remove_placement_group(group)
+        if self._owns_ray:
+            self._owns_ray = False
+            ray.shutdown()
+        _live.discard(self)
+
+    def __enter__(self) -> RayProvider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    for provider in list(_live):
+        provider.close()

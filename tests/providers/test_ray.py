@@ -1,0 +1,135 @@
+"""RayProvider on a real two-node Ray cluster on this machine (``ray.cluster_utils.Cluster``)."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium
+import numpy as np
+import pytest
+
+from openenv_gym.testing.optional import require_module
+
+ray = require_module("ray", family="ray", install="pip install 'openenv-gym[ray]'")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+from ray.util.state import list_actors, list_placement_groups  # noqa: E402
+
+from openenv_gym import RemoteVectorEnv  # noqa: E402
+from openenv_gym.providers.ray import RayProvider  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """Two nodes of one CPU each, each with a resource of its own (and the state API)."""
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {"node_a": 1}, "include_dashboard": True},
+    )
+    cluster.add_node(num_cpus=1, resources={"node_b": 1})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return status in ("Z", "X")
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _ours_alive() -> list[Any]:
+    return [
+        actor
+        for actor in list_actors(filters=[("state", "=", "ALIVE")])
+        if "_ServerActor" in actor.class_name
+    ]
+
+
+def _assert_nothing_left(provider: RayProvider, pids: list[int], group_id: str) -> None:
+    _wait_for(lambda: not _ours_alive(), "the server actors to die")
+    groups = list_placement_groups(filters=[("placement_group_id", "=", group_id)])
+    assert [group.state for group in groups] == ["REMOVED"]
+    _wait_for(lambda: all(_gone(pid) for pid in pids), f"server processes {pids} to exit")
+    assert provider.placement_group_id is None
+
+
+def test_ray_provider_spreads_servers_over_nodes_and_cleans_up(cluster: Cluster) -> None:
+    provider = RayProvider(["CartPole-v1"], num_servers=2)
+    try:
+        assert len(set(provider.node_ids)) == 2  # SPREAD over the two one-CPU nodes
+        assert all(url.startswith("ws://127.0.0.1:") for url in provider.urls)
+        assert provider.token and not provider.allow_insecure_token
+        nodes = {node["NodeID"]: node["Resources"] for node in ray.nodes() if node["Alive"]}
+        used = {name for node in provider.node_ids for name in nodes[node] if "node_" in name}
+        assert used == {"node_a", "node_b"}
+        pids, group_id = provider.pids, provider.placement_group_id
+        assert group_id is not None
+    finally:
+        provider.close()
+    _assert_nothing_left(provider, pids, group_id)
+    provider.close()  # idempotent
+
+
+def test_ray_remote_vector_env_equals_sync_vector_env(cluster: Cluster) -> None:
+    num_envs, steps = 8, 150
+    remote = RemoteVectorEnv("CartPole-v1", num_envs, provider="ray", num_servers=2)
+    local = gymnasium.vector.SyncVectorEnv(
+        [lambda: gymnasium.make("CartPole-v1") for _ in range(num_envs)]
+    )
+    try:
+        obs_r, _ = remote.reset(seed=7)
+        obs_l, _ = local.reset(seed=7)
+        np.testing.assert_array_equal(obs_r, obs_l)
+        local.action_space.seed(3)
+        for _ in range(steps):
+            action = local.action_space.sample()
+            got, want = remote.step(action), local.step(action)
+            for a, b in zip(got[:4], want[:4], strict=True):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        remote.close()
+        local.close()
+    _wait_for(lambda: not _ours_alive(), "the facade's server actors to die")
+
+
+def test_ray_killed_server_is_replaced_under_reconnect(cluster: Cluster) -> None:
+    provider = RayProvider(["CartPole-v1"], num_servers=2)
+    try:
+        env = RemoteVectorEnv("CartPole-v1", 4, provider=provider, reconnect=True)
+        env.reset(seed=1)
+        old_url, old_pid = provider.urls[0], provider.pids[0]
+        ray.kill(provider.actors[0], no_restart=True)
+        _wait_for(lambda: _gone(old_pid), "the killed actor's server to exit")
+        _, _, terminated, truncated, infos = env.step(env.action_space.sample())
+        assert truncated[:2].all() and not terminated[:2].any()
+        assert infos["reconnected"][:2].all() and not infos["reconnected"][2:].any()
+        assert provider.urls[0] != old_url
+        for _ in range(20):
+            env.step(env.action_space.sample())
+        env.close()
+        assert len(_ours_alive()) == 2  # a borrowed provider stays up after the env closes
+        pids, group_id = provider.pids, provider.placement_group_id
+        assert group_id is not None
+    finally:
+        provider.close()
+    _assert_nothing_left(provider, pids, group_id)
