@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 import ssl
+from collections.abc import Mapping
 from typing import Any, Literal, SupportsFloat
 
 import gymnasium

@@ -65,12 +65,9 @@ class _Borrowed:
 
     def __init__(self, provider: Provider) -> None:
         self._provider = provider
+        self.urls = provider.urls  # the same list: restarts update it in place
         self.token = provider.token
         self.allow_insecure_token = bool(getattr(provider, "allow_insecure_token", False))
-
-    @property
-    def urls(self) -> list[str]:  # type: ignore[override]
-        return self._provider.urls
 
     def restart(self, index: int) -> str:
         return self._provider.restart(index)

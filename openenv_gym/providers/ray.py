@@ -77,7 +77,7 @@ class _ServerActor:
         self, args: list[str], token: str, driver: tuple[str, str], timeout: float
     ) -> dict[str, Any]:
         """Start the server, wait until it answers a handshake, and say where it is."""
-        node_ip = ray.util.get_node_ip_address()
+        node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         host = "127.0.0.1" if driver == _machine() else node_ip
         command = [sys.executable, "-m", "openenv_gym", "serve", *args]
         command += ["--host", host, "--port", "0", "--announce"]
@@ -146,7 +146,7 @@ class RayProvider:
             raise ValueError(f"num_servers must be at least 1, got {num_servers}")
         if num_cpus < 0:
             raise ValueError(f"num_cpus must be at least 0, got {num_cpus}")
-        self.token = token or secrets.token_urlsafe(24)
+        self.token: str | None = token or secrets.token_urlsafe(24)
         self.startup_timeout = startup_timeout
         self._args = [*specs, *server_args]
         self._options: dict[str, Any] = {"num_cpus": num_cpus, "resources": dict(resources or {})}

@@ -15,11 +15,11 @@ from openenv_gym.testing.optional import require_module
 
 ray = require_module("ray", family="ray", install="pip install 'openenv-gym[ray]'")
 
-from ray.cluster_utils import Cluster  # noqa: E402
-from ray.util.state import list_actors, list_placement_groups  # noqa: E402
+from ray.cluster_utils import Cluster
+from ray.util.state import list_actors, list_placement_groups
 
-from openenv_gym import RemoteVectorEnv  # noqa: E402
-from openenv_gym.providers.ray import RayProvider  # noqa: E402
+from openenv_gym import RemoteVectorEnv
+from openenv_gym.providers.ray import RayProvider
 
 pytestmark = pytest.mark.slow
 
