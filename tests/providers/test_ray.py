@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -133,3 +135,42 @@ def test_ray_killed_server_is_replaced_under_reconnect(cluster: Cluster) -> None
     finally:
         provider.close()
     _assert_nothing_left(provider, pids, group_id)
+
+
+def test_ray_gymnasium_make_single_env_on_an_actor(cluster: Cluster) -> None:
+    remote = gymnasium.make("openenv/CartPole-v1", provider="ray")
+    local = gymnasium.make("CartPole-v1")
+    try:
+        np.testing.assert_array_equal(remote.reset(seed=5)[0], local.reset(seed=5)[0])
+        for action in [0, 1, 1, 0, 1] * 4:
+            got, want = remote.step(action), local.step(action)
+            np.testing.assert_array_equal(got[0], want[0])
+            assert got[1:4] == want[1:4]
+    finally:
+        remote.close()
+        local.close()
+    _wait_for(lambda: not _ours_alive(), "the single env's server actor to die")
+
+
+DRIVER = """
+import os, sys, ray
+from openenv_gym.providers.ray import RayProvider
+ray.init(address=sys.argv[1], log_to_driver=False)
+provider = RayProvider(["CartPole-v1"], num_servers=2)
+print(" ".join(map(str, provider.pids)), flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_ray_driver_death_leaves_no_server(cluster: Cluster) -> None:
+    driver = subprocess.run(
+        [sys.executable, "-c", DRIVER, cluster.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert driver.returncode == -9, driver.stderr[-2000:]
+    pids = [int(pid) for pid in driver.stdout.split()]
+    assert len(pids) == 2
+    _wait_for(lambda: not _ours_alive(), "the dead driver's actors to die", timeout=40.0)
+    _wait_for(lambda: all(_gone(pid) for pid in pids), f"server processes {pids} to exit")
