@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -174,3 +175,13 @@ def test_ray_driver_death_leaves_no_server(cluster: Cluster) -> None:
     assert len(pids) == 2
     _wait_for(lambda: not _ours_alive(), "the dead driver's actors to die", timeout=40.0)
     _wait_for(lambda: all(_gone(pid) for pid in pids), f"server processes {pids} to exit")
+
+
+def test_ray_provider_module_imports_no_client_server_or_gymnasium() -> None:
+    code = "import json, sys, openenv_gym.providers.ray; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    families = ("openenv_gym.client", "openenv_gym.server", "gymnasium")
+    loaded = [m for m in json.loads(out) if any(m == f or m.startswith(f"{f}.") for f in families)]
+    assert not loaded, f"import openenv_gym.providers.ray loads {loaded}"
