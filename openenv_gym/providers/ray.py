@@ -1,6 +1,6 @@
 """Environment servers as Ray actors, placed across a cluster's nodes (extra ``ray``).
 
-Each server is one actor (:class:`_ServerActor`) that runs ``openenv-gym serve ... --port 0
+Each server is one actor (class ``OpenEnvGymServer``) that runs ``openenv-gym serve ... --port 0
 --announce`` as its own subprocess and reports the URL it announced. The actors sit in one
 placement group, a bundle per server (``num_cpus`` and ``resources`` each), spread over the
 nodes (``SPREAD``, the default) or packed (``PACK``). A server is ready when the provider
@@ -67,8 +67,11 @@ def _machine() -> tuple[str, str]:
     return boot_id, socket.gethostname()
 
 
-class _ServerActor:
-    """One server process on a Ray node, from launch to ready URL."""
+class OpenEnvGymServer:
+    """One server process on a Ray node, from launch to ready URL.
+
+    The actor's class name is what the dashboard and ``ray.util.state.list_actors`` show.
+    """
 
     def __init__(self) -> None:
         self._process: _Process | None = None
@@ -99,7 +102,7 @@ class _ServerActor:
             self._process = None
 
 
-_RemoteServer = ray.remote(max_restarts=0, max_task_retries=0)(_ServerActor)
+_RemoteServer = ray.remote(max_restarts=0, max_task_retries=0)(OpenEnvGymServer)
 
 
 class RayProvider:

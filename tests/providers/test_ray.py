@@ -64,7 +64,7 @@ def _ours_alive() -> list[Any]:
     return [
         actor
         for actor in list_actors(filters=[("state", "=", "ALIVE")])
-        if "_ServerActor" in actor.class_name
+        if "OpenEnvGymServer" in actor.class_name
     ]
 
 
