@@ -162,3 +162,20 @@ def test_serve_refuses_a_token_fd_that_is_not_open() -> None:
     )
     assert result.returncode == 2
     assert "--token-fd: cannot read a token from fd 97" in result.stderr
+
+
+def test_start_servers_rejects_an_unknown_provider_name() -> None:
+    from openenv_gym.providers import start_servers
+
+    with pytest.raises(ValueError, match="'local', 'docker', 'ray' or a Provider, got 'k8s'"):
+        start_servers(["CartPole-v1"], provider="k8s")  # type: ignore[arg-type]
+
+
+def test_start_servers_borrows_a_provider_instance_without_closing_it() -> None:
+    from openenv_gym import RemoteVectorEnv
+
+    with LocalProvider(["CartPole-v1"], num_servers=2, token="borrowed-token") as provider:
+        with RemoteVectorEnv("CartPole-v1", 4, provider=provider) as env:
+            assert env.urls == provider.urls
+            env.reset(seed=0)
+        probe(provider.urls[0], token="borrowed-token")  # still up: the caller owns it
