@@ -101,8 +101,8 @@ __all__ = [
     "ShardMismatchError",
     "TransportError",
     "UnknownEnvError",
-    "VectorizationError",
     "UnsupportedSpaceError",
+    "VectorizationError",
     "VersionMismatchError",
     "remote_error",
 ]
@@ -452,9 +452,7 @@ class VectorizationError(OpenEnvError, ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return (
-            f"env {self.env_id!r} cannot be vectorized as {self.vectorization!r}: {self.reason}"
-        )
+        return f"env {self.env_id!r} cannot be vectorized as {self.vectorization!r}: {self.reason}"
 
 
 class AutoresetModeMismatchError(VectorizationError):

@@ -5,7 +5,9 @@ With ``server_vectorization="vector_entry_point"`` each shard is one engine (the
 ``reset(seed=s + start_k)`` for ``reset(seed=s)``, so each shard equals the in-process engine of
 its size under that seed. Infos arrive vector-merged per shard (``MakeReply.info_form ==
 "vector"``); several shards are joined key by key, one preallocated array per key, never env by
-env.
+env. ``call`` and ``get_attr`` return the engine's one result (a tuple of one per shard with
+several shards), ``set_attr`` sets one value on every engine (a list too), and ``reconnect`` is
+not supported.
 """
 
 from __future__ import annotations
@@ -15,7 +17,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["join_vector_infos", "shard_seed"]
+__all__ = ["engine_results", "join_vector_infos", "shard_seed"]
+
+
+def engine_results(replies: Sequence[Any], *, frames: bool) -> Any:
+    """Return what the shards' engines answered to CALL, GET_ATTR or RENDER.
+
+    One shard: the engine's own result. Several: a tuple of one result per shard, except
+    frames, which are joined in env order (``None`` if an engine rendered nothing).
+    """
+    if len(replies) == 1:
+        return replies[0]
+    if not frames:
+        return tuple(replies)
+    if any(reply is None for reply in replies):
+        return None
+    return tuple(frame for reply in replies for frame in reply)
 
 
 def shard_seed(
@@ -68,7 +85,7 @@ def _join_arrays(
     first = next(np.asarray(part) for part in parts if part is not None)
     dtype = np.dtype(bool) if mask else first.dtype
     out = np.zeros((total, *first.shape[1:]), dtype=dtype)
-    if dtype == object:
+    if dtype.hasobject:
         out[...] = None
     start = 0
     for part, size in zip(parts, sizes, strict=True):

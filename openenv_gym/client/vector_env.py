@@ -14,7 +14,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
@@ -30,7 +30,7 @@ from openenv_gym.client.batching import (
 )
 from openenv_gym.client.connection import Connection
 from openenv_gym.client.env import open_session
-from openenv_gym.client.native import join_vector_infos, shard_seed
+from openenv_gym.client.native import engine_results, join_vector_infos, shard_seed
 from openenv_gym.client.options import UNSET, ClientOptions, Unset
 from openenv_gym.client.recovery import (
     LOST,
@@ -69,13 +69,10 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             NEXT_STEP for ``"sync"``; for ``"vector_entry_point"``, the mode the engine declares
             (asking for another raises ``AutoresetModeMismatchError``).
         server_vectorization: ``"sync"``: each server steps its shard as a ``SyncVectorEnv``
-            of single envs. ``"vector_entry_point"``: as the spec's native vector env
-            (``gymnasium.make_vec(id, shard_size, vectorization_mode="vector_entry_point")``);
-            shard ``k`` of envs ``start_k:stop_k`` is reset with seed ``s + start_k`` for
-            ``reset(seed=s)`` (a list of seeds is sliced), so each shard equals the in-process
-            engine of its size under that seed. ``call``/``get_attr`` then return the
-            engine's one result (a tuple of one per shard with several shards), ``set_attr``
-            sets one value on every engine, and ``reconnect`` is not supported.
+            of single envs. ``"vector_entry_point"``: as the spec's native vector env of the
+            shard's size; shard ``k`` of envs ``start_k:stop_k`` is reset with seed
+            ``s + start_k`` for ``reset(seed=s)``, so each shard equals the in-process engine
+            of its size under that seed (``client/native.py``: also call, attrs, render).
         render_mode: passed to every env.
         options: how to connect and how long to wait (:class:`ClientOptions`).
         token, ssl_context, connect_timeout, call_timeout: override the field of
@@ -363,7 +360,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         """Wait for the call sent by :meth:`call_async`; return one result per env."""
         replies = self._wait(Pending.CALL, "call_wait", timeout)
         if self._native:
-            return replies[0] if len(replies) == 1 else tuple(replies)
+            return cast("tuple[Any, ...]", engine_results(replies, frames=False))
         return tuple(item for reply in replies for item in reply)
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
@@ -377,16 +374,13 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             ValueError: a list or tuple whose length is not ``num_envs``.
 
         """
-        if self._native:
-            self._check_can_send("set_attr")
-            return self._set_native_attr(name, values)
-        if isinstance(values, (list, tuple)) and len(values) != self.num_envs:
+        per_env = isinstance(values, (list, tuple)) and not self._native  # an engine: one value
+        if per_env and len(values) != self.num_envs:
             raise ValueError(
                 "Values must be a list or tuple with length equal to the number of environments. "
                 f"Got `{len(values)}` values for {self.num_envs} environments."
             )
         self._check_can_send("set_attr")
-        per_env = isinstance(values, (list, tuple))
         ids = [
             shard.connection.send(
                 Op.SET_ATTR,
@@ -396,13 +390,6 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                     "per_env": per_env,
                 },
             )
-            for shard in self._shards
-        ]
-        receive_all(self._shards, ids, f"set_attr {name}", None)
-
-    def _set_native_attr(self, name: str, value: Any) -> None:
-        ids = [
-            shard.connection.send(Op.SET_ATTR, {"name": name, "values": value, "per_env": False})
             for shard in self._shards
         ]
         receive_all(self._shards, ids, f"set_attr {name}", None)
@@ -420,10 +407,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         ids = [shard.connection.send(op, body) for shard in self._shards]
         replies = receive_all(self._shards, ids, operation, None)
         if self._native and op is not Op.STATE:
-            if op is Op.GET_ATTR:  # one engine attribute (one per shard)
-                return replies[0] if len(replies) == 1 else tuple(replies)
-            if len(replies) == 1 or any(reply is None for reply in replies):
-                return replies[0]  # the engine's own frames (None without a render mode)
+            return cast("tuple[Any, ...]", engine_results(replies, frames=op is Op.RENDER))
         return tuple(item for reply in replies for item in reply)
 
     # -- plumbing ------------------------------------------------------------------------

@@ -134,7 +134,8 @@ class NativeHost(EnvHost):
 
         """
         mask = None if options is None else options.get("reset_mask")
-        obs, infos = self._active().reset(seed=seed, options=options)
+        # A list of seeds goes to the engine as is: it accepts it or raises, as in-process.
+        obs, infos = self._active().reset(seed=seed, options=options)  # type: ignore[arg-type]
         reset = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, bool)
         self._new_episodes(reset)
         self._was_done &= ~reset

@@ -52,7 +52,7 @@ class CountingSameStepVectorEnv(VectorEnv[Any, Any, Any]):
 
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None) -> None:
         self.num_envs = num_envs
@@ -97,6 +97,6 @@ class CountingSameStepVectorEnv(VectorEnv[Any, Any, Any]):
 if COUNTING_SAME_STEP not in gymnasium.registry:
     gymnasium.register(
         COUNTING_SAME_STEP,
-        entry_point=CountingEnv,
-        vector_entry_point=CountingSameStepVectorEnv,
+        entry_point=f"{__name__}:CountingEnv",
+        vector_entry_point=f"{__name__}:CountingSameStepVectorEnv",
     )

@@ -62,7 +62,7 @@ def _diff(
     """Step ``remote`` and its shards' engines alike; return how many episodes ended."""
     sizes = [engine.num_envs for engine in engines]
     starts = np.cumsum([0, *sizes])[:-1]
-    obs, infos = remote.reset(seed=seed)
+    obs, _ = remote.reset(seed=seed)
     for start, engine in zip(starts, engines, strict=True):
         want_obs, want_infos = engine.reset(seed=seed + int(start))
         assert_same(obs[start : start + engine.num_envs], want_obs, "reset obs")
@@ -119,7 +119,9 @@ def test_native_vector_env_same_step_engine_infos_and_partial_resets(
     size = 6 // shards
     obs, _ = env.reset(seed=1)
     for index, engine in enumerate(engines):
-        assert_same(obs[index * size : (index + 1) * size], engine.reset(seed=1 + index * size)[0], "obs")
+        assert_same(
+            obs[index * size : (index + 1) * size], engine.reset(seed=1 + index * size)[0], "obs"
+        )
     for step in range(40):
         actions = np.arange(6) % 2
         if step % 7 == 6:
@@ -152,7 +154,7 @@ def test_native_vector_env_same_step_engine_infos_and_partial_resets(
 def test_native_vector_env_refuses_another_autoreset_mode(
     remote: Callable[..., RemoteVectorEnv],
 ) -> None:
-    with pytest.raises(AutoresetModeMismatchError, match="'NextStep'.*'SameStep'") as info:
+    with pytest.raises(AutoresetModeMismatchError, match=r"'NextStep'.*'SameStep'") as info:
         remote("CartPole-v1", 2, autoreset_mode=AutoresetMode.SAME_STEP)
     assert isinstance(info.value, ValueError)
     env = remote("CartPole-v1", 2, autoreset_mode="NextStep")  # the engine's own mode is fine
@@ -162,9 +164,9 @@ def test_native_vector_env_refuses_another_autoreset_mode(
 def test_native_vector_env_refuses_a_spec_without_vector_entry_point(
     remote: Callable[..., RemoteVectorEnv],
 ) -> None:
-    with pytest.raises(VectorizationError, match="'Pendulum-v1'.*no vector_entry_point"):
+    with pytest.raises(VectorizationError, match=r"'Pendulum-v1'.*no vector_entry_point"):
         remote("Pendulum-v1", 2)
-    with pytest.raises(VectorizationError, match="reconnect"):
+    with pytest.raises(VectorizationError, match=r"reconnect"):
         remote("CartPole-v1", 2, reconnect=True)
 
 

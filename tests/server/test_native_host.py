@@ -64,7 +64,9 @@ def test_native_host_session_steps_equal_make_vec_in_process() -> None:
 
 
 def test_native_host_reply_leaves_out_new_fields_for_sync_sessions() -> None:
-    session, (status, reply) = _session({"env_id": "CartPole-v1", "num_envs": 2, "autoreset_mode": "NextStep"})
+    session, (status, reply) = _session(
+        {"env_id": "CartPole-v1", "num_envs": 2, "autoreset_mode": "NextStep"}
+    )
     assert status == Status.OK and "info_form" not in reply and "autoreset_mode" not in reply
     assert "server_vectorization" not in MakeRequest(env_id="CartPole-v1").wire()
     session.close()
@@ -82,7 +84,9 @@ def test_native_host_refuses_a_spec_without_vector_entry_point() -> None:
 
 def test_native_host_refuses_another_autoreset_mode_naming_both() -> None:
     hosted = _catalog().hosted("CartPole-v1")
-    with pytest.raises(AutoresetModeMismatchError, match="runs autoreset mode 'NextStep'.*'SameStep'"):
+    with pytest.raises(
+        AutoresetModeMismatchError, match=r"runs autoreset mode 'NextStep'.*'SameStep'"
+    ):
         NativeHost(hosted, {}, num_envs=2, autoreset_mode=AutoresetMode.SAME_STEP)
     error = AutoresetModeMismatchError("CartPole-v1", "SameStep", "NextStep")
     assert isinstance(error, ValueError) and isinstance(error, VectorizationError)
@@ -108,13 +112,14 @@ def test_native_host_applies_the_operators_kwargs_policy() -> None:
 def test_native_host_same_step_engine_partial_reset_state_and_attrs() -> None:
     host = NativeHost(_catalog().hosted(COUNTING), {}, num_envs=4, autoreset_mode=None)
     assert host.autoreset_mode is AutoresetMode.SAME_STEP
-    obs, _ = host.reset(3, None)
-    host.step(np.ones(4, dtype=np.int64))
+    host.reset(3, None)
+    stepped = host.step(np.ones(4, dtype=np.int64))[0]
     mask = np.array([True, False, False, True])
     new_obs, _ = host.reset(None, {"reset_mask": mask})
+    np.testing.assert_array_equal(new_obs[~mask], stepped[~mask])  # the others keep theirs
     assert [s["step_count"] for s in host.state()] == [0, 1, 1, 0]
     host.set_attr("tag", 5, per_env=False)
     assert host.get_attr("tag") == 5 and host.call("tag", [], {}) == 5
-    with pytest.raises(ValueError, match="one 'tag' for its 4 envs"):
+    with pytest.raises(ValueError, match=r"one 'tag' for its 4 envs"):
         host.set_attr("tag", [1, 2, 3, 4], per_env=True)
     host.close()
