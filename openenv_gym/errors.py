@@ -38,6 +38,10 @@ built-in exception a caller would naturally catch for it::
     │                                 a batch of actions does not fit the action space
     ├── ShardMismatchError(ValueError)
     │                                 the shards of a vector env disagree on their envs
+    ├── VectorizationError(ValueError)
+    │   │                             a server cannot vectorize an env the way a client asked
+    │   └── AutoresetModeMismatchError
+    │                                 a native vector env runs another autoreset mode
     ├── ServerStartError(RuntimeError)
     │   └── ImageBuildError           building a server image failed
     ├── RestartUnsupportedError(NotImplementedError)
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AttributeNotAllowedError",
     "AuthenticationError",
+    "AutoresetModeMismatchError",
     "CallTimeoutError",
     "CapacityError",
     "ConnectError",
@@ -97,6 +102,7 @@ __all__ = [
     "TransportError",
     "UnknownEnvError",
     "UnsupportedSpaceError",
+    "VectorizationError",
     "VersionMismatchError",
     "remote_error",
 ]
@@ -426,6 +432,49 @@ class ShardMismatchError(OpenEnvError, ValueError):
         return (
             f"{self.url}: shards disagree on {self.what}: expected {self.expected} "
             f"(as {self.first_url or 'the first shard'}), got {self.actual}"
+        )
+
+
+class VectorizationError(OpenEnvError, ValueError):
+    """A server cannot vectorize an env as asked (e.g. its spec has no ``vector_entry_point``).
+
+    Args:
+        env_id: the hosted spec asked for.
+        vectorization: the server vectorization asked for.
+        reason: why it cannot be done.
+
+    """
+
+    def __init__(self, env_id: str, vectorization: str = "", reason: str = "") -> None:
+        super().__init__(env_id, vectorization, reason)
+        self.env_id = env_id
+        self.vectorization = vectorization
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"env {self.env_id!r} cannot be vectorized as {self.vectorization!r}: {self.reason}"
+
+
+class AutoresetModeMismatchError(VectorizationError):
+    """A native vector env runs another autoreset mode than the one a client asked for.
+
+    Args:
+        env_id: the hosted spec asked for.
+        requested: the autoreset mode the client asked for.
+        actual: the mode the engine declares in ``metadata["autoreset_mode"]``.
+
+    """
+
+    def __init__(self, env_id: str, requested: str = "", actual: str = "") -> None:
+        super().__init__(env_id, "vector_entry_point", f"asked for {requested}, runs {actual}")
+        self.args = (env_id, requested, actual)
+        self.requested = requested
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return (
+            f"env {self.env_id!r}: the native vector env runs autoreset mode {self.actual!r}, "
+            f"but the client asked for {self.requested!r}; ask for {self.actual!r} or for none"
         )
 
 

@@ -19,6 +19,7 @@ from openenv_gym.protocol.messages import (
     MakeReply,
     MakeRequest,
     Op,
+    ServerVectorization,
     parse_body,
 )
 from openenv_gym.protocol.spaces import space_from_data
@@ -36,6 +37,7 @@ def open_session(
     env_kwargs: dict[str, Any],
     options: ClientOptions,
     provider: Provider | None = None,
+    server_vectorization: ServerVectorization = "sync",
 ) -> tuple[Connection, MakeReply]:
     """Connect to ``url`` and create the session's envs; close the connection on failure.
 
@@ -47,9 +49,13 @@ def open_session(
     connection = options.connect(url if url is not None else provider.urls[0])  # type: ignore[union-attr]
     try:
         request = MakeRequest(
-            env_id=env_id, num_envs=num_envs, kwargs=env_kwargs, autoreset_mode=autoreset_mode
+            env_id=env_id,
+            num_envs=num_envs,
+            kwargs=env_kwargs,
+            autoreset_mode=autoreset_mode,
+            server_vectorization=server_vectorization,
         )
-        body = connection.request(Op.MAKE, request.model_dump(), operation=f"make {env_id}")
+        body = connection.request(Op.MAKE, request.wire(), operation=f"make {env_id}")
         return connection, parse_body(MakeReply, body)
     except BaseException:
         connection.close()

@@ -3,7 +3,9 @@
 ``num_envs`` envs are split into consecutive shards, one session per server. A step sends one
 message per shard carrying that shard's actions as one array, sends to every shard before
 waiting for any, and joins the replies. Each server steps its shard as gymnasium's own
-``SyncVectorEnv`` (autoreset included), so results equal ``SyncVectorEnv`` over all envs.
+``SyncVectorEnv`` (autoreset included), so results equal ``SyncVectorEnv`` over all envs; or,
+with ``server_vectorization="vector_entry_point"``, as the spec's native vector env of the
+shard's size (``client/native.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
@@ -28,6 +30,7 @@ from openenv_gym.client.batching import (
 )
 from openenv_gym.client.connection import Connection
 from openenv_gym.client.env import open_session
+from openenv_gym.client.native import engine_results, join_vector_infos, shard_seed
 from openenv_gym.client.options import UNSET, ClientOptions, Unset
 from openenv_gym.client.recovery import (
     LOST,
@@ -37,11 +40,8 @@ from openenv_gym.client.recovery import (
     reset_after_loss,
 )
 from openenv_gym.client.shards import Pending, Shard, check_spaces, receive_all, split
-from openenv_gym.errors import (
-    ConnectionLostError,
-    InvalidActionError,
-)
-from openenv_gym.protocol.messages import MakeReply, Op
+from openenv_gym.errors import ConnectionLostError, InvalidActionError, VectorizationError
+from openenv_gym.protocol.messages import MakeReply, Op, ServerVectorization
 from openenv_gym.protocol.spaces import space_from_data
 from openenv_gym.providers import Provider, ProviderName, embedded_server_args, start_servers
 
@@ -70,7 +70,14 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         provider_options: options of the provider (e.g. Ray's ``num_cpus``, ``strategy``,
             ``address``; see ``openenv_gym.providers.ray.RayProvider``).
         docker_image: run the owned servers in containers of this image.
-        autoreset_mode: gymnasium's autoreset mode (enum or its string value).
+        autoreset_mode: gymnasium's autoreset mode (enum or its string value). ``None``:
+            NEXT_STEP for ``"sync"``; for ``"vector_entry_point"``, the mode the engine declares
+            (asking for another raises ``AutoresetModeMismatchError``).
+        server_vectorization: ``"sync"``: each server steps its shard as a ``SyncVectorEnv``
+            of single envs. ``"vector_entry_point"``: as the spec's native vector env of the
+            shard's size; shard ``k`` of envs ``start_k:stop_k`` is reset with seed
+            ``s + start_k`` for ``reset(seed=s)``, so each shard equals the in-process engine
+            of its size under that seed (``client/native.py``: also call, attrs, render).
         render_mode: passed to every env.
         options: how to connect and how long to wait (:class:`ClientOptions`).
         token, ssl_context, connect_timeout, call_timeout: override the field of
@@ -88,6 +95,9 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         CapacityError: a server is at one of its limits (sessions, envs).
         RemoteError: a server refused or failed to create the envs.
         ShardMismatchError: the servers' envs disagree on their spaces.
+        VectorizationError: ``"vector_entry_point"`` for a spec that has none (remote), or
+            with ``reconnect``.
+
 
     """
 
@@ -98,7 +108,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         *,
         urls: Sequence[str] | None = None,
         num_servers: int = 1,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        autoreset_mode: AutoresetMode | str | None = None,
+        server_vectorization: ServerVectorization = "sync",
         render_mode: str | None = None,
         docker_image: str | None = None,
         provider: ProviderName | Provider | None = None,
@@ -115,7 +126,13 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         self.closed = True
         self.num_envs = num_envs
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.server_vectorization = server_vectorization
+        self._native = server_vectorization == "vector_entry_point"
+        if self._native and reconnect:
+            raise VectorizationError(env_id, server_vectorization, "reconnect is not supported")
+        if autoreset_mode is None and not self._native:
+            autoreset_mode = AutoresetMode.NEXT_STEP
+        self._requested_mode = None if autoreset_mode is None else AutoresetMode(autoreset_mode)
         self._pending = Pending.NONE
         self._pending_ids: list[Any] = []
         self._reconnect = reconnect
@@ -158,6 +175,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 self._shards.append(Shard(connection, start, stop))
                 replies.append(reply)
             first = replies[0]
+            self.autoreset_mode = AutoresetMode(first.autoreset_mode or self._requested_mode)
             self.single_observation_space = space_from_data(first.observation_space)
             self.single_action_space = space_from_data(first.action_space)
             for shard, reply in zip(self._shards, replies, strict=True):
@@ -178,9 +196,10 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             self.env_id,
             url,
             num_envs=num_envs,
-            autoreset_mode=self.autoreset_mode.value,
+            autoreset_mode=None if self._requested_mode is None else self._requested_mode.value,
             env_kwargs=self._env_kwargs,
             options=self.options,
+            server_vectorization=self.server_vectorization,
         )
 
     @property
@@ -229,11 +248,17 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             shard_options = options
             if mask is not None:
                 shard_mask = mask[shard.start : shard.stop]
-                if not shard_mask.any():
+                # A native engine gets its slice even when all False: it decides, as in-process.
+                if not shard_mask.any() and not self._native:
                     ids.append(None)  # nothing to reset here: keep its last observations
                     continue
                 shard_options = {**(options or {}), "reset_mask": shard_mask}
-            shard.body = {"seed": seeds[shard.start : shard.stop], "options": shard_options}
+            shard_seeds = (
+                shard_seed(seed, shard.start, shard.stop)
+                if self._native
+                else seeds[shard.start : shard.stop]
+            )
+            shard.body = {"seed": shard_seeds, "options": shard_options}
             ids.append(self._send(shard, Op.RESET, shard.body))
         self._set_pending(Pending.RESET, ids)
 
@@ -248,7 +273,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         merges: list[Any] = []
         for shard, reply in zip(self._shards, replies, strict=True):
             if reply is None:
-                merges.append([])
+                merges.append([])  # never for a native engine: every shard is sent its reset
             else:
                 shard.last_obs, info_merges = reply
                 merges.append(info_merges)
@@ -346,6 +371,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
         """Wait for the call sent by :meth:`call_async`; return one result per env."""
         replies = self._wait(Pending.CALL, "call_wait", timeout)
+        if self._native:
+            return cast("tuple[Any, ...]", engine_results(replies, frames=False))
         return tuple(item for reply in replies for item in reply)
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
@@ -359,13 +386,13 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             ValueError: a list or tuple whose length is not ``num_envs``.
 
         """
-        if isinstance(values, (list, tuple)) and len(values) != self.num_envs:
+        per_env = isinstance(values, (list, tuple)) and not self._native  # an engine: one value
+        if per_env and len(values) != self.num_envs:
             raise ValueError(
                 "Values must be a list or tuple with length equal to the number of environments. "
                 f"Got `{len(values)}` values for {self.num_envs} environments."
             )
         self._check_can_send("set_attr")
-        per_env = isinstance(values, (list, tuple))
         ids = [
             shard.connection.send(
                 Op.SET_ATTR,
@@ -390,9 +417,10 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     def _gather(self, op: Op, body: Any, operation: str) -> tuple[Any, ...]:
         self._check_can_send(operation)
         ids = [shard.connection.send(op, body) for shard in self._shards]
-        return tuple(
-            item for reply in receive_all(self._shards, ids, operation, None) for item in reply
-        )
+        replies = receive_all(self._shards, ids, operation, None)
+        if self._native and op is not Op.STATE:
+            return cast("tuple[Any, ...]", engine_results(replies, frames=op is Op.RENDER))
+        return tuple(item for reply in replies for item in reply)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -462,8 +490,13 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             self.single_observation_space, [shard.last_obs for shard in self._shards]
         )
 
-    def _join_infos(self, shard_merges: list[list[Any]]) -> dict[str, Any]:
-        """Replay every shard's info merges, in env order, through gymnasium's ``_add_info``."""
+    def _join_infos(self, shard_merges: list[Any]) -> dict[str, Any]:
+        """Replay every shard's info merges, in env order, through gymnasium's ``_add_info``.
+
+        A native engine's infos are already vector-merged: joined key by key instead.
+        """
+        if self._native:
+            return join_vector_infos(shard_merges, [shard.size for shard in self._shards])
         infos: dict[str, Any] = {}
         for shard, merges in zip(self._shards, shard_merges, strict=True):
             for index, info in merges:

@@ -36,11 +36,13 @@ __all__ = [
     "ErrorBody",
     "Hello",
     "HelloReply",
+    "InfoForm",
     "MakeReply",
     "MakeRequest",
     "Op",
     "RequestBound",
     "ResetRequest",
+    "ServerVectorization",
     "SetAttrRequest",
     "Status",
     "parse_body",
@@ -54,6 +56,11 @@ PROTOCOL_VERSION = 1
 """The version this package speaks. Bumped on any incompatible change to docs/protocol.md."""
 
 AutoresetModeName = Literal["NextStep", "SameStep", "Disabled"]
+ServerVectorization = Literal["sync", "vector_entry_point"]
+"""How a server batches a session's envs: a ``SyncVectorEnv`` of single envs, or the spec's
+native ``gymnasium.vector.VectorEnv`` (its ``vector_entry_point``)."""
+InfoForm = Literal["merges", "vector"]
+"""How batched infos travel: ``[env_index, info]`` merges, or one vector-merged info dict."""
 
 
 class Op(enum.IntEnum):
@@ -187,14 +194,26 @@ class HelloReply(_Model):
 class MakeRequest(_Request):
     """Create the session's environments.
 
-    ``autoreset_mode=None`` asks for one plain ``gymnasium.Env`` (no batching, no autoreset);
-    otherwise ``num_envs`` envs are stepped as one ``SyncVectorEnv`` in that mode.
+    With ``server_vectorization="sync"`` (the default, and what a request without the field
+    means), ``autoreset_mode=None`` asks for one plain ``gymnasium.Env`` (no batching, no
+    autoreset); otherwise ``num_envs`` envs are stepped as one ``SyncVectorEnv`` in that mode.
+    With ``"vector_entry_point"`` the spec's native vector env runs the ``num_envs`` envs in
+    the autoreset mode it declares; ``autoreset_mode`` is then ``None`` (whatever it declares)
+    or must be that mode.
     """
 
     env_id: str = Field(min_length=1, max_length=512)
     num_envs: int = Field(default=1, ge=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     autoreset_mode: AutoresetModeName | None = None
+    server_vectorization: ServerVectorization = "sync"
+
+    def wire(self) -> dict[str, Any]:
+        """Return the body to send: the default vectorization is left out, as old clients do."""
+        body = self.model_dump()
+        if body["server_vectorization"] == "sync":
+            del body["server_vectorization"]
+        return body
 
 
 class MakeReply(_Model):
@@ -207,6 +226,14 @@ class MakeReply(_Model):
     max_episode_steps: int | None
     reward_threshold: float | None
     nondeterministic: bool
+    autoreset_mode: AutoresetModeName | None = None
+    """The mode a native vector env runs (sent only for ``vector_entry_point`` sessions)."""
+    info_form: InfoForm = "merges"
+    """How STEP and RESET replies carry infos (``vector``: one vector-merged dict)."""
+
+    def wire(self) -> dict[str, Any]:
+        """Return the body to send: fields at their defaults are left out, as old servers do."""
+        return self.model_dump(exclude_defaults=True)
 
 
 class ResetRequest(_Request):

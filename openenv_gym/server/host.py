@@ -2,8 +2,10 @@
 
 A :class:`SingleHost` runs one plain ``gymnasium.Env`` (what ``RemoteEnv`` asks for); a
 :class:`BatchHost` runs ``num_envs`` envs stepped by gymnasium's own ``SyncVectorEnv`` in the
-requested autoreset mode; :func:`make_host` picks one for a MAKE request. What both share
-(episode bookkeeping, ``state``, the render budget, ``describe``) lives in :class:`EnvHost`.
+requested autoreset mode; :func:`make_host` picks one for a MAKE request. (A session asking for
+``server_vectorization="vector_entry_point"`` gets a ``server/native_host.py`` ``NativeHost``.)
+What both share (episode bookkeeping, ``state``, the render budget, ``describe``) lives in
+:class:`EnvHost`.
 Using ``SyncVectorEnv`` itself keeps the batched semantics (autoreset, partial resets,
 ``final_obs``) exactly gymnasium's: the server does the autoreset, so a reset never costs the
 client an extra round trip.

@@ -50,6 +50,7 @@ from openenv_gym.protocol.messages import (
 from openenv_gym.server.catalog import EnvCatalog, HostedEnv
 from openenv_gym.server.host import EnvHost, make_host
 from openenv_gym.server.limits import Limits, Usage
+from openenv_gym.server.native_host import NativeHost
 
 __all__ = ["Session", "SessionState"]
 
@@ -253,17 +254,23 @@ class Session:
     def _make(self, body: Any) -> dict[str, Any]:
         request = parse_body(MakeRequest, body)
         hosted = self.catalog.hosted(request.env_id)
-        factory = hosted.factory(dict(request.kwargs))
+        native = request.server_vectorization == "vector_entry_point"
+        factory = None if native else hosted.factory(dict(request.kwargs))
         mode = None if request.autoreset_mode is None else AutoresetMode(request.autoreset_mode)
         self.usage.reserve_envs(request.num_envs)
         try:
-            host = make_host(factory, num_envs=request.num_envs, autoreset_mode=mode)
+            if factory is None:
+                host: EnvHost = NativeHost(
+                    hosted, request.kwargs, num_envs=request.num_envs, autoreset_mode=mode
+                )
+            else:
+                host = make_host(factory, num_envs=request.num_envs, autoreset_mode=mode)
         except BaseException:
             self.usage.release_envs(request.num_envs)
             raise
         self._reserved_envs = request.num_envs
         try:
-            reply = MakeReply(**host.describe()).model_dump()
+            reply = MakeReply(**host.describe()).wire()
         except Exception:
             host.close()
             self._release()
