@@ -73,6 +73,7 @@ def _docker_prune(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: Any) -> None:
+    """Add ``docker build | up | ps | down | prune`` to the command parser."""
     from openenv_gym.providers.docker import DEFAULT_CPUS, DEFAULT_MEMORY
     from openenv_gym.providers.docker_image import DEFAULT_IMAGE
 
