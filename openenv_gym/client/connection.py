@@ -138,6 +138,10 @@ class Connection:
             compression=offered_codecs(url, compression),
             compression_threshold=compression_threshold,
         )
+        self.bytes_sent = 0
+        """Bytes of messages sent after HELLO, as on the wire (compressed or not)."""
+        self.bytes_received = 0
+        """Bytes of messages received after HELLO, as on the wire."""
         self.compression: CodecName | None = self.hello.compression
         """The codec of this session's messages (``None``: plain msgpack)."""
         self._compressor = (
@@ -167,6 +171,7 @@ class Connection:
         frame = codec.encode([op.value, request_id, body], max_bytes=self.max_message_bytes)
         if self._compressor is not None:
             frame = self._compressor.compress(frame)
+        self.bytes_sent += len(frame)
         try:
             ws.send(frame)
         except ConnectionClosed as exc:
@@ -203,6 +208,7 @@ class Connection:
                 raise self._lost(operation, exc) from exc
             if isinstance(frame, str):
                 raise DecodeError(f"{self.url}: text frame received, the protocol is binary")
+            self.bytes_received += len(frame)
             if self._compressor is not None:
                 frame = self._compressor.decompress(frame, max_bytes=self.max_message_bytes)
             status, reply_id, body = parse_reply(codec.decode(frame, max_bytes=None))
