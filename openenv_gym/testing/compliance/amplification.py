@@ -349,16 +349,18 @@ def attack_compression_bombs(target: Target) -> AttackResult:
     def body(good: GoodClient) -> Outcome:
         replies: dict[str, Any] = {}
         with ws_connection(target.url, 10.0) as ws:
-            ws.send(codec.encode(hello))
-            agreed = codec.decode(ws.recv(timeout=10.0), max_bytes=None)[2].get("compression")
+
+            def exchange(frame: bytes, timeout: float) -> Any:
+                ws.send(frame)
+                return codec.decode(ws.recv(timeout=timeout, decode=False), max_bytes=None)
+
+            agreed = exchange(codec.encode(hello), 10.0)[2].get("compression")
             with good.window():
-                for name, frame in bombs:
-                    ws.send(frame)
-                    status, _, reply = codec.decode(ws.recv(timeout=30.0), max_bytes=None)
+                for name, bomb in bombs:
+                    status, _, reply = exchange(bomb, 30.0)
                     replies[name] = reply["type"] if status == 1 else "accepted"
             # The session lives on: a plain request is still served.
-            ws.send(codec.encode([int(Op.CLOSE), 9, None]))
-            closed = codec.decode(ws.recv(timeout=10.0), max_bytes=None)[0] == 0
+            closed = exchange(codec.encode([int(Op.CLOSE), 9, None]), 10.0)[0] == 0
         refused = all(kind != "accepted" for kind in replies.values())
         return agreed == "zstd" and refused and closed, {"agreed": agreed, **replies}
 
