@@ -24,6 +24,7 @@ from openenv_gym.errors import (
     DecodeError,
     InsecureTokenError,
     OpenEnvError,
+    RemoteError,
     TransportError,
     VersionMismatchError,
     remote_error,
@@ -164,8 +165,17 @@ def connect(
             client="openenv-gym",
             compression=list(compression),
             compression_threshold=compression_threshold,
-        ).wire()
-        reply = parse_body(HelloReply, _exchange(ws, url, Op.HELLO, HELLO_ID, hello, timeout))
+        )
+        try:
+            body = _exchange(ws, url, Op.HELLO, HELLO_ID, hello.wire(), timeout)
+        except DecodeError as exc:
+            if not compression or not isinstance(exc, RemoteError):
+                raise
+            # A server older than compression refuses the unknown field; a failed HELLO
+            # leaves the session NEW, so ask again without it (docs/protocol.md, 5.2).
+            plain = Hello(protocol_version=PROTOCOL_VERSION, client="openenv-gym")
+            body = _exchange(ws, url, Op.HELLO, HELLO_ID, plain.wire(), timeout)
+        reply = parse_body(HelloReply, body)
         if reply.compression is not None and reply.compression not in compression:
             raise DecodeError(
                 f"the server chose compression {reply.compression!r}; offered: "

@@ -110,3 +110,37 @@ def test_compression_small_messages_stay_plain(servers: Servers) -> None:
         env.step(np.zeros(4, np.int64))
         assert connection.compression == "zstd"
         assert 150 < connection.bytes_received - before < 1000
+
+
+def test_compression_offer_to_a_server_older_than_it_falls_back_to_plain() -> None:
+    # A server of before compression refuses HELLO's unknown field (its models forbid extra
+    # keys) and stays in NEW; the client asks again without it. Emulated: the first HELLO with
+    # a `compression` field gets the DecodeError such a server sends; the rest is a real Session.
+    import threading
+
+    from websockets.sync.server import serve
+
+    from openenv_gym.protocol import codec
+    from openenv_gym.server.catalog import EnvCatalog
+    from openenv_gym.server.session import Session
+
+    def handler(ws: object) -> None:
+        session = Session(EnvCatalog(["CartPole-v1"]), compression=())
+        for frame in ws:  # type: ignore[attr-defined]
+            op, request_id, body = codec.decode(frame, max_bytes=None)
+            if op == 0 and "compression" in body:
+                error = {"type": "openenv_gym.errors.DecodeError", "message": "extra inputs"}
+                ws.send(codec.encode([1, request_id, error]))  # type: ignore[attr-defined]
+                continue
+            ws.send(session.handle(frame))  # type: ignore[attr-defined]
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        connection = Connection(url, compression="zstd")
+        try:
+            assert connection.compression is None
+            assert connection.hello.specs == ["CartPole-v1"]
+        finally:
+            connection.close()
+            server.shutdown()
