@@ -210,7 +210,35 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-steps", type=int, help="steps for the latency measurement")
     parser.add_argument("--quick", action="store_true", help="a short run for CI (< 1 min)")
     parser.add_argument("--out", default="benchmarks/results", help="results folder")
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="only the compression run: Atari-sized frames with compression off, zstd, lz4",
+    )
     return parser
+
+
+def _compression(args: argparse.Namespace, out: Path) -> int:
+    """Run ``--compression`` alone; write ``compression.json`` and ``compression.md``."""
+    from openenv_gym.bench import compression
+
+    num_envs = args.num_envs or [16, 64]
+    advance, finish = _progress(len(num_envs) * len(compression.ENGINES))
+    try:
+        report = compression.run(
+            num_envs,
+            duration=args.duration or (0.5 if args.quick else 2.0),
+            repeats=args.repeats or (1 if args.quick else 3),
+            progress=advance,
+        )
+    finally:
+        finish()
+    report["command"] = "openenv-gym bench " + " ".join(sys.argv[1:])
+    (out / "compression.json").write_text(json.dumps(report, indent=2))
+    table = compression.markdown(report)
+    (out / "compression.md").write_text(table)
+    print(table)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     latency_steps = args.latency_steps or (1000 if args.quick else 5000)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.compression:
+        return _compression(args, out)
 
     docker_ok, docker_why = (
         _docker_status(args.docker_image)

@@ -56,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,
         openenv=args.openenv,
+        compression=tuple(args.compression),
     )
 
     def ready(url: str) -> None:
@@ -80,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     """Add ``serve``'s address, limit and timeout flags; defaults come from ``ServerConfig``."""
+    from openenv_gym.protocol.compression import CODECS
     from openenv_gym.server.app import ServerConfig
     from openenv_gym.server.limits import Limits
 
@@ -123,6 +125,15 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
         type=float,
         default=config.close_timeout,
         help="seconds a closing handshake may take before the connection is dropped",
+    )
+    serve.add_argument(
+        "--compression",
+        nargs="*",
+        choices=CODECS,
+        default=config.compression,
+        metavar="CODEC",
+        help=f"codecs clients may choose at HELLO ({', '.join(CODECS)}; none: no codec; "
+        "default: all installed)",
     )
     serve.add_argument(
         "--openenv",

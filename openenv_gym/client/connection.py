@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from typing import Any
+from typing import Any, Literal
 
 from websockets.exceptions import ConnectionClosed
 
@@ -19,6 +19,13 @@ from openenv_gym.errors import (
     DecodeError,
 )
 from openenv_gym.protocol import codec
+from openenv_gym.protocol.compression import (
+    CODECS,
+    DEFAULT_THRESHOLD,
+    CodecName,
+    available_codecs,
+    make_compressor,
+)
 from openenv_gym.protocol.messages import Op, Status, parse_reply
 from openenv_gym.ws.client import BlockingWebSocket
 from openenv_gym.ws.handshake import (
@@ -26,6 +33,7 @@ from openenv_gym.ws.handshake import (
     DEFAULT_CONNECT_TIMEOUT,
     HELLO_ID,
     connect,
+    is_loopback,
     probe,
     reply_error,
     token_allowed,
@@ -35,13 +43,39 @@ __all__ = [
     "ALLOW_INSECURE_TOKEN_ENV",
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "CompressionOption",
     "Connection",
+    "offered_codecs",
     "probe",
     "token_allowed",
 ]
 
 DEFAULT_CALL_TIMEOUT = 300.0
 """Seconds to wait for any one reply (a hung env must not hang the trainer forever)."""
+
+CompressionOption = Literal["auto", "zstd", "lz4"] | None
+"""What a client asks for at HELLO (see :class:`Connection`'s ``compression``)."""
+
+
+def offered_codecs(url: str, compression: CompressionOption) -> tuple[CodecName, ...]:
+    """Return the codecs to offer ``url`` at HELLO for the ``compression`` option.
+
+    Raises:
+        ImportError: a named codec's package is not installed (extra ``compression``).
+        ValueError: ``compression`` is no option.
+
+    """
+    if compression is None:
+        return ()
+    if compression == "auto":
+        return () if is_loopback(url) else available_codecs()
+    if compression not in CODECS:
+        raise ValueError(
+            f"compression must be 'auto', {', '.join(map(repr, CODECS))} or None, "
+            f"got {compression!r}"
+        )
+    make_compressor(compression)  # the codec's package is there, or the error naming the extra
+    return (compression,)
 
 
 class Connection:
@@ -58,6 +92,12 @@ class Connection:
         allow_insecure_token: also send the token in clear text over ``ws://`` to other
             hosts (as does ``$OPENENV_GYM_ALLOW_INSECURE_TOKEN=1``); anyone on the path can
             read it.
+        compression: per-message compression to ask for at HELLO
+            (``protocol/compression.py``): ``"auto"`` (the default) offers every installed
+            codec to servers that are not loopback and none to loopback ones (where copying
+            is cheaper than compressing); ``"zstd"`` or ``"lz4"`` offers that one; ``None``
+            none. The server chooses; :attr:`compression` is what it chose.
+        compression_threshold: the smallest message either side compresses.
 
     Raises:
         InsecureTokenError: there is a token, the URL is plain ``ws://`` to a host that is not
@@ -66,6 +106,7 @@ class Connection:
         AuthenticationError: the server refused the token.
         CapacityError: the server is at its session limit.
         VersionMismatchError: the server speaks another protocol version.
+        ImportError: ``compression`` names a codec whose package is not installed.
 
     """
 
@@ -79,6 +120,8 @@ class Connection:
         token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         allow_insecure_token: bool = False,
+        compression: CompressionOption = "auto",
+        compression_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
         self.url = url
         self.call_timeout = call_timeout
@@ -92,6 +135,19 @@ class Connection:
             token=token,
             ssl_context=ssl_context,
             allow_insecure_token=allow_insecure_token,
+            compression=offered_codecs(url, compression),
+            compression_threshold=compression_threshold,
+        )
+        self.bytes_sent = 0
+        """Bytes of messages sent after HELLO, as on the wire (compressed or not)."""
+        self.bytes_received = 0
+        """Bytes of messages received after HELLO, as on the wire."""
+        self.compression: CodecName | None = self.hello.compression
+        """The codec of this session's messages (``None``: plain msgpack)."""
+        self._compressor = (
+            None
+            if self.compression is None
+            else make_compressor(self.compression, threshold=compression_threshold)
         )
 
     @property
@@ -113,6 +169,9 @@ class Connection:
         self._next_id += 1
         # op.value, a plain int: an IntEnum would take the codec's Python fallback per message.
         frame = codec.encode([op.value, request_id, body], max_bytes=self.max_message_bytes)
+        if self._compressor is not None:
+            frame = self._compressor.compress(frame)
+        self.bytes_sent += len(frame)
         try:
             ws.send(frame)
         except ConnectionClosed as exc:
@@ -149,6 +208,9 @@ class Connection:
                 raise self._lost(operation, exc) from exc
             if isinstance(frame, str):
                 raise DecodeError(f"{self.url}: text frame received, the protocol is binary")
+            self.bytes_received += len(frame)
+            if self._compressor is not None:
+                frame = self._compressor.decompress(frame, max_bytes=self.max_message_bytes)
             status, reply_id, body = parse_reply(codec.decode(frame, max_bytes=None))
             if reply_id == request_id or reply_id == 0:
                 break

@@ -15,9 +15,11 @@ from typing import Any, Literal, TypeAlias
 from openenv_gym.client.connection import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
+    CompressionOption,
     Connection,
 )
 from openenv_gym.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES
+from openenv_gym.protocol.compression import DEFAULT_THRESHOLD
 
 __all__ = ["UNSET", "ClientOptions", "Unset"]
 
@@ -49,6 +51,10 @@ class ClientOptions:
         allow_insecure_token: also send the token in clear text over ``ws://`` to hosts that
             are not loopback (as does ``$OPENENV_GYM_ALLOW_INSECURE_TOKEN=1``).
         max_message_bytes: the largest frame sent or accepted; match the server's limit.
+        compression: per-message compression asked for at HELLO: ``"auto"`` (every installed
+            codec for servers that are not loopback, none for loopback), ``"zstd"``, ``"lz4"``
+            or ``None`` (see :class:`~openenv_gym.client.connection.Connection`).
+        compression_threshold: the smallest message either side compresses.
 
     """
 
@@ -58,6 +64,8 @@ class ClientOptions:
     ssl_context: ssl.SSLContext | None = None
     allow_insecure_token: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    compression: CompressionOption = "auto"
+    compression_threshold: int = DEFAULT_THRESHOLD
 
     @classmethod
     def resolve(cls, options: ClientOptions | None, **overrides: Any) -> ClientOptions:
@@ -110,4 +118,6 @@ class ClientOptions:
             token=self.token,
             ssl_context=self.ssl_context,
             allow_insecure_token=self.allow_insecure_token,
+            compression=self.compression,
+            compression_threshold=self.compression_threshold,
         )

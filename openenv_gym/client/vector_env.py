@@ -28,7 +28,7 @@ from openenv_gym.client.batching import (
     slice_batch,
     vector_seeds,
 )
-from openenv_gym.client.connection import Connection
+from openenv_gym.client.connection import CompressionOption, Connection
 from openenv_gym.client.env import open_session
 from openenv_gym.client.native import engine_results, join_vector_infos, shard_seed
 from openenv_gym.client.options import UNSET, ClientOptions, Unset
@@ -80,7 +80,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             of its size under that seed (``client/native.py``: also call, attrs, render).
         render_mode: passed to every env.
         options: how to connect and how long to wait (:class:`ClientOptions`).
-        token, ssl_context, connect_timeout, call_timeout: override the field of
+        token, ssl_context, connect_timeout, call_timeout, compression: override the field of
             ``options`` of the same name (see :class:`ClientOptions`).
         reconnect: when a shard's server goes away, re-open its session (on the same URL, or
             on a replacement server when this env owns its servers) and continue: that
@@ -119,6 +119,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         ssl_context: ssl.SSLContext | Unset | None = UNSET,
         connect_timeout: float | Unset = UNSET,
         call_timeout: float | Unset | None = UNSET,
+        compression: CompressionOption | Unset = UNSET,
         reconnect: bool = False,
         **env_kwargs: Any,
     ) -> None:
@@ -163,6 +164,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             ssl_context=ssl_context,
             connect_timeout=connect_timeout,
             call_timeout=call_timeout,
+            compression=compression,
         )
         self.options = options.with_default_token(
             None if self._provider is None else self._provider.token,

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from openenv_gym.errors import DecodeError
+from openenv_gym.protocol.compression import DEFAULT_THRESHOLD, CodecName
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -176,19 +177,36 @@ _ModelT = TypeVar("_ModelT", bound=_Model)
 
 
 class Hello(_Request):
-    """First request of every connection: which protocol versions the client speaks."""
+    """First request of every connection: which protocol versions the client speaks.
+
+    ``compression`` lists the codecs the client accepts (``protocol/compression.py``), in its
+    order of preference; empty (the default, left out on the wire) asks for none.
+    ``compression_threshold`` is the smallest message either side then compresses.
+    """
 
     protocol_version: int
     client: str = ""
+    compression: list[str] = Field(default_factory=list, max_length=8)
+    compression_threshold: int = Field(default=DEFAULT_THRESHOLD, ge=0)
+
+    def wire(self) -> dict[str, Any]:
+        """Return the body to send: fields at their defaults are left out, as old clients do."""
+        return self.model_dump(exclude_defaults=True)
 
 
 class HelloReply(_Model):
-    """The server's answer to HELLO: its version and what it hosts."""
+    """The server's answer to HELLO: its version, what it hosts, the codec it chose."""
 
     protocol_version: int
     server: str
     specs: list[str]
     allow_any_id: bool
+    compression: CodecName | None = None
+    """The codec both sides use from the next message on; ``None`` (left out): none."""
+
+    def wire(self) -> dict[str, Any]:
+        """Return the body to send: fields at their defaults are left out, as old servers do."""
+        return self.model_dump(exclude_defaults=True)
 
 
 class MakeRequest(_Request):

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Literal
 
 from openenv_gym.protocol import codec
+from openenv_gym.protocol.compression import CODECS, available_codecs
 from openenv_gym.server.access import AccessPolicy
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
@@ -89,6 +90,9 @@ class ServerConfig:
         openenv: also speak OpenEnv's protocol on the same port (``/ws``, ``/health``,
             ``/schema``, ``/metadata``, and the ``/envs/<id>/...`` forms); off, those paths
             are ordinary binary-protocol upgrades like any other.
+        compression: the codecs a client may choose at HELLO for its session's messages
+            (``protocol/compression.py``), in the server's order of preference; those whose
+            package is not installed are left out. ``()``: none.
 
     """
 
@@ -114,6 +118,7 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     openenv: bool = True
+    compression: tuple[str, ...] = CODECS
 
     def catalog(self) -> EnvCatalog:
         """Return the catalog of what this server hosts, under the operator's policy.
@@ -155,6 +160,8 @@ class _Router:
         self.catalog = catalog
         self.usage = usage
         self.access = config.access_policy()
+        installed = available_codecs()
+        self._codecs = tuple(name for name in config.compression if name in installed)
         # OpenEnv's surface is a plug-in above the server (interop sits above server): loaded
         # only when switched on, so the server package never imports it at module level.
         self._openenv_surface: ModuleType | None = None
@@ -196,6 +203,7 @@ class _Router:
             debug=self.config.debug,
             max_message_bytes=self.config.max_message_bytes,
             usage=self.usage,
+            compression=self._codecs,
         )
 
     def admitted(self, session: ServedSession) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gymnasium.vector import AutoresetMode
@@ -29,6 +29,7 @@ from openenv_gym.errors import (
     VersionMismatchError,
 )
 from openenv_gym.protocol import codec
+from openenv_gym.protocol.compression import Compressor, make_compressor, negotiate
 from openenv_gym.protocol.messages import (
     PROTOCOL_VERSION,
     REQUEST_PREFIXES,
@@ -119,6 +120,8 @@ class Session:
             its op's bound (``messages.REQUEST_BOUNDS``: size and values), checked before it is
             decoded; a request whose op the state does not allow gets the state's largest.
         usage: the server process's session and env counts, checked against its limits.
+        compression: the codecs this server accepts at HELLO (``protocol/compression.py``),
+            in its order of preference; the client's first offered one among them is used.
 
     """
 
@@ -133,8 +136,11 @@ class Session:
         debug: bool = False,
         max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES,
         usage: Usage | None = None,
+        compression: Sequence[str] = (),
     ) -> None:
         self.catalog = catalog
+        self.accepted_codecs = tuple(compression)
+        self.compressor: Compressor | None = None
         self.usage = usage or Usage(Limits())
         self._admitted = False
         self._reserved_envs = 0
@@ -169,7 +175,10 @@ class Session:
     def handle(self, frame: bytes) -> bytes:
         """Serve one request frame and return the reply frame (never raises)."""
         request_id = 0
+        compressor = self.compressor
         try:
+            if compressor is not None:
+                frame = compressor.decompress(frame, max_bytes=self.max_message_bytes)
             max_bytes, max_values = self._request_bounds(frame)
             op, request_id, body = parse_request(
                 codec.decode(frame, max_bytes=max_bytes, max_values=max_values)
@@ -181,8 +190,9 @@ class Session:
                 )
             result = self._handlers[op](body)
             # Plain ints: an IntEnum goes through the codec's Python fallback (~1 µs a message).
-            reply = [_OK, request_id, result]
-            return codec.encode(reply, max_bytes=self.max_message_bytes)
+            reply = codec.encode([_OK, request_id, result], max_bytes=self.max_message_bytes)
+            # Replies compress under the codec in force when the request came (not HELLO's).
+            return reply if compressor is None else compressor.compress(reply)
         except (Exception, SystemExit) as exc:  # an error reply; the session and server live on
             return self._error_reply(request_id, exc)
 
@@ -244,12 +254,16 @@ class Session:
             raise
         self._admitted = True
         self.state = SessionState.OPEN
+        codec_name = negotiate(hello.compression, self.accepted_codecs)
+        if codec_name is not None:
+            self.compressor = make_compressor(codec_name, threshold=hello.compression_threshold)
         return HelloReply(
             protocol_version=PROTOCOL_VERSION,
             server=self.server_name,
             specs=self.catalog.specs,
             allow_any_id=self.catalog.allow_any_id,
-        ).model_dump()
+            compression=codec_name,
+        ).wire()
 
     def _make(self, body: Any) -> dict[str, Any]:
         request = parse_body(MakeRequest, body)

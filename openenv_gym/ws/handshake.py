@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidURI
@@ -23,11 +24,13 @@ from openenv_gym.errors import (
     DecodeError,
     InsecureTokenError,
     OpenEnvError,
+    RemoteError,
     TransportError,
     VersionMismatchError,
     remote_error,
 )
 from openenv_gym.protocol import codec
+from openenv_gym.protocol.compression import DEFAULT_THRESHOLD
 from openenv_gym.protocol.messages import (
     PROTOCOL_VERSION,
     ErrorBody,
@@ -44,6 +47,7 @@ __all__ = [
     "ALLOW_INSECURE_TOKEN_ENV",
     "DEFAULT_CONNECT_TIMEOUT",
     "connect",
+    "is_loopback",
     "probe",
     "reply_error",
     "token_allowed",
@@ -76,10 +80,23 @@ def token_allowed(url: str) -> bool:
 
     """
     try:
+        secure = parse_uri(url).secure
+    except InvalidURI:
+        return False
+    return secure or is_loopback(url)
+
+
+def is_loopback(url: str) -> bool:
+    """Tell whether ``url``'s host is loopback: ``127.0.0.0/8``, ``::1`` or ``localhost``.
+
+    Pure: no name lookup (other names are not trusted to stay on this machine). ``False`` for
+    a URL that is not a valid WebSocket URL.
+    """
+    try:
         uri = parse_uri(url)
     except InvalidURI:
         return False
-    if uri.secure or uri.host.lower() in _LOOPBACK_NAMES:
+    if uri.host.lower() in _LOOPBACK_NAMES:
         return True
     try:
         address = ipaddress.ip_address(uri.host.strip("[]"))
@@ -98,6 +115,8 @@ def connect(
     token: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     allow_insecure_token: bool = False,
+    compression: Sequence[str] = (),
+    compression_threshold: int = DEFAULT_THRESHOLD,
 ) -> tuple[BlockingWebSocket, HelloReply]:
     """Open a WebSocket to ``url`` and complete HELLO (request id :data:`HELLO_ID`).
 
@@ -109,9 +128,12 @@ def connect(
             only to ``wss://`` URLs and loopback hosts (see :func:`token_allowed`).
         ssl_context: TLS settings for ``wss://`` (default: the system's trusted CAs).
         allow_insecure_token: also send the token in clear text to other hosts.
+        compression: codecs to offer at HELLO, in order of preference (``()``: none).
+        compression_threshold: the smallest message either side compresses.
 
     Returns:
-        The open socket (the session is past HELLO) and the server's HELLO reply.
+        The open socket (the session is past HELLO) and the server's HELLO reply, whose
+        ``compression`` is the codec agreed on (one of ``compression``, or ``None``).
 
     Raises:
         InsecureTokenError: a token would travel in clear text; raised before connecting.
@@ -138,9 +160,28 @@ def connect(
             raise AuthenticationError(url, "the server refused the token (HTTP 401)") from exc
         raise ConnectError(url, str(exc)) from exc
     try:
-        hello = Hello(protocol_version=PROTOCOL_VERSION, client="openenv-gym").model_dump()
-        body = _exchange(ws, url, Op.HELLO, HELLO_ID, hello, timeout)
-        return ws, parse_body(HelloReply, body)
+        hello = Hello(
+            protocol_version=PROTOCOL_VERSION,
+            client="openenv-gym",
+            compression=list(compression),
+            compression_threshold=compression_threshold,
+        )
+        try:
+            body = _exchange(ws, url, Op.HELLO, HELLO_ID, hello.wire(), timeout)
+        except DecodeError as exc:
+            if not compression or not isinstance(exc, RemoteError):
+                raise
+            # A server older than compression refuses the unknown field; a failed HELLO
+            # leaves the session NEW, so ask again without it (docs/protocol.md, 5.2).
+            plain = Hello(protocol_version=PROTOCOL_VERSION, client="openenv-gym")
+            body = _exchange(ws, url, Op.HELLO, HELLO_ID, plain.wire(), timeout)
+        reply = parse_body(HelloReply, body)
+        if reply.compression is not None and reply.compression not in compression:
+            raise DecodeError(
+                f"the server chose compression {reply.compression!r}; offered: "
+                f"{', '.join(compression) or 'none'}"
+            )
+        return ws, reply
     except (VersionMismatchError, CapacityError):
         ws.close()
         raise

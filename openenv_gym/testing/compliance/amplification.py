@@ -44,6 +44,7 @@ from openenv_gym.testing.rawws import (
 
 __all__ = [
     "PEAK_RSS_LIMIT_MIB",
+    "attack_compression_bombs",
     "attack_continuation_frames",
     "attack_deep_json",
     "attack_large_json",
@@ -314,3 +315,53 @@ def attack_deep_json(target: Target, *, depth: int = 100_000) -> AttackResult:
     """Send ``"[" * depth`` on ``/ws``: a clean error reply, no RecursionError."""
     text = "[" * depth + "]" * depth
     return _amplified("deep_json", target, lambda good: _ws_exchange(target, good, text))
+
+
+# ------------------------------------------------------------------ compression
+
+
+def _bombs() -> list[tuple[str, bytes]]:
+    """Return zstd frames a session that agreed on zstd must refuse without inflating them."""
+    import zstandard
+
+    zeros = bytes(1 << 20)
+
+    def stream(size: int, *, declare: bool) -> bytes:
+        compressor = zstandard.ZstdCompressor(level=1, write_content_size=declare)
+        packer = compressor.compressobj(size=size if declare else -1)
+        return b"".join(packer.compress(zeros) for _ in range(size >> 20)) + packer.flush()
+
+    return [
+        ("1 GiB declared", stream(1 << 30, declare=True)),  # ~100 KiB on the wire
+        ("64 MiB undeclared", stream(64 << 20, declare=False)),
+        ("corrupt", b"\x28\xb5\x2f\xfd" + bytes(64)),
+    ]
+
+
+def attack_compression_bombs(target: Target) -> AttackResult:
+    """Agree on zstd at HELLO, then send frames inflating to GiBs: each an error reply."""
+    try:
+        bombs = _bombs()
+    except ImportError:
+        return not_runnable("compression_bombs", "needs zstandard (extra compression)")
+    hello = [int(Op.HELLO), 1, {"protocol_version": PROTOCOL_VERSION, "compression": ["zstd"]}]
+
+    def body(good: GoodClient) -> Outcome:
+        replies: dict[str, Any] = {}
+        with ws_connection(target.url, 10.0) as ws:
+
+            def exchange(frame: bytes, timeout: float) -> Any:
+                ws.send(frame)
+                return codec.decode(ws.recv(timeout=timeout, decode=False), max_bytes=None)
+
+            agreed = exchange(codec.encode(hello), 10.0)[2].get("compression")
+            with good.window():
+                for name, bomb in bombs:
+                    status, _, reply = exchange(bomb, 30.0)
+                    replies[name] = reply["type"] if status == 1 else "accepted"
+            # The session lives on: a plain request is still served.
+            closed = exchange(codec.encode([int(Op.CLOSE), 9, None]), 10.0)[0] == 0
+        refused = all(kind != "accepted" for kind in replies.values())
+        return agreed == "zstd" and refused and closed, {"agreed": agreed, **replies}
+
+    return _amplified("compression_bombs", target, body)

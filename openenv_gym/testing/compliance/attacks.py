@@ -44,6 +44,7 @@ from openenv_gym.testing.compliance._support import (
     result,
 )
 from openenv_gym.testing.compliance.amplification import (
+    attack_compression_bombs,
     attack_continuation_frames,
     attack_deep_json,
     attack_large_json,
@@ -65,6 +66,7 @@ from openenv_gym.testing.compliance.terminal import (
 __all__ = [
     "TERMINAL",
     "attack_async_vector_remote_error",
+    "attack_compression_bombs",
     "attack_continuation_frames",
     "attack_deep_json",
     "attack_duplicate_authorization",

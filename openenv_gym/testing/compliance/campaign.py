@@ -119,6 +119,7 @@ ATTACKS: tuple[Attack, ...] = (
         fresh=True,
     ),
     Attack("continuation_frames", a.attack_continuation_frames, fresh=True),
+    Attack("compression_bombs", a.attack_compression_bombs, fresh=True),
     Attack("half_open_flood", a.attack_half_open_flood, args=_HANDSHAKE, fresh=True),
     Attack(
         "unread_close",
