@@ -346,7 +346,7 @@ def _worst(results: list[CheckResult]) -> CheckResult:
     """Merge one rule's results for both sides: the worst status, the details joined."""
     worst = max(results, key=lambda r: _RANK[r.status])
     same = [r for r in results if r.status == worst.status]
-    detail = "; ".join(r.detail for r in same if r.detail)
+    detail = "; ".join(dict.fromkeys(r.detail for r in same if r.detail))
     return dataclasses.replace(worst, detail=detail)
 
 

@@ -120,7 +120,9 @@ def quality_checks(
     figures["step_latency"] = _percentiles(steps)
     figures["reset_latency"] = _percentiles(resets)
     figures["step_seconds"] = steps
-    figures["steps_per_second"] = len(steps) / seconds if seconds > 0 else None
+    busy = sum(steps) + sum(resets)  # time in reset and step calls: drawing actions excluded
+    figures["steps_per_second"] = len(steps) / busy if busy > 0 else None
+    figures["seconds"] = seconds
     growth = None if rss_before is None or rss_after is None else rss_after - rss_before
     figures["server_rss_mib"] = {"before": rss_before, "after": rss_after, "growth": growth}
     random_summary = figures["random"]
