@@ -37,6 +37,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: Any) -> None:
+    """Add ``validate`` to the ``openenv-gym`` subcommands."""
     parser = commands.add_parser(
         "validate",
         help="check an env, server or image: protocol, Gymnasium contract, quality",

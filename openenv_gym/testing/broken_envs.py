@@ -84,8 +84,8 @@ class NondeterministicEnv(GoodEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, Any]:
-        obs, info = super().reset(seed=seed)
-        self._position = np.random.uniform(-0.5, 0.5, 2).astype(np.float32)  # noqa: NPY002
+        _, info = super().reset(seed=seed)
+        self._position = np.random.uniform(-0.5, 0.5, 2).astype(np.float32)
         return self._obs(), info
 
 
@@ -126,7 +126,7 @@ class LyingTimeLimitEnv(GoodEnv):
         max_episode_steps=10,
     )
 
-    @property  # type: ignore[override]
+    @property
     def spec(self) -> EnvSpec:
         return self._claimed
 

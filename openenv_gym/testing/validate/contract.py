@@ -71,9 +71,7 @@ def max_steps_for(limit: int | None) -> int:
     return MAX_STEPS if limit is None else min(2 * limit + 10, 2 * MAX_STEPS)
 
 
-def record_side(
-    name: str, env: gymnasium.Env[Any, Any], episodes: int, actions: list[Any]
-) -> Side:
+def record_side(name: str, env: gymnasium.Env[Any, Any], episodes: int, actions: list[Any]) -> Side:
     """Record ``episodes`` seeded episodes (and a repeat of the first) on ``env``."""
     spec = env.spec
     limit = None if spec is None else spec.max_episode_steps
@@ -96,11 +94,17 @@ def _each_step(side: Side) -> list[tuple[str, Any, Any]]:
     for e, episode in enumerate(side.episodes):
         if episode.error and episode.error.startswith("reset"):
             continue
-        found.append((f"{side.name}, episode {e} (seed {episode.seed}) reset", episode.obs,
-                      episode.info))
+        found.append(
+            (f"{side.name}, episode {e} (seed {episode.seed}) reset", episode.obs, episode.info)
+        )
         for t, step in enumerate(episode.steps):
-            found.append((f"{side.name}, episode {e} (seed {episode.seed}) step {t + 1}",
-                          step.obs, step.info))
+            found.append(
+                (
+                    f"{side.name}, episode {e} (seed {episode.seed}) step {t + 1}",
+                    step.obs,
+                    step.info,
+                )
+            )
     return found
 
 
@@ -167,7 +171,7 @@ def _is_flag(value: Any) -> bool:
 
 
 def check_errors(side: Side) -> CheckResult:
-    """The env does not raise under valid actions of its own action space."""
+    """Check that the env does not raise under valid actions of its own action space."""
     problems = [
         f"{side.name}, episode {e} (seed {episode.seed}): {episode.error}"
         for e, episode in enumerate(side.episodes)
@@ -229,7 +233,7 @@ def check_info_dict(side: Side) -> CheckResult:
 
 
 def check_time_limit(side: Side) -> CheckResult:
-    """A declared ``max_episode_steps`` is kept: no episode runs longer, one reaching it ends."""
+    """Check a declared ``max_episode_steps``: no episode runs longer, one reaching it ends."""
     limit = side.max_episode_steps
     if limit is None:
         return passed("contract.time_limit", f"{side.name}: no time limit declared")
@@ -256,7 +260,7 @@ def _differs(a: Episode, b: Episode) -> bool:
 
 
 def check_determinism(side: Side, reference: Side | None = None) -> CheckResult:
-    """The same seed gives the same trajectory; different seeds give different ones.
+    """Check that a seed gives one trajectory, and different seeds different ones.
 
     Args:
         side: the env's recorded episodes.
@@ -270,9 +274,11 @@ def check_determinism(side: Side, reference: Side | None = None) -> CheckResult:
     found = episode_difference(first, again)
     if found:
         text = f"{side.name}: seed {first.seed} twice with the same actions: {found}"
-        return warned(name, text + " (the spec says nondeterministic)") if (
-            side.nondeterministic
-        ) else failed(name, text)
+        return (
+            warned(name, text + " (the spec says nondeterministic)")
+            if (side.nondeterministic)
+            else failed(name, text)
+        )
     if len(side.episodes) < 2:
         return passed(name, f"{side.name}: same seed, same trajectory")
     if any(_differs(first, other) for other in side.episodes[1:]):
@@ -281,8 +287,9 @@ def check_determinism(side: Side, reference: Side | None = None) -> CheckResult:
     if reference is not None and not any(
         _differs(reference.episodes[0], other) for other in reference.episodes[1:]
     ):
-        return passed(name, f"{side.name}: deterministic by design (seeds {seeds} alike "
-                            "in-process too)")
+        return passed(
+            name, f"{side.name}: deterministic by design (seeds {seeds} alike in-process too)"
+        )
     if side.name == "in-process":  # the env itself: a seed that changes nothing is its design
         return passed(name, f"in-process: seeds {seeds} alike under these actions")
     text = f"{side.name}: seeds {seeds} gave identical trajectories (expected them to differ)"
@@ -290,10 +297,11 @@ def check_determinism(side: Side, reference: Side | None = None) -> CheckResult:
 
 
 def check_matches(remote: Side, local: Side) -> CheckResult:
-    """The remote env returns what the in-process env returns, value and type, every step."""
+    """Check that the remote env returns what the in-process one does, typed, every step."""
     problems = []
-    for e, (a, b) in enumerate(zip(local.episodes + [local.again], remote.episodes +
-                                   [remote.again], strict=True)):
+    for e, (a, b) in enumerate(
+        zip([*local.episodes, local.again], [*remote.episodes, remote.again], strict=True)
+    ):
         assert a is not None and b is not None
         found = episode_difference(a, b)
         if found:
@@ -305,7 +313,7 @@ def check_matches(remote: Side, local: Side) -> CheckResult:
 
 
 def check_spaces_match(remote: Side, local: Side) -> CheckResult:
-    """The remote env declares the in-process env's spaces and time limit."""
+    """Check that the remote env declares the in-process env's spaces and time limit."""
     problems = []
     for what in ("observation_space", "action_space", "max_episode_steps"):
         expected, actual = getattr(local, what), getattr(remote, what)

@@ -15,8 +15,11 @@ def markdown(report: Report) -> str:
     """Return the report as Markdown: a verdict, one table row per check, quality figures."""
     verdict = {0: "PASS", 1: "FAIL", 2: "UNREACHABLE"}[report.exit_code]
     lines = [f"# openenv-gym validate {report.target}", ""]
-    lines += [f"**{verdict}** (exit {report.exit_code}); spec `{report.env_id}`; levels "
-              f"{', '.join(report.levels)}", ""]
+    lines += [
+        f"**{verdict}** (exit {report.exit_code}); spec `{report.env_id}`; levels "
+        f"{', '.join(report.levels)}",
+        "",
+    ]
     if report.unreachable:
         lines += [f"Cannot reach the target: {report.unreachable}", ""]
     if report.results:
@@ -40,8 +43,10 @@ def _plots(figures: dict[str, Any], out: Path) -> list[str]:
 
     written = []
     policies = [(k, figures[k]) for k in ("random", "reference") if k in figures]
-    for stem, key, xlabel in (("rewards", "returns", "episode return"),
-                              ("lengths", "lengths", "episode length (steps)")):
+    for stem, key, xlabel in (
+        ("rewards", "returns", "episode return"),
+        ("lengths", "lengths", "episode length (steps)"),
+    ):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for label, summary in policies:
             ax.hist(summary[key], bins=20, alpha=0.6, label=label)

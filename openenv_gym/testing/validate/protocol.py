@@ -58,8 +58,9 @@ _GENERATORS: dict[str, Callable[[random.Random], tuple[Any, ...]]] = {
 def _accepts(url: str, timeout: float = ANSWER_TIMEOUT) -> bool:
     """Tell whether the server still accepts a TCP connection (it did not die)."""
     try:
-        socket.create_connection(("127.0.0.1" if "127.0.0.1" in url else _host(url),
-                                  port_of(url)), timeout=timeout).close()
+        socket.create_connection(
+            ("127.0.0.1" if "127.0.0.1" in url else _host(url), port_of(url)), timeout=timeout
+        ).close()
         return True
     except OSError:
         return False
@@ -82,26 +83,29 @@ def _sample_action(target: OpenedTarget) -> Any:
 def _ok(fuzzer: Fuzzer, ws: Any, op: Op, request_id: int, body: Any) -> Outcome:
     outcome = fuzzer.send(ws, request(op, request_id, body))
     if outcome.request_id != request_id or outcome.closed:
-        raise AssertionError(f"{op.name} (id {request_id}): expected a reply with id "
-                             f"{request_id}, got {outcome}")
+        raise AssertionError(
+            f"{op.name} (id {request_id}): expected a reply with id {request_id}, got {outcome}"
+        )
     return outcome
 
 
 def check_handshake(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
-    """HELLO is answered with this protocol version and the hosted specs; a wrong version
-    gets a ``VersionMismatchError`` reply."""
+    """Check that HELLO is answered, and a wrong version refused with its typed error."""
     name = "protocol.handshake"
     problems = []
     with ws_connection(target.url, ANSWER_TIMEOUT) as ws:
         hello = _ok(fuzzer, ws, Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION})
         if hello.status is not Status.OK or hello.body.get("protocol_version") != PROTOCOL_VERSION:
-            problems.append(f"HELLO: expected an OK reply with version {PROTOCOL_VERSION}, "
-                            f"got {hello}")
+            problems.append(
+                f"HELLO: expected an OK reply with version {PROTOCOL_VERSION}, got {hello}"
+            )
     with ws_connection(target.url, ANSWER_TIMEOUT) as ws:
         wrong = fuzzer.send(ws, request(Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION + 99}))
         if wrong.error_type != "openenv_gym.errors.VersionMismatchError":
-            problems.append(f"HELLO with version {PROTOCOL_VERSION + 99}: expected a "
-                            f"VersionMismatchError reply, got {wrong}")
+            problems.append(
+                f"HELLO with version {PROTOCOL_VERSION + 99}: expected a "
+                f"VersionMismatchError reply, got {wrong}"
+            )
     return from_problems(name, problems, "HELLO answered; a wrong version refused by name")
 
 
@@ -126,8 +130,10 @@ def check_messages(target: OpenedTarget, fuzzer: Fuzzer, action: Any) -> CheckRe
             outcome = _ok(fuzzer, ws, op, request_id, body)
             if must_succeed and outcome.status is not Status.OK:
                 problems.append(f"{op.name} (id {request_id}): expected OK, got {outcome}")
-            if op is Op.STEP and outcome.status is Status.OK and not (
-                isinstance(outcome.body, list) and len(outcome.body) == 5
+            if (
+                op is Op.STEP
+                and outcome.status is Status.OK
+                and not (isinstance(outcome.body, list) and len(outcome.body) == 5)
             ):
                 problems.append(f"STEP: expected a 5-list, got {outcome.body!r}"[:300])
     return from_problems(name, problems, f"{len(sequence)} message types answered")
@@ -139,8 +145,12 @@ def check_error_replies(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
     hello = {"protocol_version": PROTOCOL_VERSION}
     cases: list[tuple[str, Op, Any, str]] = [
         ("STEP before MAKE", Op.STEP, np.int64(0), "SessionStateError"),
-        ("MAKE of a spec not hosted", Op.MAKE, {"env_id": "NoSuchEnv-v0-validate"},
-         "UnknownEnvError"),
+        (
+            "MAKE of a spec not hosted",
+            Op.MAKE,
+            {"env_id": "NoSuchEnv-v0-validate"},
+            "UnknownEnvError",
+        ),
         ("MAKE with a field of the wrong type", Op.MAKE, {"env_id": 7}, "DecodeError"),
         ("RESET before MAKE", Op.RESET, {"seed": 0}, "SessionStateError"),
     ]
@@ -158,7 +168,7 @@ def check_error_replies(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
 
 
 def check_limits(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
-    """A MAKE of 2**31 envs is refused at once with a ``CapacityError`` naming the limit."""
+    """Check that a MAKE of 2**31 envs is refused at once with a ``CapacityError``."""
     name = "protocol.limits"
     with ws_connection(target.url, ANSWER_TIMEOUT) as ws:
         _ok(fuzzer, ws, Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION})
@@ -170,13 +180,19 @@ def check_limits(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
         return failed(name, f"MAKE of 2**31 envs: expected a CapacityError, got {outcome}")
     if seconds > 2.0:
         return failed(name, f"MAKE of 2**31 envs: refused after {seconds:.1f} s (expected < 2 s)")
-    return passed(name, f"a huge MAKE refused in {seconds * 1000:.0f} ms",
-                  seconds=seconds, message=outcome.body.get("message"))
+    return passed(
+        name,
+        f"a huge MAKE refused in {seconds * 1000:.0f} ms",
+        seconds=seconds,
+        message=outcome.body.get("message"),
+    )
 
 
 def check_malformed(target: OpenedTarget, fuzzer: Fuzzer, count: int) -> CheckResult:
-    """Malformed inputs (random bytes, msgpack, envelopes, text, HELLOs, fragments) are each
-    answered by a typed error reply or a clean close, and never kill the server."""
+    """Check that malformed inputs get a typed error reply or a clean close, and kill nothing.
+
+    The inputs: random bytes, msgpack values, envelopes, text frames, HELLOs, fragments.
+    """
     name = "protocol.malformed_input"
     rng = random.Random(17)
     problems: list[str] = []
@@ -189,12 +205,20 @@ def check_malformed(target: OpenedTarget, fuzzer: Fuzzer, count: int) -> CheckRe
         except Exception as exc:
             problems.append(f"input {index} ({kind}): {type(exc).__name__}: {exc}"[:300])
         if not _accepts(target.url):
-            problems.insert(0, f"input {index} ({kind} {_brief(args)}): the server died "
-                               "(expected an error reply or a clean close; it no longer "
-                               "accepts connections)")
+            problems.insert(
+                0,
+                f"input {index} ({kind} {_brief(args)}): the server died "
+                "(expected an error reply or a clean close; it no longer "
+                "accepts connections)",
+            )
             break
-    return from_problems(name, problems, f"{count} malformed inputs handled",
-                         inputs=count, outcomes=dict(fuzzer.tally.outcomes))
+    return from_problems(
+        name,
+        problems,
+        f"{count} malformed inputs handled",
+        inputs=count,
+        outcomes=dict(fuzzer.tally.outcomes),
+    )
 
 
 def _brief(args: tuple[Any, ...]) -> str:
@@ -202,8 +226,7 @@ def _brief(args: tuple[Any, ...]) -> str:
 
 
 def check_reconnect(target: OpenedTarget) -> CheckResult:
-    """A session survives another client vanishing mid-request; a new session after an abrupt
-    disconnect is served and reproduces the same seeded reset."""
+    """Check that sessions survive a client vanishing; a new one reproduces a seeded reset."""
     name = "protocol.reconnect"
     first: Any = target.remote()
     try:
@@ -231,7 +254,7 @@ def check_reconnect(target: OpenedTarget) -> CheckResult:
 
 
 def check_origin(target: OpenedTarget) -> CheckResult:
-    """The compliance attack: upgrades from a foreign ``Origin`` or ``Host`` are refused."""
+    """Run the compliance attack: upgrades from a foreign ``Origin`` or ``Host`` are refused."""
     name = "protocol.origin"
     if target.token is not None or "127.0.0.1" not in target.url:
         return skipped(name, "needs a tokenless loopback server")
@@ -254,9 +277,18 @@ def protocol_checks(
 
     """
     if target.kind == "openenv":
-        return [skipped("protocol." + n, "an OpenEnv server: its JSON protocol is not ours")
-                for n in ("handshake", "messages", "error_replies", "limits", "malformed_input",
-                          "reconnect", "origin")]
+        return [
+            skipped("protocol." + n, "an OpenEnv server: its JSON protocol is not ours")
+            for n in (
+                "handshake",
+                "messages",
+                "error_replies",
+                "limits",
+                "malformed_input",
+                "reconnect",
+                "origin",
+            )
+        ]
     fuzzer = Fuzzer(target.url)
     results: list[CheckResult] = []
     action: Any = None

@@ -61,7 +61,9 @@ def _rss_mib(pid: int | None) -> float | None:
 
 
 def _run(
-    target: OpenedTarget, episodes: int, policy: Callable[[Any], Any] | None,
+    target: OpenedTarget,
+    episodes: int,
+    policy: Callable[[Any], Any] | None,
     advance: Callable[[], None],
 ) -> tuple[list[Episode], float]:
     env = target.remote()
@@ -127,14 +129,23 @@ def quality_checks(
     figures["server_rss_mib"] = {"before": rss_before, "after": rss_after, "growth": growth}
     random_summary = figures["random"]
     results = [_reward_result(random_summary), _length_result(random_summary)]
-    results.append(passed("quality.latency",
-                          f"step p50 {_ms(figures['step_latency']['p50_ms'])}, p99 "
-                          f"{_ms(figures['step_latency']['p99_ms'])}; reset p50 "
-                          f"{_ms(figures['reset_latency']['p50_ms'])}",
-                          step=figures["step_latency"], reset=figures["reset_latency"]))
-    results.append(passed("quality.throughput",
-                          f"{figures['steps_per_second'] or 0:.0f} steps/s, one env, random policy",
-                          steps_per_second=figures["steps_per_second"]))
+    results.append(
+        passed(
+            "quality.latency",
+            f"step p50 {_ms(figures['step_latency']['p50_ms'])}, p99 "
+            f"{_ms(figures['step_latency']['p99_ms'])}; reset p50 "
+            f"{_ms(figures['reset_latency']['p50_ms'])}",
+            step=figures["step_latency"],
+            reset=figures["reset_latency"],
+        )
+    )
+    results.append(
+        passed(
+            "quality.throughput",
+            f"{figures['steps_per_second'] or 0:.0f} steps/s, one env, random policy",
+            steps_per_second=figures["steps_per_second"],
+        )
+    )
     results.append(_memory_result(growth, episodes))
     policy = reference_policy(target.local()) if target.local is not None else None
     if policy is None:
@@ -152,17 +163,25 @@ def _ms(value: float | None) -> str:
 
 def _reward_result(summary: dict[str, Any]) -> CheckResult:
     name = "quality.reward"
-    text = (f"reward in [{summary['reward_min']}, {summary['reward_max']}], variance "
+    text = (
+        (
+            f"reward in [{summary['reward_min']}, {summary['reward_max']}], variance "
             f"{summary['reward_variance']:.4g}; return {summary['return_mean']:.4g} "
-            f"± {summary['return_std']:.4g}") if summary["reward_min"] is not None else "no steps"
+            f"± {summary['return_std']:.4g}"
+        )
+        if summary["reward_min"] is not None
+        else "no steps"
+    )
     if summary["reward_variance"] == 0 and summary["return_std"] == 0:
         return warned(name, text + ": a constant reward teaches nothing")
     return passed(name, text)
 
 
 def _length_result(summary: dict[str, Any]) -> CheckResult:
-    text = (f"episode length {summary['length_mean']:.1f} mean, {summary['length_min']}.."
-            f"{summary['length_max']}")
+    text = (
+        f"episode length {summary['length_mean']:.1f} mean, {summary['length_min']}.."
+        f"{summary['length_max']}"
+    )
     if summary["errors"]:
         return warned("quality.episode_length", text + f"; errors: {summary['errors'][0]}")
     return passed("quality.episode_length", text)
@@ -178,8 +197,9 @@ def _memory_result(growth: float | None, episodes: int) -> CheckResult:
 
 def _gap_result(random: dict[str, Any], reference: dict[str, Any]) -> CheckResult:
     gap = reference["return_mean"] - random["return_mean"]
-    text = (f"reference {reference['return_mean']:.4g} - random {random['return_mean']:.4g} = "
-            f"{gap:.4g}")
+    text = (
+        f"reference {reference['return_mean']:.4g} - random {random['return_mean']:.4g} = {gap:.4g}"
+    )
     if gap <= 0:
         return warned("quality.reference_gap", text + ": no better than random", gap=gap)
     return passed("quality.reference_gap", text, gap=gap)

@@ -60,8 +60,10 @@ def _contract(target: OpenedTarget, advance: Callable[[str], None]) -> list[Chec
         actions = contract_actions(source.action_space, limit)
         advance("contract: rollouts")
         remote = record_side("remote", remote_env, CONTRACT_EPISODES, actions)
-        local = None if local_env is None else record_side(
-            "in-process", local_env, CONTRACT_EPISODES, actions
+        local = (
+            None
+            if local_env is None
+            else record_side("in-process", local_env, CONTRACT_EPISODES, actions)
         )
     finally:
         remote_env.close()
@@ -69,8 +71,9 @@ def _contract(target: OpenedTarget, advance: Callable[[str], None]) -> list[Chec
             local_env.close()
     results = episode_checks(remote, local)
     advance("contract: check_env")
-    results.append(_guarded("contract.check_env", lambda: check_env_warnings(
-        target.remote, target.local)))
+    results.append(
+        _guarded("contract.check_env", lambda: check_env_warnings(target.remote, target.local))
+    )
     advance("contract: state")
     results.append(_guarded("contract.state", lambda: check_state(target)))
     advance("contract: render modes")
@@ -118,12 +121,17 @@ def validate(
     """
     unknown = sorted(set(levels) - set(LEVELS))
     if unknown:
-        raise ValueError(f"unknown level(s) {', '.join(unknown)}; expected some of "
-                         f"{', '.join(LEVELS)}")
+        raise ValueError(
+            f"unknown level(s) {', '.join(unknown)}; expected some of {', '.join(LEVELS)}"
+        )
     ordered = tuple(level for level in ("contract", "quality", "protocol") if level in levels)
     report = Report(target, levels=ordered)
-    total = 1 + _CONTRACT_UNITS * ("contract" in ordered) + episodes * 2 * (
-        "quality" in ordered) + 7 * ("protocol" in ordered)
+    total = (
+        1
+        + _CONTRACT_UNITS * ("contract" in ordered)
+        + episodes * 2 * ("quality" in ordered)
+        + 7 * ("protocol" in ordered)
+    )
     progress = _Progress(total, quiet=quiet)
 
     def add(results: list[CheckResult]) -> None:
@@ -157,9 +165,7 @@ def validate(
     return report
 
 
-def _contract_guarded(
-    target: OpenedTarget, advance: Callable[[str], None]
-) -> list[CheckResult]:
+def _contract_guarded(target: OpenedTarget, advance: Callable[[str], None]) -> list[CheckResult]:
     try:
         return _contract(target, advance)
     except Exception as exc:  # e.g. the first session cannot even be opened

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
@@ -80,8 +79,10 @@ def check_render_modes(target: OpenedTarget) -> CheckResult:
             local, _ = _rendered(target.local, mode)
             if isinstance(local, np.ndarray) and isinstance(frame, np.ndarray):
                 if (local.shape, local.dtype) != (frame.shape, frame.dtype):
-                    problems.append(f"remote, render_mode={mode!r}: expected {show(local)}, "
-                                    f"got {show(frame)} (expected: in-process)")
+                    problems.append(
+                        f"remote, render_mode={mode!r}: expected {show(local)}, "
+                        f"got {show(frame)} (expected: in-process)"
+                    )
             elif mode == "ansi" and local != frame:
                 problems.append(f"remote, render_mode={mode!r}: expected {local!r}, got {frame!r}")
     return from_problems(name, problems, f"render modes {', '.join(modes)} as declared")
@@ -115,11 +116,17 @@ def check_state(target: OpenedTarget, steps: int = 3) -> CheckResult:
             problems.append(f"{where}: expected a dict, got {show(state)}")
             continue
         if not isinstance(state.get("episode_id"), str) or not state["episode_id"]:
-            problems.append(f"{where}: expected a str episode_id, got {show(state.get('episode_id'))}")
+            problems.append(
+                f"{where}: expected a str episode_id, got {show(state.get('episode_id'))}"
+            )
         if state.get("step_count") != count:
-            problems.append(f"{where}: expected step_count {count}, got {state.get('step_count')!r}")
-    if isinstance(first, dict) and isinstance(fresh, dict) and (
-        first.get("episode_id") == fresh.get("episode_id")
+            problems.append(
+                f"{where}: expected step_count {count}, got {state.get('step_count')!r}"
+            )
+    if (
+        isinstance(first, dict)
+        and isinstance(fresh, dict)
+        and (first.get("episode_id") == fresh.get("episode_id"))
     ):
         problems.append("a new reset kept episode_id (expected a new one)")
     return from_problems(name, problems, "episode_id and step_count well formed")
@@ -140,15 +147,21 @@ def _vector_trace(envs: Any, mode: AutoresetMode, steps: int) -> list[Any]:
 
 
 def check_vector(target: OpenedTarget, mode: AutoresetMode) -> CheckResult:
-    """A remote vector env equals ``SyncVectorEnv`` of the in-process env in ``mode``."""
+    """Check that a remote vector env equals ``SyncVectorEnv`` of the in-process env in ``mode``."""
     name = f"contract.vector_{mode.name.lower()}"
     if target.kind == "openenv":
         return skipped(name, "OpenEnv servers hold one env per session")
     from openenv_gym.client.vector_env import RemoteVectorEnv
 
     try:
-        remote = RemoteVectorEnv(target.env_id, VECTOR_ENVS, urls=[target.url],
-                                 token=target.token, autoreset_mode=mode, call_timeout=30)
+        remote = RemoteVectorEnv(
+            target.env_id,
+            VECTOR_ENVS,
+            urls=[target.url],
+            token=target.token,
+            autoreset_mode=mode,
+            call_timeout=30,
+        )
     except Exception as exc:
         return failed(name, f"remote: cannot open {VECTOR_ENVS} envs: {type(exc).__name__}: {exc}")
     try:
@@ -187,8 +200,9 @@ def _vector_shapes(name: str, envs: Any, trace: list[Any]) -> CheckResult:
         if not envs.observation_space.contains(obs):
             problems.append(f"step {index}: observations outside {envs.observation_space}")
         if getattr(rewards, "shape", None) != (VECTOR_ENVS,):
-            problems.append(f"step {index}: expected rewards of shape ({VECTOR_ENVS},), got "
-                            f"{show(rewards)}")
+            problems.append(
+                f"step {index}: expected rewards of shape ({VECTOR_ENVS},), got {show(rewards)}"
+            )
         for what, flags in (("terminations", terminations), ("truncations", truncations)):
             if getattr(flags, "dtype", None) != np.bool_:
                 problems.append(f"step {index}: expected bool {what}, got {show(flags)}")
@@ -198,5 +212,3 @@ def _vector_shapes(name: str, envs: Any, trace: list[Any]) -> CheckResult:
 def vector_checks(target: OpenedTarget) -> list[CheckResult]:
     """Run the vector check in each autoreset mode."""
     return [check_vector(target, mode) for mode in AutoresetMode]
-
-

@@ -134,7 +134,11 @@ def _spec_target(spec: str) -> Iterator[OpenedTarget]:
         raise Unreachable(f"cannot host {spec!r} in a local server: {exc}") from exc
     with provider:
         yield OpenedTarget(
-            "spec", provider.urls[0], spec, pid=provider.pids[0], hosted=[spec],
+            "spec",
+            provider.urls[0],
+            spec,
+            pid=provider.pids[0],
+            hosted=[spec],
             local=local_factory(spec),
         )
 
@@ -153,8 +157,9 @@ def _docker_target(image: str, env_id: str | None) -> Iterator[OpenedTarget]:
         chosen = _pick(hosted, env_id, f"image {image}") if hosted else (env_id or "")
         if not chosen:
             raise Unreachable(f"image {image} hosts any gymnasium id: name one with --env-id")
-        yield OpenedTarget("docker", url, chosen, token=token, hosted=hosted,
-                           local=local_factory(chosen))
+        yield OpenedTarget(
+            "docker", url, chosen, token=token, hosted=hosted, local=local_factory(chosen)
+        )
     finally:
         provider.close()
 
@@ -199,5 +204,6 @@ def open_target(
     else:
         hosted = _hello(target, token)
         chosen = _pick(hosted, env_id, target)
-        yield OpenedTarget("url", target, chosen, token=token, hosted=hosted,
-                           local=local_factory(chosen))
+        yield OpenedTarget(
+            "url", target, chosen, token=token, hosted=hosted, local=local_factory(chosen)
+        )

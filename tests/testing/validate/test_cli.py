@@ -21,8 +21,7 @@ def _validate(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_validate_cli_writes_report_and_plots(tmp_path: Path) -> None:
-    done = _validate(GOOD, "--level", "contract,quality", "--episodes", "4", "--out",
-                     str(tmp_path))
+    done = _validate(GOOD, "--level", "contract,quality", "--episodes", "4", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["exit_code"] == 0 and data["env_id"] == GOOD
@@ -39,8 +38,9 @@ def test_validate_cli_writes_report_and_plots(tmp_path: Path) -> None:
 
 
 def test_validate_cli_exit_1_names_the_check() -> None:
-    done = _validate("openenv_gym.testing.broken_envs:WrongDtypeEnv", "--level", "contract",
-                     "--json")
+    done = _validate(
+        "openenv_gym.testing.broken_envs:WrongDtypeEnv", "--level", "contract", "--json"
+    )
     assert done.returncode == 1
     data = json.loads(done.stdout)
     failed = [check for check in data["checks"] if check["status"] == "fail"]
