@@ -10,14 +10,26 @@ from pathlib import Path
 from typing import Any
 
 
+def _levels(text: str) -> tuple[str, ...]:
+    """Parse ``--level``: a comma-separated list of known levels."""
+    from openenv_gym.testing.validate.runner import LEVELS
+
+    levels = tuple(level.strip() for level in text.split(",") if level.strip())
+    unknown = [level for level in levels if level not in LEVELS]
+    if unknown or not levels:
+        wanted = ", ".join(LEVELS)
+        named = ", ".join(unknown) or "(none)"
+        raise argparse.ArgumentTypeError(f"unknown level(s) {named}: expected some of {wanted}")
+    return levels
+
+
 def _validate(args: argparse.Namespace) -> int:
     from openenv_gym.testing.validate import validate
     from openenv_gym.testing.validate.output import markdown, write_report
 
-    levels = [level.strip() for level in args.level.split(",") if level.strip()]
     report = validate(
         args.target,
-        levels=levels,
+        levels=args.level,
         episodes=args.episodes,
         env_id=args.env_id,
         token=args.token,
@@ -50,7 +62,10 @@ def add_commands(commands: Any) -> None:
         "openenv+ws:// URL, or docker:IMAGE",
     )
     parser.add_argument(
-        "--level", default="protocol,contract,quality", help="comma-separated levels to run"
+        "--level",
+        type=_levels,
+        default="protocol,contract,quality",
+        help="comma-separated levels to run",
     )
     parser.add_argument("--out", help="directory for report.md, report.json and the plots")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per policy (quality)")

@@ -93,13 +93,13 @@ def check_handshake(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
     """Check that HELLO is answered, and a wrong version refused with its typed error."""
     name = "protocol.handshake"
     problems = []
-    with ws_connection(target.url, ANSWER_TIMEOUT) as ws:
+    with ws_connection(target.url, ANSWER_TIMEOUT, token=target.token) as ws:
         hello = _ok(fuzzer, ws, Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION})
         if hello.status is not Status.OK or hello.body.get("protocol_version") != PROTOCOL_VERSION:
             problems.append(
                 f"HELLO: expected an OK reply with version {PROTOCOL_VERSION}, got {hello}"
             )
-    with ws_connection(target.url, ANSWER_TIMEOUT) as ws:
+    with ws_connection(target.url, ANSWER_TIMEOUT, token=target.token) as ws:
         wrong = fuzzer.send(ws, request(Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION + 99}))
         if wrong.error_type != "openenv_gym.errors.VersionMismatchError":
             problems.append(
@@ -125,7 +125,7 @@ def check_messages(target: OpenedTarget, fuzzer: Fuzzer, action: Any) -> CheckRe
         (Op.CLOSE, None, True),
     ]
     problems = []
-    with ws_connection(target.url, ANSWER_TIMEOUT) as ws:
+    with ws_connection(target.url, ANSWER_TIMEOUT, token=target.token) as ws:
         for request_id, (op, body, must_succeed) in enumerate(sequence, 1):
             outcome = _ok(fuzzer, ws, op, request_id, body)
             if must_succeed and outcome.status is not Status.OK:
@@ -155,7 +155,7 @@ def check_error_replies(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
         ("RESET before MAKE", Op.RESET, {"seed": 0}, "SessionStateError"),
     ]
     problems = []
-    with ws_connection(target.url, ANSWER_TIMEOUT) as ws:
+    with ws_connection(target.url, ANSWER_TIMEOUT, token=target.token) as ws:
         _ok(fuzzer, ws, Op.HELLO, 1, hello)
         for request_id, (what, op, body, expected) in enumerate(cases, 2):
             outcome = fuzzer.send(ws, request(op, request_id, body))
@@ -170,7 +170,7 @@ def check_error_replies(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
 def check_limits(target: OpenedTarget, fuzzer: Fuzzer) -> CheckResult:
     """Check that a MAKE of 2**31 envs is refused at once with a ``CapacityError``."""
     name = "protocol.limits"
-    with ws_connection(target.url, ANSWER_TIMEOUT) as ws:
+    with ws_connection(target.url, ANSWER_TIMEOUT, token=target.token) as ws:
         _ok(fuzzer, ws, Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION})
         started = time.monotonic()
         make = {"env_id": target.env_id, "num_envs": 2**31, "autoreset_mode": "NextStep"}
@@ -289,7 +289,7 @@ def protocol_checks(
                 "origin",
             )
         ]
-    fuzzer = Fuzzer(target.url)
+    fuzzer = Fuzzer(target.url, token=target.token)
     results: list[CheckResult] = []
     action: Any = None
     try:

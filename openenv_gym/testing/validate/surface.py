@@ -185,10 +185,32 @@ def check_vector(target: OpenedTarget, mode: AutoresetMode) -> CheckResult:
         for field, x, y in zip(fields, a, b, strict=False):
             found = difference(x, y, field)
             if found:
-                return failed(name, f"call {index} (0 = reset): {found} (expected: SyncVectorEnv)")
+                env = _env_index(x, y)
+                where = f"call {index} (0 = reset)" + ("" if env is None else f", env {env}")
+                return failed(name, f"{where}: {found} (expected: SyncVectorEnv)")
     if len(expected) != len(actual):
         return failed(name, f"expected {len(expected)} calls, got {len(actual)}")
     return passed(name, f"{VECTOR_ENVS} envs, {VECTOR_STEPS} steps equal to SyncVectorEnv")
+
+
+def _env_index(expected: Any, actual: Any) -> int | None:
+    """Return the first sub-env index at which two batched values differ, if it can be told."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in expected.keys() & actual.keys():
+            found = _env_index(expected[key], actual[key])
+            if found is not None:
+                return found
+        return None
+    if isinstance(expected, tuple) and isinstance(actual, tuple):
+        indices = [_env_index(a, b) for a, b in zip(expected, actual, strict=False)]
+        return min((i for i in indices if i is not None), default=None)
+    batched = isinstance(expected, np.ndarray) and isinstance(actual, np.ndarray)
+    if not (batched and expected.ndim and actual.ndim and len(expected) == len(actual)):
+        return None
+    for index in range(len(expected)):
+        if difference(expected[index], actual[index]) is not None:
+            return index
+    return None
 
 
 def _vector_shapes(name: str, envs: Any, trace: list[Any]) -> CheckResult:
