@@ -277,18 +277,9 @@ def protocol_checks(
 
     """
     if target.kind == "openenv":
-        return [
-            skipped("protocol." + n, "an OpenEnv server: its JSON protocol is not ours")
-            for n in (
-                "handshake",
-                "messages",
-                "error_replies",
-                "limits",
-                "malformed_input",
-                "reconnect",
-                "origin",
-            )
-        ]
+        from openenv_gym.testing.validate.protocol_openenv import openenv_protocol_checks
+
+        return openenv_protocol_checks(target, advance=advance)
     fuzzer = Fuzzer(target.url, token=target.token)
     results: list[CheckResult] = []
     action: Any = None
