@@ -10,6 +10,7 @@ connection: a server that dies on a malformed frame fails ``protocol.malformed_i
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from websockets.exceptions import ConnectionClosed
 
 from openenv_gym.protocol.messages import PROTOCOL_VERSION, Op, Status
 from openenv_gym.testing.compliance._support import Target
@@ -30,7 +32,7 @@ from openenv_gym.testing.compliance.fuzz_inputs import (
     gen_msgpack,
     gen_text,
 )
-from openenv_gym.testing.rawws import abort, port_of, upgraded_connection, ws_connection
+from openenv_gym.testing.rawws import abort, port_of, ws_connection
 from openenv_gym.testing.validate.results import (
     CheckResult,
     failed,
@@ -225,17 +227,29 @@ def _brief(args: tuple[Any, ...]) -> str:
     return repr(args)[:60]
 
 
+def _vanish(target: OpenedTarget) -> None:
+    """Open a session (HELLO, MAKE, RESET), then drop it without a close frame or FIN."""
+    fuzzer = Fuzzer(target.url, token=target.token)
+    with (
+        contextlib.suppress(ConnectionClosed, OSError),
+        ws_connection(target.url, ANSWER_TIMEOUT, token=target.token) as ws,
+    ):
+        _ok(fuzzer, ws, Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION})
+        _ok(fuzzer, ws, Op.MAKE, 2, {"env_id": target.env_id})
+        ws.send(request(Op.RESET, 3, {"seed": 0}))  # and gone before the reply
+        abort(ws.socket)
+
+
 def check_reconnect(target: OpenedTarget) -> CheckResult:
     """Check that sessions survive a client vanishing; a new one reproduces a seeded reset."""
     name = "protocol.reconnect"
     first: Any = target.remote()
     try:
         obs, _ = first.reset(seed=3)
-        sock = upgraded_connection(target.url, ANSWER_TIMEOUT)
-        abort(sock)  # a client gone without a close frame or FIN
+        _vanish(target)
         first.step(first.action_space.sample())
     except Exception as exc:
-        return failed(name, f"session after another client's reset: {type(exc).__name__}: {exc}")
+        return failed(name, f"a session after another vanished: {type(exc).__name__}: {exc}")
     finally:
         first.close()
     again: Any = target.remote()
