@@ -25,6 +25,7 @@ __all__ = [
     "NonBoolFlagEnv",
     "NondeterministicEnv",
     "ObsOutOfSpaceEnv",
+    "ShortTimeLimitEnv",
     "WrongDtypeEnv",
     "serve_fragile",
 ]
@@ -120,15 +121,13 @@ class InfoNotDictEnv(GoodEnv):
 class LyingTimeLimitEnv(GoodEnv):
     """Defect: its spec declares ``max_episode_steps=10``, but episodes run 25 steps."""
 
-    _claimed = EnvSpec(
-        "openenv_gym.testing.broken_envs:LyingTimeLimitEnv",
-        entry_point="openenv_gym.testing.broken_envs:LyingTimeLimitEnv",
-        max_episode_steps=10,
-    )
+    claimed_limit, actual_limit = 10, 25
 
     @property
     def spec(self) -> EnvSpec:
-        return self._claimed
+        """The spec it claims (``gymnasium.make`` cannot replace it)."""
+        name = f"openenv_gym.testing.broken_envs:{type(self).__name__}"
+        return EnvSpec(name, entry_point=name, max_episode_steps=self.claimed_limit)
 
     @spec.setter
     def spec(self, value: EnvSpec | None) -> None:
@@ -138,8 +137,14 @@ class LyingTimeLimitEnv(GoodEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, Any]:
         obs, info = super().reset(seed=seed)
-        self._length = 25
+        self._length = self.actual_limit
         return obs, info
+
+
+class ShortTimeLimitEnv(LyingTimeLimitEnv):
+    """Defect: its spec declares ``max_episode_steps=20``, but every episode is cut at 8."""
+
+    claimed_limit, actual_limit = 20, 8
 
 
 def serve_fragile(port: int) -> None:

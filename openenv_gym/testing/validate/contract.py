@@ -54,6 +54,7 @@ class Side:
         nondeterministic: the spec declares the env nondeterministic.
         episodes: one episode per seed ``SEED_BASE + k``, all with the same actions.
         again: the first episode's seed and actions once more, on the same env.
+        fresh: the first episode's seed and actions on a second instance (a new session).
 
     """
 
@@ -64,6 +65,7 @@ class Side:
     nondeterministic: bool
     episodes: list[Episode]
     again: Episode | None
+    fresh: Episode | None = None
 
 
 def max_steps_for(limit: int | None) -> int:
@@ -71,12 +73,35 @@ def max_steps_for(limit: int | None) -> int:
     return MAX_STEPS if limit is None else min(2 * limit + 10, 2 * MAX_STEPS)
 
 
-def record_side(name: str, env: gymnasium.Env[Any, Any], episodes: int, actions: list[Any]) -> Side:
-    """Record ``episodes`` seeded episodes (and a repeat of the first) on ``env``."""
+def record_side(
+    name: str,
+    env: gymnasium.Env[Any, Any],
+    episodes: int,
+    actions: list[Any],
+    *,
+    make: Callable[[], gymnasium.Env[Any, Any]] | None = None,
+) -> Side:
+    """Record ``episodes`` seeded episodes (and a repeat of the first) on ``env``.
+
+    Args:
+        name: the side's name.
+        env: the env to drive.
+        episodes: how many seeds.
+        actions: the actions of every episode.
+        make: builds a second instance, on which the first episode is repeated too.
+
+    """
     spec = env.spec
     limit = None if spec is None else spec.max_episode_steps
     recorded = [record(env, SEED_BASE + k, actions) for k in range(episodes)]
     again = record(env, SEED_BASE, actions)
+    fresh = None
+    if make is not None:
+        other = make()
+        try:
+            fresh = record(other, SEED_BASE, actions)
+        finally:
+            other.close()
     return Side(
         name,
         env.observation_space,
@@ -85,6 +110,7 @@ def record_side(name: str, env: gymnasium.Env[Any, Any], episodes: int, actions:
         bool(spec is not None and spec.nondeterministic),
         recorded,
         again,
+        fresh,
     )
 
 
@@ -232,11 +258,33 @@ def check_info_dict(side: Side) -> CheckResult:
     return from_problems("contract.info_dict", problems, "every info is a dict")
 
 
+def _fixed_truncation(side: Side) -> int | None:
+    """Return the step at which every episode was truncated, if all were (two or more)."""
+    ends = {len(e.steps) for e in side.episodes if e.done and e.steps[-1].truncated and not e.error}
+    truncated = sum(bool(e.done and e.steps[-1].truncated) for e in side.episodes)
+    if truncated == len(side.episodes) >= 2 and len(ends) == 1:
+        return ends.pop()
+    return None
+
+
 def check_time_limit(side: Side) -> CheckResult:
-    """Check a declared ``max_episode_steps``: no episode runs longer, one reaching it ends."""
+    """Check that the declared ``max_episode_steps`` is the limit the env keeps.
+
+    No episode may run longer; one that reaches the limit must end there; and an env that
+    truncates every episode at one fixed step must declare that step (a different declared
+    limit fails, an undeclared one warns).
+    """
+    name = "contract.time_limit"
     limit = side.max_episode_steps
+    fixed = _fixed_truncation(side)
     if limit is None:
-        return passed("contract.time_limit", f"{side.name}: no time limit declared")
+        if fixed is not None:
+            return warned(
+                name,
+                f"{side.name}: every episode truncated at step {fixed}, but the spec "
+                "declares no max_episode_steps",
+            )
+        return passed(name, f"{side.name}: no time limit declared")
     problems = []
     for e, episode in enumerate(side.episodes):
         length = len(episode.steps)
@@ -248,11 +296,12 @@ def check_time_limit(side: Side) -> CheckResult:
             )
         elif length == limit and not episode.done:
             problems.append(f"{where}: expected the episode to end at step {limit}, it did not")
-        elif length == limit and not (episode.steps[-1].truncated or episode.steps[-1].terminated):
-            problems.append(f"{where}: step {limit} is not truncated")
-    return from_problems(
-        "contract.time_limit", problems, f"{side.name}: max_episode_steps={limit} kept"
-    )
+    if not problems and fixed is not None and fixed != limit:
+        problems.append(
+            f"{side.name}: declares max_episode_steps={limit} but truncates every episode at "
+            f"step {fixed}"
+        )
+    return from_problems(name, problems, f"{side.name}: max_episode_steps={limit} kept")
 
 
 def _differs(a: Episode, b: Episode) -> bool:
@@ -272,8 +321,12 @@ def check_determinism(side: Side, reference: Side | None = None) -> CheckResult:
     first, again = side.episodes[0], side.again
     assert again is not None
     found = episode_difference(first, again)
+    what = "twice with the same actions"
+    if not found and side.fresh is not None:
+        found = episode_difference(first, side.fresh)
+        what = "on a second instance with the same actions"
     if found:
-        text = f"{side.name}: seed {first.seed} twice with the same actions: {found}"
+        text = f"{side.name}: seed {first.seed} {what}: {found}"
         return (
             warned(name, text + " (the spec says nondeterministic)")
             if (side.nondeterministic)

@@ -59,11 +59,11 @@ def _contract(target: OpenedTarget, advance: Callable[[str], None]) -> list[Chec
         source = local_env if local_env is not None else remote_env
         actions = contract_actions(source.action_space, limit)
         advance("contract: rollouts")
-        remote = record_side("remote", remote_env, CONTRACT_EPISODES, actions)
+        remote = record_side("remote", remote_env, CONTRACT_EPISODES, actions, make=target.remote)
         local = (
             None
             if local_env is None
-            else record_side("in-process", local_env, CONTRACT_EPISODES, actions)
+            else record_side("in-process", local_env, CONTRACT_EPISODES, actions, make=target.local)
         )
     finally:
         remote_env.close()

@@ -4,8 +4,8 @@ TARGET is one of:
 
 - a hosted spec (``CartPole-v1``, ``mypkg.envs:MyEnv``): started in a local server on loopback
   for the run, and built in-process too, so every contract check is a diff;
-- a URL of this project's protocol (``ws://``, ``wss://``): the spec is ``--env-id`` or, when
-  the server hosts exactly one, that one; it is also built in-process if it resolves here;
+- a URL of this project's protocol (``ws://``, ``wss://``): the spec is ``--env-id``, else the
+  server's first hosted spec; it is also built in-process if it resolves here;
 - an OpenEnv server (``openenv+ws://``, ``openenv+wss://``): driven through
   :class:`~openenv_gym.interop.openenv.env.OpenEnvEnv`; protocol checks are OpenEnv's;
 - a Docker image (``docker:IMAGE``): started with
@@ -28,6 +28,8 @@ from openenv_gym.errors import OpenEnvError
 __all__ = ["OpenedTarget", "Unreachable", "local_factory", "open_target", "target_kind"]
 
 TargetKind = Literal["spec", "url", "openenv", "docker"]
+DEFAULT_ENV_ID = "CartPole-v1"
+"""What a server that hosts any gymnasium id is validated on, unless ``--env-id`` says."""
 
 
 class Unreachable(Exception):
@@ -113,15 +115,15 @@ def _hello(url: str, token: str | None) -> list[str]:
         connection.close()
 
 
-def _pick(hosted: list[str], env_id: str | None, where: str) -> str:
+def _pick(hosted: list[str], env_id: str | None) -> str:
+    """Return ``env_id``, else the server's first hosted spec, else ``CartPole-v1``.
+
+    A server that hosts several specs is validated on its first unless ``--env-id`` names
+    another; one that hosts any gymnasium id (``--allow-any-id``) on CartPole.
+    """
     if env_id is not None:
         return env_id
-    if len(hosted) == 1:
-        return hosted[0]
-    raise Unreachable(
-        f"{where} hosts {len(hosted)} specs ({', '.join(hosted) or 'any gymnasium id'}): "
-        "name the one to validate with --env-id"
-    )
+    return hosted[0] if hosted else DEFAULT_ENV_ID
 
 
 @contextlib.contextmanager
@@ -154,9 +156,7 @@ def _docker_target(image: str, env_id: str | None) -> Iterator[OpenedTarget]:
     try:
         url, token = provider.urls[0], provider.token
         hosted = _hello(url, token)
-        chosen = _pick(hosted, env_id, f"image {image}") if hosted else (env_id or "")
-        if not chosen:
-            raise Unreachable(f"image {image} hosts any gymnasium id: name one with --env-id")
+        chosen = _pick(hosted, env_id)
         yield OpenedTarget(
             "docker", url, chosen, token=token, hosted=hosted, local=local_factory(chosen)
         )
@@ -187,8 +187,7 @@ def open_target(
         token: the token a URL's server requires (default: ``$OPENENV_GYM_TOKEN``).
 
     Raises:
-        Unreachable: the server does not answer, the image or spec cannot be started, or the
-            spec to validate cannot be chosen.
+        Unreachable: the server does not answer, or the image or spec cannot be started.
 
     """
     kind = target_kind(target)
@@ -203,7 +202,7 @@ def open_target(
             yield opened
     else:
         hosted = _hello(target, token)
-        chosen = _pick(hosted, env_id, target)
+        chosen = _pick(hosted, env_id)
         yield OpenedTarget(
             "url", target, chosen, token=token, hosted=hosted, local=local_factory(chosen)
         )

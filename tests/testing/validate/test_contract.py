@@ -17,6 +17,7 @@ BROKEN = "openenv_gym.testing.broken_envs:"
         ("WrongDtypeEnv", "contract.obs_dtype", "expected dtype float32"),
         ("NonBoolFlagEnv", "contract.flags_bool", "expected truncated to be a bool, got 0 (int)"),
         ("LyingTimeLimitEnv", "contract.time_limit", "declares max_episode_steps=10 but ran 25"),
+        ("ShortTimeLimitEnv", "contract.time_limit", "truncates every episode at step 8"),
         ("InfoNotDictEnv", "contract.info_dict", "expected info to be a dict, got [1] (list)"),
     ],
 )
