@@ -117,7 +117,9 @@ def show(value: Any) -> str:
         return f"{text} ({value.dtype}, shape {value.shape})"
     text = repr(value)
     text = text if len(text) <= 80 else text[:77] + "..."
-    return f"{text} ({type(value).__name__})"
+    kind = type(value)
+    numpy = kind.__module__.startswith("numpy")  # np.bool_ prints as True, like bool
+    return f"{text} ({'numpy.' if numpy else ''}{kind.__name__})"
 
 
 def difference(expected: Any, actual: Any, path: str = "") -> str | None:
