@@ -147,13 +147,18 @@ def quality_checks(
         )
     )
     results.append(_memory_result(growth, episodes))
-    policy = reference_policy(target.local()) if target.local is not None else None
-    if policy is None:
-        results.append(skipped("quality.reference_gap", "the env declares no reference_policy"))
-    else:
-        reference, _ = _run(target, episodes, policy, advance)
-        figures["reference"] = _summary(reference)
-        results.append(_gap_result(random_summary, figures["reference"]))
+    local = target.local() if target.local is not None else None
+    try:
+        policy = None if local is None else reference_policy(local)
+        if policy is None:
+            results.append(skipped("quality.reference_gap", "the env declares no reference_policy"))
+        else:
+            reference, _ = _run(target, episodes, policy, advance)
+            figures["reference"] = _summary(reference)
+            results.append(_gap_result(random_summary, figures["reference"]))
+    finally:
+        if local is not None:
+            local.close()
     return results, figures
 
 
