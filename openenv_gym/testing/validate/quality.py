@@ -178,7 +178,11 @@ def _reward_result(summary: dict[str, Any]) -> CheckResult:
         else "no steps"
     )
     if summary["reward_variance"] == 0 and summary["return_std"] == 0:
-        return warned(name, text + ": a constant reward teaches nothing")
+        return warned(
+            name,
+            text + ": every random episode got the same rewards (no signal "
+            "for a random policy to learn from)",
+        )
     return passed(name, text)
 
 
