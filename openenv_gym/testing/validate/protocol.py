@@ -10,7 +10,6 @@ connection: a server that dies on a malformed frame fails ``protocol.malformed_i
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 import time
@@ -18,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from websockets.exceptions import ConnectionClosed
 
 from openenv_gym.protocol.messages import PROTOCOL_VERSION, Op, Status
 from openenv_gym.testing.compliance._support import Target
@@ -32,7 +30,15 @@ from openenv_gym.testing.compliance.fuzz_inputs import (
     gen_msgpack,
     gen_text,
 )
-from openenv_gym.testing.rawws import abort, port_of, ws_connection
+from openenv_gym.testing.rawws import (
+    abort,
+    client_frame,
+    opening_handshake,
+    port_of,
+    raw_connection,
+    read_frames,
+    ws_connection,
+)
 from openenv_gym.testing.validate.results import (
     CheckResult,
     failed,
@@ -228,16 +234,31 @@ def _brief(args: tuple[Any, ...]) -> str:
 
 
 def _vanish(target: OpenedTarget) -> None:
-    """Open a session (HELLO, MAKE, RESET), then drop it without a close frame or FIN."""
-    fuzzer = Fuzzer(target.url, token=target.token)
-    with (
-        contextlib.suppress(ConnectionClosed, OSError),
-        ws_connection(target.url, ANSWER_TIMEOUT, token=target.token) as ws,
-    ):
-        _ok(fuzzer, ws, Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION})
-        _ok(fuzzer, ws, Op.MAKE, 2, {"env_id": target.env_id})
-        ws.send(request(Op.RESET, 3, {"seed": 0}))  # and gone before the reply
-        abort(ws.socket)
+    """Open a session (HELLO, MAKE), send a RESET, and drop the connection with an RST.
+
+    By hand on a raw socket: the session is gone without a close frame or FIN.
+    """
+    sock = raw_connection(target.url, ANSWER_TIMEOUT)
+    try:
+        head = opening_handshake()
+        if target.token:
+            head = head[:-2] + f"Authorization: Bearer {target.token}\r\n\r\n".encode()
+        sock.sendall(head)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"EOF during the opening handshake: {response[:60]!r}")
+            response += chunk
+        if not response.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(f"handshake refused: {response[:60]!r}")
+        hello = request(Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION})
+        make = request(Op.MAKE, 2, {"env_id": target.env_id})
+        sock.sendall(client_frame(hello) + client_frame(make))
+        read_frames(sock, 2, ANSWER_TIMEOUT)
+        sock.sendall(client_frame(request(Op.RESET, 3, {"seed": 0})))  # gone before the reply
+    finally:
+        abort(sock)
 
 
 def check_reconnect(target: OpenedTarget) -> CheckResult:
