@@ -147,6 +147,15 @@ class ShortTimeLimitEnv(LyingTimeLimitEnv):
     claimed_limit, actual_limit = 20, 8
 
 
+DECLARED_NONDETERMINISTIC = "OpenEnvGymDeclaredNondeterministic-v0"
+"""``NondeterministicEnv`` registered with ``nondeterministic=True``: it says what it does."""
+gymnasium.register(
+    DECLARED_NONDETERMINISTIC,
+    entry_point="openenv_gym.testing.broken_envs:NondeterministicEnv",
+    nondeterministic=True,
+)
+
+
 def serve_fragile(port: int) -> None:
     """Serve the real protocol on ``127.0.0.1:port``, but exit on the first undecodable frame.
 
