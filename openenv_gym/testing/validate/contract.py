@@ -30,13 +30,19 @@ from openenv_gym.testing.validate.rollout import (
     SEED_BASE,
     Episode,
     actions_for,
-    difference,
     episode_difference,
     record,
     show,
 )
 
-__all__ = ["Side", "check_env_warnings", "episode_checks", "max_steps_for", "record_side"]
+__all__ = [
+    "Side",
+    "check_env_warnings",
+    "contract_actions",
+    "episode_checks",
+    "max_steps_for",
+    "record_side",
+]
 
 MAX_STEPS = 1000
 """Steps per episode when the env declares no time limit."""
@@ -453,9 +459,3 @@ def check_env_warnings(
 def contract_actions(space: gymnasium.Space[Any], limit: int | None) -> list[Any]:
     """Return the actions every contract episode is driven with."""
     return actions_for(space, max_steps_for(limit), SEED_BASE)
-
-
-def difference_text(expected: Any, actual: Any, where: str) -> str | None:
-    """Return where ``actual`` differs from ``expected``, prefixed with ``where``."""
-    found = difference(expected, actual)
-    return None if found is None else f"{where}: {found}"
