@@ -55,6 +55,7 @@ from typing import Any
 
 from openenv_gym.bench.load import run_load
 from openenv_gym.bench.report import Report
+from openenv_gym.bench.suite import _progress
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import Target
 from openenv_gym.testing.compliance.faults import alive, run_fault
@@ -288,9 +289,15 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("servers failed to start: " + "; ".join(failures))
         print(f"{len(pids)} servers ready in {time.monotonic() - started:.1f} s")
         threads = providers.get("threads")
+        # A bar over the sections (stderr): the full report runs for minutes.
+        advance, finish = _progress(5 - args.skip_attacks)
+        advance("load")
         run_load(report, providers["load"].urls, args)
+        advance("faults")
         run_faults(report, providers["victims"], threads, args)
+        advance("fuzz")
         run_fuzz_section(report, providers["fuzz"].urls[0], providers["fuzz small"].urls[0], args)
+        advance("leaks")
         run_leaks(report, providers["leak"], threads, args)
     finally:
         for pid in pids:  # a SIGSTOPped server would not hear SIGTERM
@@ -300,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             provider.close()
         pool.shutdown()
     if not args.skip_attacks:  # after the other servers are gone: they would share the cores
+        advance("attacks")
         run_attacks(report)
+    finish()
     time.sleep(0.2)
     leaked_servers = [pid for pid in pids if alive(pid)]
     children = _live_children()

@@ -204,10 +204,16 @@ def healthz(url: str, timeout: float) -> int:
 
 
 @contextlib.contextmanager
-def ws_connection(url: str, timeout: float) -> Iterator[ClientConnection]:
-    """Open a ``websockets`` client connection with no compression, proxy, size limit or pings."""
+def ws_connection(
+    url: str, timeout: float, *, token: str | None = None
+) -> Iterator[ClientConnection]:
+    """Open a ``websockets`` client connection with no compression, proxy, size limit or pings.
+
+    With ``token``, the handshake carries ``Authorization: Bearer <token>``.
+    """
     with connect(
         url,
+        additional_headers={"Authorization": f"Bearer {token}"} if token else None,
         compression=None,
         proxy=None,
         max_size=None,

@@ -122,6 +122,7 @@ class Fuzzer:
         small_url: a server started with :data:`SMALL_SERVER_ARGS`, for oversized messages.
         pid: the server's process id (memory checks read ``/proc/<pid>``).
         tally: where inputs and outcomes are counted.
+        token: the token the server requires, if any.
 
     """
 
@@ -132,8 +133,10 @@ class Fuzzer:
         small_url: str | None = None,
         pid: int | None = None,
         tally: Tally | None = None,
+        token: str | None = None,
     ) -> None:
         self.url, self.small_url, self.pid = url, small_url, pid
+        self.token = token
         self.tally = tally if tally is not None else Tally()
 
     # ---- answers
@@ -211,7 +214,7 @@ class Fuzzer:
 
     def message(self, kind: str, data: bytes) -> Outcome:
         """Send ``data`` in a session of ``kind``: answered with a fitting id, or closed."""
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             self.open(ws, kind)
             outcome = self.send(ws, data)
             _, request_id = request_header(data)
@@ -238,7 +241,7 @@ class Fuzzer:
         """Check that an envelope is answered: its id if valid, else a DecodeError."""
         self.tally.tried["envelopes with random op/id/body"] += 1
         frame = codec.encode([op, request_id, body])
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             self.open(ws, kind)
             outcome = self.send(ws, frame)
             expect(not outcome.closed, "an envelope never closes the connection")
@@ -253,7 +256,7 @@ class Fuzzer:
     def check_hello(self, body: Any) -> None:
         """HELLO with random fields gets exactly the error its fields call for."""
         self.tally.tried["HELLO with random fields"] += 1
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             frame = request(Op.HELLO, 1, body)
             outcome = self.send(ws, frame)
             expected = hello_expectation(body)
@@ -270,7 +273,7 @@ class Fuzzer:
     def check_make(self, body: Any) -> None:
         """MAKE with random fields gets exactly the error its fields call for."""
         self.tally.tried["MAKE with random fields"] += 1
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             self.open(ws, "open")
             frame = request(Op.MAKE, 2, body)
             outcome = self.send(ws, frame)
@@ -289,7 +292,7 @@ class Fuzzer:
 
         self.tally.tried["MAKE with a huge num_envs"] += 1
         rss = rss_mib(self.pid) if self.pid is not None else 0.0
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             self.open(ws, "open")
             started = time.monotonic()
             make = {"env_id": env_id, "num_envs": num_envs, "autoreset_mode": "NextStep"}
@@ -306,7 +309,7 @@ class Fuzzer:
 
     def check_actions(self, kind: str, actions: list[Any]) -> None:
         """Each STEP is answered with its id (an OK step is a 5-list); the session carries on."""
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             self.open(ws, kind)
             for index, action in enumerate(actions):
                 self.tally.tried["STEP with random actions"] += 1
@@ -320,7 +323,7 @@ class Fuzzer:
     def check_reset(self, kind: str, seed: Any, options: Any) -> None:
         """Invalid seeds/options are DecodeErrors; whatever happened, the session resets again."""
         self.tally.tried["RESET with random seeds/options"] += 1
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             self.open(ws, kind)
             outcome = self.send(ws, request(Op.RESET, 10, {"seed": seed, "options": options}))
             expect(outcome.request_id == 10, outcome)
@@ -339,7 +342,7 @@ class Fuzzer:
     def check_text(self, kind: str, text: str) -> None:
         """Check that a text frame is refused with a DecodeError; the session carries on."""
         self.tally.tried["text frames"] += 1
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             self.open(ws, kind)
             outcome = self.send(ws, text)
             expect((outcome.status, outcome.request_id) == (Status.ERROR, 0), outcome)
@@ -350,7 +353,7 @@ class Fuzzer:
     def check_invalid_utf8_text(self) -> None:
         """Check that invalid UTF-8 text is refused undecoded, or fails the connection (1007)."""
         self.tally.tried["text frames"] += 1
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             outcome = self.send(ws, b"\xff\xfe not utf-8", text=True)
             if outcome.closed:  # RFC 6455 8.1 allows failing the connection with 1007
                 expect(outcome.close_code in (1007, None), outcome)
@@ -366,7 +369,7 @@ class Fuzzer:
         if which != "hello":
             data = b"\xc1" + os.urandom(40)
         fragments = cuts(data, positions) + ([b""] if empty else [])
-        with ws_connection(self.url, ANSWER_TIMEOUT) as ws:
+        with ws_connection(self.url, ANSWER_TIMEOUT, token=self.token) as ws:
             outcome = self.send(ws, fragments)
             if which == "hello":
                 expect((outcome.status, outcome.request_id) == (Status.OK, 1), outcome)
