@@ -4,7 +4,44 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import threading
+from collections.abc import Callable
 from typing import Any
+
+
+def build_progress(stream: Any = None) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """Return ``(line, finish)`` for a build's output: each line printed to ``stream``.
+
+    With tqdm installed, a status line on stderr also shows the current step and the time
+    elapsed, refreshed every second (the wheelhouse and debootstrap steps are silent for
+    minutes).
+    """
+    out = stream or sys.stdout
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return (lambda text: print(text, file=out, flush=True)), lambda: None
+    bar = tqdm(total=None, bar_format="{desc} [{elapsed}]", file=sys.stderr, leave=False)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(1.0):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, name="build-progress", daemon=True)
+    ticker.start()
+
+    def line(text: str) -> None:
+        bar.write(text, file=out)
+        bar.set_description_str(text.splitlines()[0][:70] if text else "")
+
+    def finish() -> None:
+        stop.set()
+        ticker.join(5)
+        bar.close()
+
+    return line, finish
 
 
 def _docker_build(args: argparse.Namespace) -> int:
@@ -12,14 +49,18 @@ def _docker_build(args: argparse.Namespace) -> int:
 
     from openenv_gym.providers.docker_image import build_image
 
-    tag = build_image(
-        tag=args.tag,
-        offline=args.offline,
-        base_image=args.base_image,
-        requirements=Path(args.requirements) if args.requirements else None,
-        rebuild_base=args.rebuild_base,
-        progress=lambda line: print(line, flush=True),
-    )
+    line, finish = build_progress()
+    try:
+        tag = build_image(
+            tag=args.tag,
+            offline=args.offline,
+            base_image=args.base_image,
+            requirements=Path(args.requirements) if args.requirements else None,
+            rebuild_base=args.rebuild_base,
+            progress=line,
+        )
+    finally:
+        finish()
     print(f"built {tag}")
     return 0
 
@@ -73,7 +114,7 @@ def _docker_prune(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: Any) -> None:
-    """Add ``docker build | up | ps | down | prune`` to the command parser."""
+    """Add ``docker build | up | ps | down | prune`` to the subcommands."""
     from openenv_gym.providers.docker import DEFAULT_CPUS, DEFAULT_MEMORY
     from openenv_gym.providers.docker_image import DEFAULT_IMAGE
 
