@@ -152,6 +152,7 @@ class RemoteVecEnv(VecEnv):
         """The vector env stepped underneath (one message per shard per step)."""
         self._actions: Any = None
         self._closed = False
+        self._started = False
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
 
     # -- reset / step ------------------------------------------------------------------------
@@ -160,7 +161,10 @@ class RemoteVecEnv(VecEnv):
         """Reset every env with the pending seeds and options; return the observations.
 
         Envs whose options differ are reset in groups (a partial reset each), in the order
-        their options first appear; equal options (the usual case) cost one reset.
+        their options first appear; equal options (the usual case) cost one reset. Before the
+        first reset, all envs are reset with the first group's options, then the others again
+        with theirs (with seeds, the result is ``DummyVecEnv``'s; an unseeded env's random
+        state has then advanced by one reset more).
         """
         seeds = self._seeds if any(seed is not None for seed in self._seeds) else None
         groups: list[tuple[dict[str, Any], list[int]]] = []
@@ -176,11 +180,18 @@ class RemoteVecEnv(VecEnv):
             obs, infos = self.venv.reset(seed=seeds, options=dict(options) if options else None)
             self._store_reset_infos(infos, range(self.num_envs))
         else:
-            for options, members in groups:
+            for number, (options, members) in enumerate(groups):
                 mask = np.zeros(self.num_envs, dtype=bool)
                 mask[members] = True
-                obs, infos = self.venv.reset(seed=seeds, options={**options, "reset_mask": mask})
+                if number == 0 and not self._started:
+                    # A partial reset needs every env's last observation: reset all first.
+                    obs, infos = self.venv.reset(seed=seeds, options=dict(options) or None)
+                else:
+                    obs, infos = self.venv.reset(
+                        seed=seeds, options={**options, "reset_mask": mask}
+                    )
                 self._store_reset_infos(infos, members)
+        self._started = True
         self._reset_seeds()
         self._reset_options()
         return self._to_sb3_obs(obs)
@@ -199,10 +210,7 @@ class RemoteVecEnv(VecEnv):
         else:
             obs, rewards, terminations, truncations, infos = self.venv.step(self._actions)
         dones = np.logical_or(terminations, truncations)
-        step_infos = self._step_infos(infos, dones)
-        for index in range(self.num_envs):
-            info = step_infos[index]
-            info["TimeLimit.truncated"] = bool(truncations[index] and not terminations[index])
+        step_infos = self._step_infos(infos, dones, truncations & ~terminations)
         return (
             self._to_sb3_obs(obs),
             np.asarray(rewards, dtype=np.float32),
@@ -219,7 +227,12 @@ class RemoteVecEnv(VecEnv):
                 per_env[index].append(info)
         return per_env
 
-    def _step_infos(self, infos: dict[str, Any], dones: np.ndarray[Any, Any]) -> list[Info]:
+    def _step_infos(
+        self,
+        infos: dict[str, Any],
+        dones: np.ndarray[Any, Any],
+        time_limits: np.ndarray[Any, Any],
+    ) -> list[Info]:
         result: list[Info] = []
         merges = self._per_env(infos) if isinstance(self.venv, _PerEnvInfoVectorEnv) else None
         for index in range(self.num_envs):
@@ -239,6 +252,7 @@ class RemoteVecEnv(VecEnv):
                 else:
                     step_info, reset_info = own_info, None
             info = dict(step_info)
+            info["TimeLimit.truncated"] = bool(time_limits[index])  # before, as DummyVecEnv
             if dones[index]:
                 info["terminal_observation"] = terminal_obs
                 self.reset_infos[index] = dict(reset_info or {})

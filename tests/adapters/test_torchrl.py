@@ -24,6 +24,9 @@ from openenv_gym import RemoteEnv, RemoteVectorEnv
 from openenv_gym.providers.local import LocalProvider
 
 SPECS = ["CartPole-v1", "Pendulum-v1"]
+KWARGS: dict[str, dict[str, Any]] = {"CartPole-v1": {}, "Pendulum-v1": {"max_episode_steps": 25}}
+"""Pendulum never terminates: a short time limit makes the rollouts cross episode ends."""
+STEPS = 60
 MODES = [AutoresetMode.SAME_STEP, AutoresetMode.DISABLED]
 
 
@@ -69,23 +72,22 @@ def _assert_same_rollout(actual: Any, expected: Any) -> None:
 def test_gym_env_openenv_id_matches_in_process(
     env_id: str, closing: Callable[[EnvBase], EnvBase]
 ) -> None:
-    steps = 250 if env_id == "CartPole-v1" else 220  # Pendulum truncates at 200
-    remote = closing(GymEnv(f"openenv/{env_id}"))
-    local = closing(GymEnv(env_id))
+    remote = closing(GymEnv(f"openenv/{env_id}", **KWARGS[env_id]))
+    local = closing(GymEnv(env_id, **KWARGS[env_id]))
     check_env_specs(remote)
     assert remote.observation_spec == local.observation_spec
     assert remote.action_spec == local.action_spec
-    _assert_same_rollout(_rollout(remote, steps, 3), _rollout(local, steps, 3))
+    _assert_same_rollout(_rollout(remote, STEPS, 3), _rollout(local, STEPS, 3))
 
 
 @pytest.mark.parametrize("env_id", SPECS)
 def test_gym_wrapper_remote_env_matches_in_process(
     env_id: str, servers: LocalProvider, closing: Callable[[EnvBase], EnvBase]
 ) -> None:
-    remote = closing(GymWrapper(RemoteEnv(env_id, url=servers.urls[0])))
-    local = closing(GymWrapper(gymnasium.make(env_id)))
+    remote = closing(GymWrapper(RemoteEnv(env_id, url=servers.urls[0], **KWARGS[env_id])))
+    local = closing(GymWrapper(gymnasium.make(env_id, **KWARGS[env_id])))
     check_env_specs(remote)
-    _assert_same_rollout(_rollout(remote, 230, 5), _rollout(local, 230, 5))
+    _assert_same_rollout(_rollout(remote, STEPS, 5), _rollout(local, STEPS, 5))
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda mode: mode.value)
@@ -97,13 +99,20 @@ def test_gym_wrapper_remote_vector_env_matches_sync_vector_env(
     closing: Callable[[EnvBase], EnvBase],
 ) -> None:
     num_envs = 5
-    remote_vector = RemoteVectorEnv(env_id, num_envs, urls=servers.urls, autoreset_mode=mode)
+    kwargs = KWARGS[env_id]
+    remote_vector = RemoteVectorEnv(
+        env_id, num_envs, urls=servers.urls, autoreset_mode=mode, **kwargs
+    )
     assert len(remote_vector.urls) == 2  # two shards: one message per server per step
     remote = closing(GymWrapper(remote_vector))
     local = closing(
-        GymWrapper(SyncVectorEnv([lambda: gymnasium.make(env_id)] * num_envs, autoreset_mode=mode))
+        GymWrapper(
+            SyncVectorEnv(
+                [lambda: gymnasium.make(env_id, **kwargs)] * num_envs, autoreset_mode=mode
+            )
+        )
     )
     assert remote.batch_size == local.batch_size == torch.Size([num_envs])
     check_env_specs(remote)
     check_env_specs(local)  # the same checks' RNG use on both sides before the rollouts
-    _assert_same_rollout(_rollout(remote, 210, 7), _rollout(local, 210, 7))
+    _assert_same_rollout(_rollout(remote, STEPS, 7), _rollout(local, STEPS, 7))
