@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer over the task's alphabet (WordLevel, one token per char)."""
+    """Build a character-level tokenizer of the task's alphabet (WordLevel, a token a char)."""
     vocab = {token: index for index, token in enumerate([*SPECIALS, *ALPHABET])}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
@@ -68,7 +68,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
-    """A 2-layer Llama of ~70k parameters, randomly initialised from a config."""
+    """Build a 2-layer Llama of ~70k parameters, randomly initialised from a config."""
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -103,6 +103,7 @@ class ServerReward:
         self._envs: dict[int, RemoteVectorEnv] = {}
 
     def __call__(self, prompts: list[str], completions: list[str], **row: Any) -> list[float]:
+        """Score ``completions`` of the rows (their ``seed`` column) on the server."""
         envs = self._envs.get(len(completions))
         if envs is None:
             envs = self._envs[len(completions)] = RemoteVectorEnv(
@@ -114,13 +115,14 @@ class ServerReward:
         return [float(reward) for reward in rewards]
 
     def close(self) -> None:
+        """Close the sessions."""
         for envs in self._envs.values():
             envs.close()
         self._envs.clear()
 
 
 def prompt_dataset(url: str, rows: int) -> Dataset:
-    """The prompts the env gives for seeds ``0..rows-1``, with their seeds (one message)."""
+    """Return the prompts the env gives for seeds ``0..rows-1``, with the seeds."""
     envs = RemoteVectorEnv(ENV_ID, rows, urls=[url])
     try:
         prompts, _ = envs.reset(seed=list(range(rows)))
@@ -219,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.plot:
         plot(history, args.plot)
-    if not args.quiet:
-        print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
     return summary
 
 

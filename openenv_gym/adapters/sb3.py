@@ -148,7 +148,8 @@ class RemoteVecEnv(VecEnv):
         return adapter
 
     def _setup(self, venv: VectorEnv[Any, Any, Any]) -> None:
-        self.venv = venv
+        # Any: gymnasium's VectorEnv declares no call/get_attr/set_attr (its subclasses do).
+        self.venv: Any = venv
         """The vector env stepped underneath (one message per shard per step)."""
         self._actions: Any = None
         self._closed = False
@@ -260,9 +261,7 @@ class RemoteVecEnv(VecEnv):
         return result
 
     def _store_reset_infos(self, infos: dict[str, Any], members: Iterable[int]) -> None:
-        merges = (
-            self._per_env(infos) if isinstance(self.venv, _PerEnvInfoVectorEnv) else None
-        )
+        merges = self._per_env(infos) if isinstance(self.venv, _PerEnvInfoVectorEnv) else None
         for index in members:
             if merges is not None:
                 self.reset_infos[index] = dict(merges[index][-1]) if merges[index] else {}
@@ -362,5 +361,6 @@ class RemoteVecEnv(VecEnv):
         if not self._closed:
             self._closed = True
             self.venv.close()
+
     def __repr__(self) -> str:
         return f"RemoteVecEnv({self.venv!r})"

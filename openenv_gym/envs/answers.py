@@ -66,7 +66,9 @@ def repeat_tasks(alphabet: str = "abcd", length: int = 4) -> list[dict[str, str]
     ]
 
 
-def _load(tasks: Iterable[Mapping[str, Any]] | str | os.PathLike[str] | None) -> list[dict[str, str]]:
+def _load(
+    tasks: Iterable[Mapping[str, Any]] | str | os.PathLike[str] | None,
+) -> list[dict[str, str]]:
     if tasks is None:
         return repeat_tasks()
     if isinstance(tasks, (str, os.PathLike)):

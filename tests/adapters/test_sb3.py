@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecCheckNan, VecEnv, V
 
 from openenv_gym.adapters.sb3 import RemoteVecEnv
 from openenv_gym.client.vector_env import RemoteVectorEnv
-from openenv_gym.errors import AutoresetModeMismatchError, AttributeNotAllowedError
+from openenv_gym.errors import AttributeNotAllowedError, AutoresetModeMismatchError
 from openenv_gym.providers.local import LocalProvider
 
 SPECS = [
@@ -187,9 +187,7 @@ def test_remote_vec_env_ppo_learns_the_same_parameters(
 
 def test_remote_vec_env_from_vector_env_unbatches_infos(servers: LocalProvider) -> None:
     env_id = "openenv_gym.testing.envs:MultiDiscreteEnv"
-    sync = SyncVectorEnv(
-        [lambda: _make_local(env_id)] * 3, autoreset_mode=AutoresetMode.SAME_STEP
-    )
+    sync = SyncVectorEnv([lambda: _make_local(env_id)] * 3, autoreset_mode=AutoresetMode.SAME_STEP)
     adapted = RemoteVecEnv.from_vector_env(sync)
     local = DummyVecEnv([lambda: _make_local(env_id)] * 3)
     try:
