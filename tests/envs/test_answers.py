@@ -47,3 +47,19 @@ def test_answers_remote_equals_in_process() -> None:
         assert isinstance(remote.observation_space, gymnasium.spaces.Text)
     finally:
         remote.close()
+
+
+def test_answers_server_refuses_a_client_task_file_by_default() -> None:
+    # ``tasks`` may be a path: only the operator may set it (not a bool/int/float parameter).
+    from openenv_gym.errors import KwargNotAllowedError
+    from openenv_gym.providers.local import LocalProvider
+
+    with LocalProvider([ENV_ID]) as servers:
+        for kwargs in ({"tasks": "/etc/passwd"}, {"scoring": "exact"}):
+            with pytest.raises(KwargNotAllowedError, match=next(iter(kwargs))):
+                RemoteEnv(ENV_ID, url=servers.urls[0], **kwargs)
+        env = RemoteEnv(ENV_ID, url=servers.urls[0])
+        try:
+            assert env.reset(seed=0)[0].endswith("=")
+        finally:
+            env.close()
