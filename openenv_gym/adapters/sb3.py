@@ -58,14 +58,19 @@ class _PerEnvInfoVectorEnv(RemoteVectorEnv):
     stays an ``int``), which merged arrays cannot give back.
     """
 
-    last_merges: list[list[Any]]
+    last_merges: list[list[Any]] | None = None
 
     def _join_infos(self, shard_merges: list[Any]) -> dict[str, Any]:
-        self.last_merges = [
-            [shard.start + index, info]
-            for shard, merges in zip(self._shards, shard_merges, strict=True)
-            for index, info in merges
-        ]
+        # A native engine's infos arrive vector-merged already: nothing per env to keep.
+        self.last_merges = (
+            None
+            if self.server_vectorization != "sync"
+            else [
+                [shard.start + index, info]
+                for shard, merges in zip(self._shards, shard_merges, strict=True)
+                for index, info in merges
+            ]
+        )
         return super()._join_infos(shard_merges)
 
 
@@ -110,7 +115,16 @@ class RemoteVecEnv(VecEnv):
 
     """
 
-    def __init__(self, env_id: str, num_envs: int, **kwargs: Any) -> None:
+    def __init__(
+        self, env_id: str | VectorEnv[Any, Any, Any], num_envs: int | None = None, **kwargs: Any
+    ) -> None:
+        if isinstance(env_id, VectorEnv):
+            if num_envs is not None or kwargs:
+                raise TypeError("RemoteVecEnv(vector_env) takes no num_envs or other arguments")
+            self._adopt(env_id)
+            return
+        if num_envs is None:
+            raise TypeError("RemoteVecEnv(env_id, num_envs, ...) needs num_envs")
         if "autoreset_mode" in kwargs:
             raise TypeError(
                 "RemoteVecEnv always uses autoreset_mode=SAME_STEP (SB3 resets a done env in "
@@ -129,23 +143,32 @@ class RemoteVecEnv(VecEnv):
     def from_vector_env(cls, venv: VectorEnv[Any, Any, Any]) -> RemoteVecEnv:
         """Wrap an existing gymnasium vector env in ``SAME_STEP`` mode (owned: closed by us).
 
-        Any ``VectorEnv`` works (a ``RemoteVectorEnv``, ``SyncVectorEnv``, a native engine);
-        infos are then rebuilt from its vector infos (:func:`unbatch_infos`), so numbers in
-        them are numpy scalars.
+        Also ``RemoteVecEnv(envs)``. A ``RemoteVectorEnv`` keeps its envs' own infos, as
+        :class:`RemoteVecEnv` built from an id does; for any other ``VectorEnv``
+        (``SyncVectorEnv``, a native engine) infos are rebuilt from its vector infos
+        (:func:`unbatch_infos`), so numbers in them are numpy scalars.
 
         Raises:
             AutoresetModeMismatchError: ``venv`` is not in ``SAME_STEP`` mode.
 
         """
+        adapter = cls.__new__(cls)
+        adapter._adopt(venv)
+        return adapter
+
+    def _adopt(self, venv: VectorEnv[Any, Any, Any]) -> None:
         mode = getattr(venv, "autoreset_mode", venv.metadata.get("autoreset_mode"))
         if mode != AutoresetMode.SAME_STEP:
-            env_id = getattr(getattr(venv, "spec", None), "id", type(venv).__name__)
+            env_id = getattr(getattr(venv, "spec", None), "id", None) or getattr(
+                venv, "env_id", type(venv).__name__
+            )
             raise AutoresetModeMismatchError(
                 str(env_id), AutoresetMode.SAME_STEP.value, str(getattr(mode, "value", mode))
             )
-        adapter = cls.__new__(cls)
-        adapter._setup(venv)
-        return adapter
+        if type(venv) is RemoteVectorEnv:
+            # The subclass adds no state, only keeps the per-env infos: exact types as SB3's.
+            venv.__class__ = _PerEnvInfoVectorEnv
+        self._setup(venv)
 
     def _setup(self, venv: VectorEnv[Any, Any, Any]) -> None:
         # Any: gymnasium's VectorEnv declares no call/get_attr/set_attr (its subclasses do).
@@ -219,13 +242,14 @@ class RemoteVecEnv(VecEnv):
             step_infos,
         )
 
-    def _per_env(self, infos: dict[str, Any]) -> list[list[Info]]:
+    def _per_env(self) -> list[list[Info]] | None:
         """Each env's info dicts of the last call, in the order its env produced them."""
-        per_env: list[list[Info]] = [[] for _ in range(self.num_envs)]
         merges = getattr(self.venv, "last_merges", None)
-        if merges is not None:
-            for index, info in merges:
-                per_env[index].append(info)
+        if merges is None:
+            return None
+        per_env: list[list[Info]] = [[] for _ in range(self.num_envs)]
+        for index, info in merges:
+            per_env[index].append(info)
         return per_env
 
     def _step_infos(
@@ -235,7 +259,7 @@ class RemoteVecEnv(VecEnv):
         time_limits: np.ndarray[Any, Any],
     ) -> list[Info]:
         result: list[Info] = []
-        merges = self._per_env(infos) if isinstance(self.venv, _PerEnvInfoVectorEnv) else None
+        merges = self._per_env()
         for index in range(self.num_envs):
             if merges is not None:
                 own = merges[index]
@@ -261,7 +285,7 @@ class RemoteVecEnv(VecEnv):
         return result
 
     def _store_reset_infos(self, infos: dict[str, Any], members: Iterable[int]) -> None:
-        merges = self._per_env(infos) if isinstance(self.venv, _PerEnvInfoVectorEnv) else None
+        merges = self._per_env()
         for index in members:
             if merges is not None:
                 self.reset_infos[index] = dict(merges[index][-1]) if merges[index] else {}

@@ -30,6 +30,7 @@ SPECS = [
     "CartPole-v1",
     "Pendulum-v1",
     "FrozenLake-v1",
+    "Blackjack-v1",  # Tuple observations: SB3 holds them as a tuple of arrays
     "openenv_gym.testing.envs:MultiDiscreteEnv",
 ]
 KWARGS: dict[str, dict[str, Any]] = {"Pendulum-v1": {"max_episode_steps": 15}}
@@ -214,3 +215,18 @@ def test_remote_vec_env_from_vector_env_unbatches_infos(servers: LocalProvider) 
         next_step.close()
     with pytest.raises(TypeError, match="SAME_STEP"):
         RemoteVecEnv("CartPole-v1", 2, urls=servers.urls, autoreset_mode="NextStep")
+
+
+def test_remote_vec_env_adopts_a_remote_vector_env_with_exact_infos(
+    servers: LocalProvider,
+) -> None:
+    env_id = "openenv_gym.testing.envs:MultiDiscreteEnv"
+    envs = RemoteVectorEnv(env_id, 4, urls=servers.urls, autoreset_mode=AutoresetMode.SAME_STEP)
+    adopted = RemoteVecEnv(envs)
+    local = DummyVecEnv([lambda: _make_local(env_id)] * 4)
+    try:
+        assert _run_both(adopted, local, 30, seed=8) >= 3  # infos: int, np.int64, bool
+    finally:
+        adopted.close()
+        local.close()
+    assert envs.closed  # owned: closed with the adapter
