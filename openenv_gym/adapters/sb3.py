@@ -103,14 +103,18 @@ class RemoteVecEnv(VecEnv):
     """An SB3 ``VecEnv`` of ``num_envs`` envs stepped as one ``RemoteVectorEnv``.
 
     Args:
-        env_id: a gymnasium id or ``module:attr`` entry point the servers host.
+        env_id: a gymnasium id or ``module:attr`` entry point the servers host; or a vector
+            env in ``SAME_STEP`` mode to adopt (then nothing else: see
+            :meth:`from_vector_env`).
         num_envs: number of envs.
         **kwargs: everything else of :class:`RemoteVectorEnv` (``urls``, ``num_servers``,
             ``provider``, ``docker_image``, ``render_mode``, env kwargs such as
             ``max_episode_steps``, ...); ``autoreset_mode`` is always ``SAME_STEP``.
 
     Raises:
-        TypeError: ``autoreset_mode`` was passed (SB3's semantics need ``SAME_STEP``).
+        TypeError: ``autoreset_mode`` was passed (SB3's semantics need ``SAME_STEP``), or
+            ``num_envs`` is missing.
+        AutoresetModeMismatchError: an adopted vector env is not in ``SAME_STEP`` mode.
         ServerStartError, ConnectError, RemoteError, ...: as :class:`RemoteVectorEnv`.
 
     """
