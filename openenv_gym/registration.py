@@ -131,7 +131,15 @@ def register_when_gymnasium_loads() -> None:
 
 
 class _GymnasiumHook(importlib.abc.MetaPathFinder):
-    """Find ``gymnasium`` as usual, and register the ids once its module has executed."""
+    """Find ``gymnasium`` as usual, and register the ids once its module has executed.
+
+    The hook stays in ``sys.meta_path`` until gymnasium has executed: a library that only
+    asks whether gymnasium is installed (``importlib.util.find_spec("gymnasium")``, as TorchRL
+    does on import) must not use it up before the real import.
+    """
+
+    def __init__(self) -> None:
+        self._finding = False
 
     def find_spec(
         self,
@@ -139,10 +147,13 @@ class _GymnasiumHook(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "gymnasium":
+        if fullname != "gymnasium" or self._finding:
             return None
-        sys.meta_path.remove(self)  # one use: later imports find gymnasium in sys.modules
-        spec = importlib.util.find_spec(fullname)  # whichever finder installed it
+        self._finding = True  # the look-up below goes through sys.meta_path, this hook too
+        try:
+            spec = importlib.util.find_spec(fullname)  # whichever finder installed it
+        finally:
+            self._finding = False
         if spec is not None and spec.loader is not None:
             spec.loader = _RegisteringLoader(spec.loader)
         return spec
@@ -159,6 +170,8 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         self._loader.exec_module(module)
+        for finder in [f for f in sys.meta_path if isinstance(f, _GymnasiumHook)]:
+            sys.meta_path.remove(finder)  # used: gymnasium is in sys.modules from now on
         # Hand gymnasium its own loader back (resource readers and reloads go through it).
         module.__loader__ = self._loader
         if module.__spec__ is not None:

@@ -36,6 +36,8 @@ RULES: dict[str, tuple[str, ...]] = {
     # Layers above the server (interop, mcp, envs) plug in when switched on, never on import.
     "openenv_gym.server": ("openenv_gym.interop", "openenv_gym.mcp", "openenv_gym.envs"),
     "openenv_gym.client": ("openenv_gym.interop", "openenv_gym.mcp", "openenv_gym.server"),
+    # Adapters (SB3, ...) sit on the client; the package itself imports no foreign library.
+    "openenv_gym.adapters": (*SERVER_CLIENT, "gymnasium", "stable_baselines3", "torch"),
 }
 """Module imported alone -> module families it must not load."""
 

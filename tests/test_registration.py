@@ -49,3 +49,21 @@ def test_registration_bare_namespace_needs_the_import() -> None:
         """
     )
     assert done.returncode == 0 and done.stdout.startswith("refused:"), done.stderr
+
+
+def test_registration_survives_a_find_spec_probe_before_the_import() -> None:
+    # TorchRL (and other libraries) probe with find_spec before they import gymnasium; the
+    # probe used to consume the import hook, so the ids were never registered.
+    done = _run(
+        """
+        import importlib.util, sys
+        import openenv_gym
+        assert importlib.util.find_spec("gymnasium") is not None
+        assert "gymnasium" not in sys.modules
+        import gymnasium
+        from openenv_gym.registration import _GymnasiumHook
+        hooks = [f for f in sys.meta_path if isinstance(f, _GymnasiumHook)]
+        print("openenv/CartPole-v1" in gymnasium.registry, len(hooks))
+        """
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["True", "0"], done.stderr
