@@ -17,8 +17,10 @@ import ipaddress
 import logging
 import os
 import signal
+import shutil
 import socket
 import ssl
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from types import ModuleType
@@ -29,7 +31,10 @@ from openenv_gym.server.access import AccessPolicy
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 from openenv_gym.server.limits import ConnectionTable, Limits, Usage
+from openenv_gym.server.metered import MeteredSession
+from openenv_gym.server.observe import OBSERVE_PATHS, Observer, SnapshotDir, is_upgrade
 from openenv_gym.server.session import Session, SessionState
+from openenv_gym.server.stats import ServerStats
 from openenv_gym.server.workers import supervise
 from openenv_gym.ws.server import (
     ConnectionOptions,
@@ -89,6 +94,10 @@ class ServerConfig:
         openenv: also speak OpenEnv's protocol on the same port (``/ws``, ``/health``,
             ``/schema``, ``/metadata``, and the ``/envs/<id>/...`` forms); off, those paths
             are ordinary binary-protocol upgrades like any other.
+        metrics: count what is served and answer ``GET /metrics`` (Prometheus text; extra
+            ``metrics``), ``GET /status.json`` and the status page ``GET /`` (a plain GET;
+            upgrades to ``/`` are sessions as ever); see ``server/observe.py``. Off, nothing
+            is counted and those requests are answered as any other path.
 
     """
 
@@ -114,6 +123,7 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     openenv: bool = True
+    metrics: bool = True
 
     def catalog(self) -> EnvCatalog:
         """Return the catalog of what this server hosts, under the operator's policy.
@@ -150,11 +160,18 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class _Router:
     """Decide, per request, what a connection serves (``ws/server.py``'s ``Router``)."""
 
-    def __init__(self, config: ServerConfig, catalog: EnvCatalog, usage: Usage) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        catalog: EnvCatalog,
+        usage: Usage,
+        observer: Observer | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.usage = usage
         self.access = config.access_policy()
+        self.observer = observer
         # OpenEnv's surface is a plug-in above the server (interop sits above server): loaded
         # only when switched on, so the server package never imports it at module level.
         self._openenv_surface: ModuleType | None = None
@@ -169,14 +186,26 @@ class _Router:
 
     def admit(self, path: str, query: str, headers: Iterable[tuple[str, str]]) -> HttpReply | None:
         """Return the access check's refusal (every path but ``/healthz`` needs the token)."""
+        headers = list(headers)
+        if self._observed(path, headers):
+            assert self.observer is not None
+            return self.observer.admit(path, query, headers)
         path, _ = self._openenv(path, query) or (path, query)
         refusal = self.access.check(headers, require_token=path != HEALTH_PATH)
         return None if refusal is None else HttpReply(refusal.status, f"{refusal.reason}\n")
 
-    def reply(self, path: str, query: str) -> HttpReply | None:
-        """Answer ``/healthz`` and OpenEnv's HTTP routes; upgrade anything else."""
+    def _observed(self, path: str, headers: list[tuple[str, str]] | None) -> bool:
+        """Tell whether a request is for an observation route (``/`` only when not an upgrade)."""
+        if self.observer is None or path not in OBSERVE_PATHS:
+            return False
+        return path != "/" or headers is None or not is_upgrade(headers)
+
+    def reply(self, path: str, query: str, *, upgrade: bool = True) -> HttpReply | None:
+        """Answer ``/healthz``, the observation routes and OpenEnv's HTTP routes; else upgrade."""
         if path == HEALTH_PATH:
             return HttpReply(HTTPStatus.OK, "ok\n")
+        if self.observer is not None and path in OBSERVE_PATHS and (path != "/" or not upgrade):
+            return self.observer.reply(path, query)
         openenv = self._openenv(path, query)
         surface = self._openenv_surface
         if surface is not None and openenv is not None and openenv[0] in surface.OPENENV_HTTP_PATHS:
@@ -188,28 +217,45 @@ class _Router:
         """Return an OpenEnv session for its ``/ws``, else a binary protocol session."""
         openenv = self._openenv(path, query)
         surface = self._openenv_surface
+        session: ServedSession
         if surface is not None and openenv is not None and openenv[0] == surface.OPENENV_WS_PATH:
-            return surface.OpenEnvSession(self.catalog, openenv[1], self.usage)  # type: ignore[no-any-return]
-        return Session(
-            self.catalog,
-            server_name=f"openenv-gym pid {os.getpid()}",
-            debug=self.config.debug,
-            max_message_bytes=self.config.max_message_bytes,
-            usage=self.usage,
-        )
+            session = surface.OpenEnvSession(self.catalog, openenv[1], self.usage)
+        else:
+            session = Session(
+                self.catalog,
+                server_name=f"openenv-gym pid {os.getpid()}",
+                debug=self.config.debug,
+                max_message_bytes=self.config.max_message_bytes,
+                usage=self.usage,
+            )
+        if self.observer is None:
+            return session
+        query = "" if openenv is None else openenv[1]
+        return MeteredSession(session, self.observer.stats, specs=self.catalog.specs, query=query)
 
     def admitted(self, session: ServedSession) -> bool:
         """Binary sessions are admitted past HELLO; OpenEnv's at their first message."""
+        if isinstance(session, MeteredSession):
+            session = session.inner
         return not isinstance(session, Session) or session.state is not SessionState.NEW
 
 
 class _App:
     """Serves sessions on an already bound socket until stopped."""
 
-    def __init__(self, config: ServerConfig, catalog: EnvCatalog) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        catalog: EnvCatalog,
+        *,
+        worker: int = 0,
+        stats_dir: str | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.usage = Usage(config.limits)
+        self.stats = ServerStats(worker=worker, specs=catalog.specs)
+        self._peers = None if stats_dir is None else SnapshotDir(stats_dir, worker)
         self.connections: set[WebSocketConnection] = set()
         self._all_closed = asyncio.Event()
         self._executor = (
@@ -219,7 +265,17 @@ class _App:
             if config.threads
             else None
         )
-        self.router = _Router(config, catalog, self.usage)
+        observer = (
+            Observer(
+                self.stats,
+                config.access_policy(),
+                secure=config.certfile is not None,
+                peers=self._peers,
+            )
+            if config.metrics
+            else None
+        )
+        self.router = _Router(config, catalog, self.usage, observer)
         self.access = self.router.access
         """The access check of every surface (binary protocol, OpenEnv routes, MCP)."""
         self.connection_table: ConnectionTable[WebSocketConnection] = ConnectionTable(config.limits)
@@ -254,6 +310,7 @@ class _App:
             self._new_connection, sock=sock, ssl=self.config.ssl_context()
         )
         sweeper = asyncio.create_task(self._close_idle()) if self.config.idle_timeout else None
+        sampler = asyncio.create_task(self._sample()) if self.config.metrics else None
         mcp = None
         if self.config.mcp_port is not None:
             mcp_ready: asyncio.Future[int] = loop.create_future()
@@ -263,7 +320,7 @@ class _App:
             on_started()
         await stop
         server.close()
-        for task in (sweeper, mcp):
+        for task in (sweeper, mcp, sampler):
             if task is not None:
                 task.cancel()
         # Requests in flight have already been answered (they run to completion inside the
@@ -321,6 +378,14 @@ class _App:
             if ready is None or ready.done():
                 raise
             ready.set_exception(exc)
+
+    async def _sample(self) -> None:
+        """Sample the step count each second (steps/s) and share a snapshot with other workers."""
+        while True:
+            self.stats.sample()
+            if self._peers is not None:
+                self._peers.write(self.stats.snapshot())
+            await asyncio.sleep(1.0)  # a sampling period, not a wait for a peer
 
     async def _close_idle(self) -> None:
         """Close connections idle for longer than ``idle_timeout``, checking now and then."""
@@ -383,11 +448,16 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _worker(
-    config: ServerConfig, sock: socket.socket, slot: int, on_started: Callable[[], None]
+    config: ServerConfig,
+    sock: socket.socket,
+    stats_dir: str | None,
+    slot: int,
+    on_started: Callable[[], None],
 ) -> None:
     if slot:  # one MCP endpoint per server: worker 0 serves it
         config = dataclasses.replace(config, mcp_port=None)
-    asyncio.run(_App(config, config.catalog()).serve(sock, on_started))
+    app = _App(config, config.catalog(), worker=slot, stats_dir=stats_dir)
+    asyncio.run(app.serve(sock, on_started))
 
 
 def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
@@ -422,11 +492,19 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
     scheme = "wss" if config.certfile else "ws"
     url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
     announce = None if on_ready is None else (lambda: on_ready(url))
+    # Workers leave their metrics snapshots for each other here (see server/observe.py).
+    stats_dir = (
+        tempfile.mkdtemp(prefix="openenv-gym-stats-")
+        if config.workers > 1 and config.metrics
+        else None
+    )
     try:
         if config.workers > 1:
-            target = functools.partial(_worker, config, sock)
+            target = functools.partial(_worker, config, sock, stats_dir)
             supervise(config.workers, target, grace=_SHUTDOWN_GRACE + 1, on_started=announce)
         else:
             asyncio.run(_App(config, catalog).serve(sock, announce))
     finally:
         sock.close()
+        if stats_dir is not None:
+            shutil.rmtree(stats_dir, ignore_errors=True)

@@ -166,6 +166,11 @@ class Session:
         """True once the session has handled CLOSE or was closed by the server."""
         return self.state is SessionState.CLOSED
 
+    @property
+    def env_id(self) -> str | None:
+        """The hosted spec this session built its envs from (``None`` before MAKE)."""
+        return None if self._hosted is None else self._hosted.env_id
+
     def handle(self, frame: bytes) -> bytes:
         """Serve one request frame and return the reply frame (never raises)."""
         request_id = 0
