@@ -14,6 +14,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -151,11 +152,15 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    try:
+        from rich.console import Console
+    except ImportError:
+        print("openenv-gym status needs rich: pip install 'openenv-gym[status]'", file=sys.stderr)
+        return 2
 
     targets = _targets(args)
     if not targets:
-        print("openenv-gym status: name server URLs, or pass --docker")
+        print("openenv-gym status: name server URLs, or pass --docker", file=sys.stderr)
         return 2
     console = Console(width=None if Console().is_terminal else 200)
     if args.once:
