@@ -48,7 +48,9 @@ def _session(env_id: str, metered: bool) -> Any:
     return session
 
 
-def in_process(env_id: str = "CartPole-v1", *, requests: int = 20_000, rounds: int = 5) -> dict[str, Any]:
+def in_process(
+    env_id: str = "CartPole-v1", *, requests: int = 20_000, rounds: int = 5
+) -> dict[str, Any]:
     """Return the µs per STEP request of a bare and a metered session (best of interleaved rounds).
 
     Also ``wrapper_us``: the wrapper's own cost, around a session that replays a recorded
@@ -126,21 +128,26 @@ def end_to_end(
         servers = {"on": on.urls[0], "off": off.urls[0]}
         singles = {k: RemoteEnv(env_id, url=url) for k, url in servers.items()}
         vectors = {k: RemoteVectorEnv(env_id, num_envs, urls=[url]) for k, url in servers.items()}
+        every: list[Any] = [*singles.values(), *vectors.values()]
         try:
-            for env in (*singles.values(), *vectors.values()):
+            for env in every:
                 env.reset(seed=0)
             for _ in range(rounds):
                 for key in ("on", "off"):  # interleaved: machine noise hits both alike
                     figures["single"][key].append(_single_rate(singles[key], duration))
                     figures[f"vector_{num_envs}"][key].append(measure(vectors[key], duration))
         finally:
-            for env in (*singles.values(), *vectors.values()):
+            for env in every:
                 env.close()
     result: dict[str, Any] = {}
     for name, runs in figures.items():
         on_rate, off_rate = statistics.median(runs["on"]), statistics.median(runs["off"])
-        result[name] = {"on": on_rate, "off": off_rate, "ratio_on_off": on_rate / off_rate,
-                        "runs": runs}
+        result[name] = {
+            "on": on_rate,
+            "off": off_rate,
+            "ratio_on_off": on_rate / off_rate,
+            "runs": runs,
+        }
     return result
 
 

@@ -119,8 +119,18 @@ def _tables(statuses: Sequence[ServerStatus]) -> Any:
     for column in ("server", "state", "workers", "specs", "sessions", "envs", "steps/s", "errors"):
         servers.add_column(column, justify="right" if column in ("sessions", "envs") else "left")
     sessions = Table(title="live sessions", title_justify="left")
-    for column in ("server", "worker", "session", "protocol", "spec", "envs", "env steps",
-                   "requests", "errors", "idle s"):
+    for column in (
+        "server",
+        "worker",
+        "session",
+        "protocol",
+        "spec",
+        "envs",
+        "env steps",
+        "requests",
+        "errors",
+        "idle s",
+    ):
         sessions.add_column(column)
     for server in statuses:
         name = server.target.name or server.target.url
@@ -130,15 +140,27 @@ def _tables(statuses: Sequence[ServerStatus]) -> Any:
         doc = server.status
         errors = sum(sum(row["errors"].values()) for row in doc["totals"])
         servers.add_row(
-            name, "up", str(len(doc["workers"])), ", ".join(doc["specs"]) or "any id",
-            str(doc["live_sessions"]), str(doc["live_envs"]), f"{doc['steps_per_s']:.1f}",
+            name,
+            "up",
+            str(len(doc["workers"])),
+            ", ".join(doc["specs"]) or "any id",
+            str(doc["live_sessions"]),
+            str(doc["live_envs"]),
+            f"{doc['steps_per_s']:.1f}",
             str(errors),
         )
         for session in doc["sessions"]:
             sessions.add_row(
-                name, str(session["worker"]), f"#{session['id']}", session["protocol"],
-                session["spec"], str(session["num_envs"]), str(session["steps"]),
-                str(session["requests"]), str(session["errors"]), f"{session['idle_s']:.1f}",
+                name,
+                str(session["worker"]),
+                f"#{session['id']}",
+                session["protocol"],
+                session["spec"],
+                str(session["num_envs"]),
+                str(session["steps"]),
+                str(session["requests"]),
+                str(session["errors"]),
+                f"{session['idle_s']:.1f}",
             )
     return Group(servers, sessions)
 
@@ -173,8 +195,9 @@ def _status(args: argparse.Namespace) -> int:
         try:
             while True:
                 time.sleep(args.interval)  # the refresh period of a display, not a sync wait
-                live.update(_tables(_gather(_targets(args) if args.docker else targets,
-                                            args.timeout)))
+                live.update(
+                    _tables(_gather(_targets(args) if args.docker else targets, args.timeout))
+                )
         except KeyboardInterrupt:
             return 0
 
@@ -182,7 +205,9 @@ def _status(args: argparse.Namespace) -> int:
 def add_commands(commands: Any) -> None:
     """Add ``status`` to the command parser."""
     status = commands.add_parser("status", help="a live table of servers, their sessions and rates")
-    status.add_argument("urls", nargs="*", metavar="URL", help="ws://, wss://, http:// or host:port")
+    status.add_argument(
+        "urls", nargs="*", metavar="URL", help="ws://, wss://, http:// or host:port"
+    )
     status.add_argument("--docker", action="store_true", help="also every openenv-gym container")
     status.add_argument("--once", action="store_true", help="print the tables once and exit")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")

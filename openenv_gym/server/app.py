@@ -16,8 +16,8 @@ import functools
 import ipaddress
 import logging
 import os
-import signal
 import shutil
+import signal
 import socket
 import ssl
 import tempfile

@@ -38,16 +38,16 @@ class _Inner(Protocol):
     """The ``ServedSession`` interface of ``ws/server.py`` (not imported: server sits above)."""
 
     @property
-    def text_protocol(self) -> bool: ...  # noqa: D102
+    def text_protocol(self) -> bool: ...
 
     @property
-    def closed(self) -> bool: ...  # noqa: D102
+    def closed(self) -> bool: ...
 
-    def handle(self, message: bytes) -> bytes: ...  # noqa: D102
+    def handle(self, message: bytes) -> bytes: ...
 
-    def refuse(self, reason: str) -> bytes: ...  # noqa: D102
+    def refuse(self, reason: str) -> bytes: ...
 
-    def close(self) -> None: ...  # noqa: D102
+    def close(self) -> None: ...
 
 
 class MeteredSession:

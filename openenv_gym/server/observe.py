@@ -182,7 +182,9 @@ class Observer:
         """
         headers = list(headers)
         if len(query) > MAX_QUERY_CHARS:
-            return HttpReply(HTTPStatus.REQUEST_URI_TOO_LONG, f"query over {MAX_QUERY_CHARS} chars\n")
+            return HttpReply(
+                HTTPStatus.REQUEST_URI_TOO_LONG, f"query over {MAX_QUERY_CHARS} chars\n"
+            )
         if self._view is not None and self._authorized(path, query, headers):
             refusal = self.access.check(headers, require_token=False)  # Origin and Host
         else:
@@ -191,7 +193,9 @@ class Observer:
             return None
         if path == STATUS_PAGE_PATH and refusal.status == HTTPStatus.UNAUTHORIZED:
             return HttpReply(
-                refusal.status, body=LOGIN_PAGE, content_type="text/html; charset=utf-8",
+                refusal.status,
+                body=LOGIN_PAGE,
+                content_type="text/html; charset=utf-8",
                 headers=_PAGE_HEADERS,
             )
         return HttpReply(refusal.status, f"{refusal.reason}\n")
@@ -218,16 +222,23 @@ class Observer:
         if path == STATUS_JSON_PATH:
             body = json.dumps(merge_status(self.snapshots())).encode()
             return HttpReply(
-                HTTPStatus.OK, body=body, content_type="application/json",
+                HTTPStatus.OK,
+                body=body,
+                content_type="application/json",
                 headers=(("Cache-Control", "no-store"),),
             )
         if _query_token(query) is not None:  # admitted: trade the token for the view cookie
             cookie = f"{VIEW_COOKIE}={self._view or ''}; HttpOnly; SameSite=Strict; Path=/"
             cookie += "; Secure" if self.secure else ""
-            headers = (("Location", "/"), *(() if self._view is None else (("Set-Cookie", cookie),)))
+            headers = (
+                ("Location", "/"),
+                *(() if self._view is None else (("Set-Cookie", cookie),)),
+            )
             return HttpReply(HTTPStatus.SEE_OTHER, body=b"", headers=headers + _PAGE_HEADERS)
         return HttpReply(
-            HTTPStatus.OK, body=STATUS_PAGE, content_type="text/html; charset=utf-8",
+            HTTPStatus.OK,
+            body=STATUS_PAGE,
+            content_type="text/html; charset=utf-8",
             headers=_PAGE_HEADERS,
         )
 
@@ -289,7 +300,7 @@ def _add(a: Any, b: Any) -> Any:
     """Add two snapshot values: numbers add, dicts add by key, lists element-wise, else keep."""
     if a is None:
         return b
-    if isinstance(b, bool) or isinstance(b, str):
+    if isinstance(b, (bool, str)):
         return a
     if isinstance(b, (int, float)):
         return a + b

@@ -57,9 +57,7 @@ class _Families:
             "Unix time the worker process started serving.",
             labels=["worker", "pid"],
         )
-        self.sessions = GaugeMetricFamily(
-            _PREFIX + "sessions", "Live sessions.", labels=proto
-        )
+        self.sessions = GaugeMetricFamily(_PREFIX + "sessions", "Live sessions.", labels=proto)
         self.envs = GaugeMetricFamily(_PREFIX + "envs", "Envs held by live sessions.", labels=proto)
         self.opened = CounterMetricFamily(
             _PREFIX + "sessions_opened", "Sessions opened.", labels=proto

@@ -28,8 +28,8 @@ from typing import Any
 __all__ = [
     "LATENCY_BUCKETS",
     "MAX_ERROR_TYPES",
-    "RECENT_ERRORS",
     "NO_SPEC",
+    "RECENT_ERRORS",
     "ServerStats",
     "SessionStats",
     "SpecTotals",
@@ -244,7 +244,7 @@ class ServerStats:
         samples = list(self._samples)[-int(_RATE_WINDOW) - 1 :]
         return [
             max(0, n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-            for (t0, n0), (t1, n1) in zip(samples, samples[1:], strict=False)
+            for (t0, n0), (t1, n1) in itertools.pairwise(samples)
         ]
 
     def _steps(self) -> int:

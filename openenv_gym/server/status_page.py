@@ -31,7 +31,8 @@ STATUS_PAGE = f"""<!doctype html>
 <h2>Hosted specs</h2><div id="specs" class="muted">-</div>
 <h2>Totals by spec</h2>
 <table><thead><tr><th>spec</th><th>protocol</th><th>live sessions</th><th>envs</th>
-<th>env steps</th><th>errors</th><th>p50 step ms</th></tr></thead><tbody id="totals"></tbody></table>
+<th>env steps</th><th>errors</th><th>p50 step ms</th></tr></thead>
+<tbody id="totals"></tbody></table>
 <h2>Live sessions</h2>
 <table><thead><tr><th>session</th><th>worker</th><th>protocol</th><th>spec</th><th>envs</th>
 <th>env steps</th><th>requests</th><th>errors</th><th>idle s</th></tr></thead>

@@ -78,7 +78,9 @@ def test_status_docker_lists_the_containers_and_their_sessions(
     from openenv_gym.providers.docker import DockerProvider
 
     with DockerProvider(["CartPole-v1"], image=docker_image) as provider:
-        with openenv_gym.RemoteEnv("CartPole-v1", url=provider.urls[0], token=provider.token) as env:
+        with openenv_gym.RemoteEnv(
+            "CartPole-v1", url=provider.urls[0], token=provider.token
+        ) as env:
             env.reset(seed=0)
             for _ in range(7):
                 env.step(1)

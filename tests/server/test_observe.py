@@ -74,8 +74,9 @@ def test_metrics_step_counter_equals_the_steps_taken_while_a_client_steps(
 ) -> None:
     url = server.urls[0]
     before = _families(url)
-    steps_before = _value(before, "openenv_gym_env_steps", "openenv_gym_env_steps_total",
-                          spec="FrozenLake-v1")
+    steps_before = _value(
+        before, "openenv_gym_env_steps", "openenv_gym_env_steps_total", spec="FrozenLake-v1"
+    )
     scrapes: list[float] = []
     num_envs, count = 8, 150
     envs = openenv_gym.RemoteVectorEnv("FrozenLake-v1", num_envs, urls=[url], token=TOKEN)
@@ -84,8 +85,14 @@ def test_metrics_step_counter_equals_the_steps_taken_while_a_client_steps(
     def scrape() -> None:
         while not stop.is_set() and len(scrapes) < 200:  # scrapes race the steps
             families = _families(url)
-            scrapes.append(_value(families, "openenv_gym_env_steps",
-                                  "openenv_gym_env_steps_total", spec="FrozenLake-v1"))
+            scrapes.append(
+                _value(
+                    families,
+                    "openenv_gym_env_steps",
+                    "openenv_gym_env_steps_total",
+                    spec="FrozenLake-v1",
+                )
+            )
 
     scraper = threading.Thread(target=scrape)
     try:
@@ -96,24 +103,37 @@ def test_metrics_step_counter_equals_the_steps_taken_while_a_client_steps(
         stop.set()
         scraper.join(30)
         families = _families(url)
-        live = _value(families, "openenv_gym_sessions", "openenv_gym_sessions",
-                      spec="FrozenLake-v1")
+        live = _value(
+            families, "openenv_gym_sessions", "openenv_gym_sessions", spec="FrozenLake-v1"
+        )
     finally:
         stop.set()
         envs.close()
-    steps = _value(families, "openenv_gym_env_steps", "openenv_gym_env_steps_total",
-                   spec="FrozenLake-v1")
+    steps = _value(
+        families, "openenv_gym_env_steps", "openenv_gym_env_steps_total", spec="FrozenLake-v1"
+    )
     assert steps - steps_before == num_envs * count
-    step_requests = _value(families, "openenv_gym_requests", "openenv_gym_requests_total",
-                           spec="FrozenLake-v1", op="STEP", protocol="binary")
+    step_requests = _value(
+        families,
+        "openenv_gym_requests",
+        "openenv_gym_requests_total",
+        spec="FrozenLake-v1",
+        op="STEP",
+        protocol="binary",
+    )
     assert step_requests >= count
-    histogram = _value(families, "openenv_gym_step_latency_seconds",
-                       "openenv_gym_step_latency_seconds_count", spec="FrozenLake-v1")
+    histogram = _value(
+        families,
+        "openenv_gym_step_latency_seconds",
+        "openenv_gym_step_latency_seconds_count",
+        spec="FrozenLake-v1",
+    )
     assert histogram == step_requests
     assert live >= 1
     assert scrapes and scrapes == sorted(scrapes)  # a counter never goes down mid-run
-    sent = _value(families, "openenv_gym_sent_bytes", "openenv_gym_sent_bytes_total",
-                  spec="FrozenLake-v1")
+    sent = _value(
+        families, "openenv_gym_sent_bytes", "openenv_gym_sent_bytes_total", spec="FrozenLake-v1"
+    )
     assert sent > count * num_envs  # every reply carries at least a byte per env
 
 
@@ -121,12 +141,22 @@ def test_metrics_count_error_replies_by_type(server: LocalProvider) -> None:
     url = server.urls[0]
     with openenv_gym.RemoteEnv("CartPole-v1", url=url, token=TOKEN) as env:
         env.reset(seed=0)
-        before = _value(_families(url), "openenv_gym_errors", "openenv_gym_errors_total",
-                        spec="CartPole-v1", type="AssertionError")
+        before = _value(
+            _families(url),
+            "openenv_gym_errors",
+            "openenv_gym_errors_total",
+            spec="CartPole-v1",
+            type="AssertionError",
+        )
         with pytest.raises(AssertionError):
             env.step(np.int64(7))
-        after = _value(_families(url), "openenv_gym_errors", "openenv_gym_errors_total",
-                       spec="CartPole-v1", type="AssertionError")
+        after = _value(
+            _families(url),
+            "openenv_gym_errors",
+            "openenv_gym_errors_total",
+            spec="CartPole-v1",
+            type="AssertionError",
+        )
         status, _, body = _get(url, "/status.json", BEARER)
     assert after == before + 1
     document = json.loads(body)
@@ -195,7 +225,7 @@ def test_status_page_trades_the_token_for_a_view_cookie_that_drives_no_env(
     assert status == 200 and b"/status.json" in page
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert _get(url, "/status.json", {"Cookie": f"{VIEW_COOKIE}=forged"})[0] == 401
-    assert _get(url, f"/?token=wrong")[0] == 401
+    assert _get(url, "/?token=wrong")[0] == 401
     # The cookie is no token: a WebSocket upgrade carrying it is refused.
     with pytest.raises(Exception, match="401"):
         connect(url, additional_headers=jar, open_timeout=10).close()
@@ -230,7 +260,9 @@ def test_metrics_of_every_worker_are_merged_with_a_worker_label() -> None:
 
         assert wait_for(merged, 15) is not None  # other workers' snapshots are <= 1 s old
         families = _families(url)
-        workers = {s.labels["worker"] for s in families["openenv_gym_worker_start_time_seconds"].samples}
+        workers = {
+            s.labels["worker"] for s in families["openenv_gym_worker_start_time_seconds"].samples
+        }
         steps = _value(families, "openenv_gym_env_steps", "openenv_gym_env_steps_total")
     finally:
         for env in envs:

@@ -64,7 +64,9 @@ class _Table(html.parser.HTMLParser):
             self._cell.append(data)
 
 
-def _browse(chromium: str, url: str, profile: Path, *action: str) -> subprocess.CompletedProcess[str]:
+def _browse(
+    chromium: str, url: str, profile: Path, *action: str
+) -> subprocess.CompletedProcess[str]:
     command = [
         chromium,
         "--headless",

@@ -33,8 +33,10 @@ __all__ = [
 ROUTES = ("/metrics", "/status.json", "/")
 
 
-def _get(target: Target, path: str, headers: list[tuple[str, str]], **kw: str) -> int:
-    return http_status(target.url, path=path, headers=headers, upgrade=False, **kw)[0]
+def _get(
+    target: Target, path: str, headers: list[tuple[str, str]], *, host: str = "127.0.0.1"
+) -> int:
+    return http_status(target.url, path=path, headers=headers, host=host, upgrade=False)[0]
 
 
 def attack_observe_without_token(target: Target) -> AttackResult:
@@ -108,8 +110,11 @@ def attack_observe_huge_request(target: Target) -> AttackResult:
         token = _get(target, "/?token=" + "y" * (1 << 16), [])
         cookie = _get(target, "/status.json", [("Cookie", f"{VIEW_COOKIE}={'z' * (1 << 16)}")])
         seconds = time.monotonic() - started
-        after = _get(target, "/status.json", [("Authorization", f"Bearer {target.token}")]
-                     if target.token else [])
+        after = _get(
+            target,
+            "/status.json",
+            [("Authorization", f"Bearer {target.token}")] if target.token else [],
+        )
     except OSError as exc:
         return failed(name, exc)
 
