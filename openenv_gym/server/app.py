@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import ipaddress
 import logging
 import os
-import shutil
 import signal
 import socket
 import ssl
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from types import ModuleType
@@ -32,7 +31,14 @@ from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 from openenv_gym.server.limits import ConnectionTable, Limits, Usage
 from openenv_gym.server.metered import MeteredSession
-from openenv_gym.server.observe import OBSERVE_PATHS, Observer, SnapshotDir, is_upgrade
+from openenv_gym.server.observe import (
+    OBSERVE_PATHS,
+    Observer,
+    SnapshotDir,
+    is_upgrade,
+    sample_forever,
+    shared_snapshots,
+)
 from openenv_gym.server.session import Session, SessionState
 from openenv_gym.server.stats import ServerStats
 from openenv_gym.server.workers import supervise
@@ -94,10 +100,9 @@ class ServerConfig:
         openenv: also speak OpenEnv's protocol on the same port (``/ws``, ``/health``,
             ``/schema``, ``/metadata``, and the ``/envs/<id>/...`` forms); off, those paths
             are ordinary binary-protocol upgrades like any other.
-        metrics: count what is served and answer ``GET /metrics`` (Prometheus text; extra
-            ``metrics``), ``GET /status.json`` and the status page ``GET /`` (a plain GET;
-            upgrades to ``/`` are sessions as ever); see ``server/observe.py``. Off, nothing
-            is counted and those requests are answered as any other path.
+        metrics: count what is served and answer ``GET /metrics``, ``/status.json`` and the
+            status page ``/`` (not an upgrade of ``/``: that is a session as ever); see
+            ``server/observe.py``. Off, nothing is counted and those paths are like any other.
 
     """
 
@@ -194,11 +199,13 @@ class _Router:
         refusal = self.access.check(headers, require_token=path != HEALTH_PATH)
         return None if refusal is None else HttpReply(refusal.status, f"{refusal.reason}\n")
 
-    def _observed(self, path: str, headers: list[tuple[str, str]] | None) -> bool:
+    def _observed(self, path: str, headers: list[tuple[str, str]]) -> bool:
         """Tell whether a request is for an observation route (``/`` only when not an upgrade)."""
-        if self.observer is None or path not in OBSERVE_PATHS:
-            return False
-        return path != "/" or headers is None or not is_upgrade(headers)
+        return (
+            self.observer is not None
+            and path in OBSERVE_PATHS
+            and (path != "/" or not is_upgrade(headers))
+        )
 
     def reply(self, path: str, query: str, *, upgrade: bool = True) -> HttpReply | None:
         """Answer ``/healthz``, the observation routes and OpenEnv's HTTP routes; else upgrade."""
@@ -310,7 +317,11 @@ class _App:
             self._new_connection, sock=sock, ssl=self.config.ssl_context()
         )
         sweeper = asyncio.create_task(self._close_idle()) if self.config.idle_timeout else None
-        sampler = asyncio.create_task(self._sample()) if self.config.metrics else None
+        sampler = (
+            asyncio.create_task(sample_forever(self.stats, self._peers))
+            if self.config.metrics
+            else None
+        )
         mcp = None
         if self.config.mcp_port is not None:
             mcp_ready: asyncio.Future[int] = loop.create_future()
@@ -378,14 +389,6 @@ class _App:
             if ready is None or ready.done():
                 raise
             ready.set_exception(exc)
-
-    async def _sample(self) -> None:
-        """Sample the step count each second (steps/s) and share a snapshot with other workers."""
-        while True:
-            self.stats.sample()
-            if self._peers is not None:
-                self._peers.write(self.stats.snapshot())
-            await asyncio.sleep(1.0)  # a sampling period, not a wait for a peer
 
     async def _close_idle(self) -> None:
         """Close connections idle for longer than ``idle_timeout``, checking now and then."""
@@ -492,19 +495,14 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
     scheme = "wss" if config.certfile else "ws"
     url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
     announce = None if on_ready is None else (lambda: on_ready(url))
-    # Workers leave their metrics snapshots for each other here (see server/observe.py).
-    stats_dir = (
-        tempfile.mkdtemp(prefix="openenv-gym-stats-")
-        if config.workers > 1 and config.metrics
-        else None
-    )
+    stack = contextlib.ExitStack()  # the workers' snapshot directory (server/observe.py)
     try:
+        stats_dir = stack.enter_context(shared_snapshots(config.workers > 1 and config.metrics))
         if config.workers > 1:
             target = functools.partial(_worker, config, sock, stats_dir)
             supervise(config.workers, target, grace=_SHUTDOWN_GRACE + 1, on_started=announce)
         else:
             asyncio.run(_App(config, catalog).serve(sock, announce))
     finally:
+        stack.close()
         sock.close()
-        if stats_dir is not None:
-            shutil.rmtree(stats_dir, ignore_errors=True)

@@ -20,14 +20,19 @@ every Prometheus series carries a ``worker`` label (a replaced worker's counters
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import http.cookies
 import json
 import logging
 import os
+import shutil
+import tempfile
+import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,8 @@ __all__ = [
     "is_upgrade",
     "merge_status",
     "render_metrics",
+    "sample_forever",
+    "shared_snapshots",
 ]
 
 logger = logging.getLogger("openenv_gym.server")
@@ -60,6 +67,8 @@ VIEW_COOKIE = "openenv_gym_view"
 MAX_QUERY_CHARS = 1024
 """The longest query an observation route reads (only ``token=`` means anything to them)."""
 _MAX_SNAPSHOT_BYTES = 8 << 20
+STALE_AFTER = 5.0
+"""Seconds after which a worker's snapshot is taken for a dead worker's (it writes every 1 s)."""
 _PAGE_HEADERS = (
     ("Cache-Control", "no-store"),
     # Inline script and style only; nothing is loaded from anywhere, nothing may frame it.
@@ -110,10 +119,41 @@ class SnapshotDir:
             try:
                 if file.stat().st_size > _MAX_SNAPSHOT_BYTES:
                     continue
-                found.append(json.loads(file.read_text()))
+                snapshot = json.loads(file.read_text())
             except (OSError, ValueError):
                 continue  # being replaced, or its worker never wrote one
+            if time.time() - float(snapshot.get("time", 0)) > STALE_AFTER:
+                snapshot = _gone(snapshot)
+            found.append(snapshot)
         return found
+
+
+@contextlib.contextmanager
+def shared_snapshots(shared: bool) -> Iterator[str | None]:
+    """Yield a new directory for the workers' snapshots (removed after), or ``None``."""
+    if not shared:
+        yield None
+        return
+    path = tempfile.mkdtemp(prefix="openenv-gym-stats-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def sample_forever(stats: ServerStats, peers: SnapshotDir | None) -> None:
+    """Sample the step count each second (steps/s) and share a snapshot with other workers."""
+    while True:
+        stats.sample()
+        if peers is not None:
+            peers.write(stats.snapshot())
+        await asyncio.sleep(1.0)  # a sampling period, not a wait for a peer
+
+
+def _gone(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """Keep a dead worker's counters (they happened) but none of its sessions (they ended)."""
+    totals = [{**row, "live_sessions": 0, "live_envs": 0} for row in snapshot["totals"]]
+    return {**snapshot, "sessions": [], "totals": totals, "steps_per_s": 0.0, "rate_series": []}
 
 
 def is_upgrade(headers: Iterable[tuple[str, str]]) -> bool:

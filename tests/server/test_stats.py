@@ -68,3 +68,23 @@ def test_merge_status_adds_up_workers_and_keeps_their_sessions_apart() -> None:
     assert [s["worker"] for s in merged["sessions"]] == [0, 1]
     assert merged["live_envs"] == 2 and merged["totals"][0]["steps"] == 2
     assert [w["worker"] for w in merged["workers"]] == [0, 1]
+
+
+def test_snapshot_dir_shows_a_silent_worker_counters_but_no_sessions(tmp_path) -> None:
+    import json
+    import time
+
+    from openenv_gym.server.observe import STALE_AFTER, SnapshotDir
+
+    stats = ServerStats(worker=1, specs=["CartPole-v1"])
+    session = stats.open("binary")
+    session.env_id, session.num_envs = "CartPole-v1", 1
+    session.step(0.0001, 1)
+    SnapshotDir(tmp_path, 1).write(stats.snapshot())
+    (fresh,) = SnapshotDir(tmp_path, 0).others()
+    assert len(fresh["sessions"]) == 1
+    old = {**stats.snapshot(), "time": time.time() - STALE_AFTER - 1}
+    (tmp_path / "worker-1.json").write_text(json.dumps(old))
+    (stale,) = SnapshotDir(tmp_path, 0).others()
+    assert stale["sessions"] == [] and stale["totals"][0]["live_sessions"] == 0
+    assert stale["totals"][0]["steps"] == 1
