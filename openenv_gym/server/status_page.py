@@ -95,7 +95,10 @@ function show(s) {{
   spark(s.rate_series || []);
   document.getElementById("specs").textContent =
     s.specs.length ? s.specs.join(", ") : "any gymnasium id (--allow-any-id)";
-  fill("totals", s.totals.map(t => [t.spec, t.protocol, t.live_sessions, t.live_envs, t.steps,
+  // Sessions that closed without building an env (readiness probes) are not worth a row.
+  const totals = s.totals.filter(t => t.spec !== "none" || t.live_sessions ||
+    Object.keys(t.errors).length);
+  fill("totals", totals.map(t => [t.spec, t.protocol, t.live_sessions, t.live_envs, t.steps,
     Object.values(t.errors).reduce((a, b) => a + b, 0), p50ms(t.latency_buckets)]), "none yet");
   fill("sessions", s.sessions.map(x => ["#" + x.id, x.worker, x.protocol, x.spec, x.num_envs,
     x.steps, x.requests, x.errors, x.idle_s.toFixed(1)]), "no live session");
