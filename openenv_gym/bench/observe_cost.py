@@ -168,11 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--quick", action="store_true", help="short rounds (~20 s in all)")
     args = parser.parse_args(argv)
-    rounds = 3 if args.quick else 5
+    rounds = 3 if args.quick else 9  # many short interleaved rounds: load hits on and off alike
     report = {
         "env_id": args.env,
         "in_process": in_process(args.env, requests=5000 if args.quick else 20_000, rounds=rounds),
-        "end_to_end": end_to_end(args.env, duration=1.0 if args.quick else 2.0, rounds=rounds),
+        "end_to_end": end_to_end(args.env, duration=0.5 if args.quick else 1.0, rounds=rounds),
     }
     print(json.dumps(report, indent=2))
     return 0
