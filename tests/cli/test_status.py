@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,7 +86,15 @@ def test_status_docker_lists_the_containers_and_their_sessions(
             for _ in range(7):
                 env.step(1)
             run = _status("--docker")
+            # The image carries the metrics extra: its server answers /metrics too.
+            request = urllib.request.Request(
+                provider.urls[0].replace("ws://", "http://") + "/metrics",
+                headers={"Authorization": f"Bearer {provider.token}"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                metrics = reply.read().decode()
         short = provider.container_ids[0][:10]
+    assert 'openenv_gym_env_steps_total{spec="CartPole-v1",worker="0"} 7.0' in metrics
     assert run.returncode == 0, run.stdout + run.stderr
     rows = [line for line in run.stdout.splitlines() if short in line]
     assert any(" up " in row for row in rows), run.stdout
