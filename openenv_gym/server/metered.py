@@ -85,23 +85,42 @@ class MeteredSession:
 
     def handle(self, message: bytes) -> bytes:
         """Answer ``message`` through the wrapped session and count it (never raises)."""
+        op = REQUEST_PREFIXES.get(message[:2])
+        if op is None and not self._text:
+            # Not a plain request's first bytes (compressed, or encoded unusually): the
+            # session tells what it decoded.
+            return self._handle_unusual(message)
         started = time.monotonic()  # one clock for latency and idle time (ns on Linux)
         reply = self.inner.handle(message)
         elapsed = time.monotonic() - started
         if self._text:
             self._count_openenv(message, reply, elapsed)
             return reply
+        self._count_binary(op, message, reply, started, elapsed)
+        return reply
+
+    def _handle_unusual(self, message: bytes) -> bytes:
+        inner: Any = self.inner
+        inner.last_op = None
+        started = time.monotonic()
+        reply = self.inner.handle(message)
+        elapsed = time.monotonic() - started
+        self._count_binary(inner.last_op, message, reply, started, elapsed)
+        return reply
+
+    def _count_binary(
+        self, op: int | None, message: bytes, reply: bytes, started: float, elapsed: float
+    ) -> None:
         counts = self.counts
         counts.last_request = started
-        op = REQUEST_PREFIXES.get(message[:2])
-        counts.request(_BINARY_OPS.get(op, "binary/unknown"), len(message), len(reply))  # type: ignore[arg-type]
+        name = "binary/unknown" if op is None else _BINARY_OPS.get(op, "binary/unknown")
+        counts.request(name, len(message), len(reply))
         if reply[:2] == _ERROR_PREFIX:
             self._binary_error(reply)
         elif op == _STEP:
             counts.step(elapsed, counts.num_envs)
         elif op == _MAKE:
             self._made()
-        return reply
 
     def _made(self) -> None:
         host = getattr(self.inner, "host", None)

@@ -160,6 +160,9 @@ class Session:
         self._bounds: dict[int | None, tuple[int, int]] = {}
         self._bounds_state: SessionState | None = None
         self._bounds_envs = 0
+        self.last_op: int | None = None
+        """The op of the last request decoded (what a request whose first bytes do not name
+        its op, e.g. a compressed one, was: ``server/metered.py`` reads it)."""
 
     @property
     def closed(self) -> bool:
@@ -179,6 +182,7 @@ class Session:
             op, request_id, body = parse_request(
                 codec.decode(frame, max_bytes=max_bytes, max_values=max_values)
             )
+            self.last_op = op
             if op not in _ALLOWED[self.state]:
                 raise SessionStateError(
                     f"{op.name} is not allowed in session state {self.state.value}; "
