@@ -55,8 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
         allow_hosts=tuple(args.allow_host),
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,
-        openenv=args.openenv,
         metrics=args.metrics,
+        openenv=args.openenv,
     )
 
     def ready(url: str) -> None:

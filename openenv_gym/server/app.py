@@ -97,12 +97,12 @@ class ServerConfig:
             have its first message answered (HELLO); past it the connection is aborted.
         close_timeout: seconds the closing handshake may take before the connection is
             aborted (a client that stops reading cannot hold it open).
-        openenv: also speak OpenEnv's protocol on the same port (``/ws``, ``/health``,
-            ``/schema``, ``/metadata``, and the ``/envs/<id>/...`` forms); off, those paths
-            are ordinary binary-protocol upgrades like any other.
         metrics: count what is served and answer ``GET /metrics``, ``/status.json`` and the
             status page ``/`` (not an upgrade of ``/``: that is a session as ever); see
             ``server/observe.py``. Off, nothing is counted and those paths are like any other.
+        openenv: also speak OpenEnv's protocol on the same port (``/ws``, ``/health``,
+            ``/schema``, ``/metadata``, and the ``/envs/<id>/...`` forms); off, those paths
+            are ordinary binary-protocol upgrades like any other.
 
     """
 
@@ -127,8 +127,8 @@ class ServerConfig:
     allow_hosts: tuple[str, ...] = ()
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
-    openenv: bool = True
     metrics: bool = True
+    openenv: bool = True
 
     def catalog(self) -> EnvCatalog:
         """Return the catalog of what this server hosts, under the operator's policy.
@@ -175,8 +175,8 @@ class _Router:
         self.config = config
         self.catalog = catalog
         self.usage = usage
-        self.access = config.access_policy()
         self.observer = observer
+        self.access = config.access_policy()
         # OpenEnv's surface is a plug-in above the server (interop sits above server): loaded
         # only when switched on, so the server package never imports it at module level.
         self._openenv_surface: ModuleType | None = None
@@ -221,24 +221,27 @@ class _Router:
         return None
 
     def new_session(self, path: str, query: str) -> ServedSession:
+        """Return the session an upgraded request serves, counted unless metrics are off."""
+        session = self._new_session(path, query)
+        if self.observer is None:
+            return session
+        openenv = self._openenv(path, query)
+        query = "" if openenv is None else openenv[1]
+        return MeteredSession(session, self.observer.stats, specs=self.catalog.specs, query=query)
+
+    def _new_session(self, path: str, query: str) -> ServedSession:
         """Return an OpenEnv session for its ``/ws``, else a binary protocol session."""
         openenv = self._openenv(path, query)
         surface = self._openenv_surface
-        session: ServedSession
         if surface is not None and openenv is not None and openenv[0] == surface.OPENENV_WS_PATH:
-            session = surface.OpenEnvSession(self.catalog, openenv[1], self.usage)
-        else:
-            session = Session(
-                self.catalog,
-                server_name=f"openenv-gym pid {os.getpid()}",
-                debug=self.config.debug,
-                max_message_bytes=self.config.max_message_bytes,
-                usage=self.usage,
-            )
-        if self.observer is None:
-            return session
-        query = "" if openenv is None else openenv[1]
-        return MeteredSession(session, self.observer.stats, specs=self.catalog.specs, query=query)
+            return surface.OpenEnvSession(self.catalog, openenv[1], self.usage)  # type: ignore[no-any-return]
+        return Session(
+            self.catalog,
+            server_name=f"openenv-gym pid {os.getpid()}",
+            debug=self.config.debug,
+            max_message_bytes=self.config.max_message_bytes,
+            usage=self.usage,
+        )
 
     def admitted(self, session: ServedSession) -> bool:
         """Binary sessions are admitted past HELLO; OpenEnv's at their first message."""
