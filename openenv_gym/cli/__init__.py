@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "openenv_gym.cli.run",
     "openenv_gym.cli.docker",
     "openenv_gym.cli.validate",
+    "openenv_gym.cli.status",
 )
 """Modules adding commands, in ``--help`` order."""
 

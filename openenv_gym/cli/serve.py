@@ -55,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
         allow_hosts=tuple(args.allow_host),
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,
+        metrics=args.metrics,
         openenv=args.openenv,
         compression=tuple(args.compression),
     )
@@ -140,6 +141,12 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=config.openenv,
         help="also speak OpenEnv's protocol on the port: /ws, /health, /schema, /metadata",
+    )
+    serve.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=config.metrics,
+        help="count what is served; answer GET /metrics, /status.json and the page at /",
     )
     serve.add_argument(
         "--allow-origin",

@@ -111,7 +111,8 @@ def build_wheelhouse(
             "download",
             "--quiet",
             *target,
-            f"{wheels[-1]}[mcp]",  # the image serves MCP too: `openenv-gym mcp ENV` (stdio)
+            # The image serves MCP too (`openenv-gym mcp ENV`, stdio) and GET /metrics.
+            f"{wheels[-1]}[mcp,metrics]",
             "-r",
             str(dest / "requirements-extra.txt"),
         ],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import ipaddress
@@ -30,7 +31,17 @@ from openenv_gym.server.access import AccessPolicy
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 from openenv_gym.server.limits import ConnectionTable, Limits, Usage
+from openenv_gym.server.metered import MeteredSession
+from openenv_gym.server.observe import (
+    OBSERVE_PATHS,
+    Observer,
+    SnapshotDir,
+    is_upgrade,
+    sample_forever,
+    shared_snapshots,
+)
 from openenv_gym.server.session import Session, SessionState
+from openenv_gym.server.stats import ServerStats
 from openenv_gym.server.workers import supervise
 from openenv_gym.ws.server import (
     ConnectionOptions,
@@ -87,6 +98,9 @@ class ServerConfig:
             have its first message answered (HELLO); past it the connection is aborted.
         close_timeout: seconds the closing handshake may take before the connection is
             aborted (a client that stops reading cannot hold it open).
+        metrics: count what is served and answer ``GET /metrics``, ``/status.json`` and the
+            status page ``/`` (not an upgrade of ``/``: that is a session as ever); see
+            ``server/observe.py``. Off, nothing is counted and those paths are like any other.
         openenv: also speak OpenEnv's protocol on the same port (``/ws``, ``/health``,
             ``/schema``, ``/metadata``, and the ``/envs/<id>/...`` forms); off, those paths
             are ordinary binary-protocol upgrades like any other.
@@ -117,6 +131,7 @@ class ServerConfig:
     allow_hosts: tuple[str, ...] = ()
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
+    metrics: bool = True
     openenv: bool = True
     compression: tuple[str, ...] = CODECS
 
@@ -155,10 +170,17 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class _Router:
     """Decide, per request, what a connection serves (``ws/server.py``'s ``Router``)."""
 
-    def __init__(self, config: ServerConfig, catalog: EnvCatalog, usage: Usage) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        catalog: EnvCatalog,
+        usage: Usage,
+        observer: Observer | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.usage = usage
+        self.observer = observer
         self.access = config.access_policy()
         installed = available_codecs()
         self._codecs = tuple(name for name in config.compression if name in installed)
@@ -176,14 +198,28 @@ class _Router:
 
     def admit(self, path: str, query: str, headers: Iterable[tuple[str, str]]) -> HttpReply | None:
         """Return the access check's refusal (every path but ``/healthz`` needs the token)."""
+        headers = list(headers)
+        if self._observed(path, headers):
+            assert self.observer is not None
+            return self.observer.admit(path, query, headers)
         path, _ = self._openenv(path, query) or (path, query)
         refusal = self.access.check(headers, require_token=path != HEALTH_PATH)
         return None if refusal is None else HttpReply(refusal.status, f"{refusal.reason}\n")
 
-    def reply(self, path: str, query: str) -> HttpReply | None:
-        """Answer ``/healthz`` and OpenEnv's HTTP routes; upgrade anything else."""
+    def _observed(self, path: str, headers: list[tuple[str, str]]) -> bool:
+        """Tell whether a request is for an observation route (``/`` only when not an upgrade)."""
+        return (
+            self.observer is not None
+            and path in OBSERVE_PATHS
+            and (path != "/" or not is_upgrade(headers))
+        )
+
+    def reply(self, path: str, query: str, *, upgrade: bool = True) -> HttpReply | None:
+        """Answer ``/healthz``, the observation routes and OpenEnv's HTTP routes; else upgrade."""
         if path == HEALTH_PATH:
             return HttpReply(HTTPStatus.OK, "ok\n")
+        if self.observer is not None and path in OBSERVE_PATHS and (path != "/" or not upgrade):
+            return self.observer.reply(path, query)
         openenv = self._openenv(path, query)
         surface = self._openenv_surface
         if surface is not None and openenv is not None and openenv[0] in surface.OPENENV_HTTP_PATHS:
@@ -192,6 +228,15 @@ class _Router:
         return None
 
     def new_session(self, path: str, query: str) -> ServedSession:
+        """Return the session an upgraded request serves, counted unless metrics are off."""
+        session = self._new_session(path, query)
+        if self.observer is None:
+            return session
+        openenv = self._openenv(path, query)
+        query = "" if openenv is None else openenv[1]
+        return MeteredSession(session, self.observer.stats, specs=self.catalog.specs, query=query)
+
+    def _new_session(self, path: str, query: str) -> ServedSession:
         """Return an OpenEnv session for its ``/ws``, else a binary protocol session."""
         openenv = self._openenv(path, query)
         surface = self._openenv_surface
@@ -208,16 +253,27 @@ class _Router:
 
     def admitted(self, session: ServedSession) -> bool:
         """Binary sessions are admitted past HELLO; OpenEnv's at their first message."""
+        if isinstance(session, MeteredSession):
+            session = session.inner
         return not isinstance(session, Session) or session.state is not SessionState.NEW
 
 
 class _App:
     """Serves sessions on an already bound socket until stopped."""
 
-    def __init__(self, config: ServerConfig, catalog: EnvCatalog) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        catalog: EnvCatalog,
+        *,
+        worker: int = 0,
+        stats_dir: str | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.usage = Usage(config.limits)
+        self.stats = ServerStats(worker=worker, specs=catalog.specs)
+        self._peers = None if stats_dir is None else SnapshotDir(stats_dir, worker)
         self.connections: set[WebSocketConnection] = set()
         self._all_closed = asyncio.Event()
         self._executor = (
@@ -227,7 +283,17 @@ class _App:
             if config.threads
             else None
         )
-        self.router = _Router(config, catalog, self.usage)
+        observer = (
+            Observer(
+                self.stats,
+                config.access_policy(),
+                secure=config.certfile is not None,
+                peers=self._peers,
+            )
+            if config.metrics
+            else None
+        )
+        self.router = _Router(config, catalog, self.usage, observer)
         self.access = self.router.access
         """The access check of every surface (binary protocol, OpenEnv routes, MCP)."""
         self.connection_table: ConnectionTable[WebSocketConnection] = ConnectionTable(config.limits)
@@ -262,6 +328,11 @@ class _App:
             self._new_connection, sock=sock, ssl=self.config.ssl_context()
         )
         sweeper = asyncio.create_task(self._close_idle()) if self.config.idle_timeout else None
+        sampler = (
+            asyncio.create_task(sample_forever(self.stats, self._peers))
+            if self.config.metrics
+            else None
+        )
         mcp = None
         if self.config.mcp_port is not None:
             mcp_ready: asyncio.Future[int] = loop.create_future()
@@ -271,7 +342,7 @@ class _App:
             on_started()
         await stop
         server.close()
-        for task in (sweeper, mcp):
+        for task in (sweeper, mcp, sampler):
             if task is not None:
                 task.cancel()
         # Requests in flight have already been answered (they run to completion inside the
@@ -391,11 +462,16 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _worker(
-    config: ServerConfig, sock: socket.socket, slot: int, on_started: Callable[[], None]
+    config: ServerConfig,
+    sock: socket.socket,
+    stats_dir: str | None,
+    slot: int,
+    on_started: Callable[[], None],
 ) -> None:
     if slot:  # one MCP endpoint per server: worker 0 serves it
         config = dataclasses.replace(config, mcp_port=None)
-    asyncio.run(_App(config, config.catalog()).serve(sock, on_started))
+    app = _App(config, config.catalog(), worker=slot, stats_dir=stats_dir)
+    asyncio.run(app.serve(sock, on_started))
 
 
 def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
@@ -430,11 +506,14 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[str], None] | None =
     scheme = "wss" if config.certfile else "ws"
     url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
     announce = None if on_ready is None else (lambda: on_ready(url))
+    stack = contextlib.ExitStack()  # the workers' snapshot directory (server/observe.py)
     try:
+        stats_dir = stack.enter_context(shared_snapshots(config.workers > 1 and config.metrics))
         if config.workers > 1:
-            target = functools.partial(_worker, config, sock)
+            target = functools.partial(_worker, config, sock, stats_dir)
             supervise(config.workers, target, grace=_SHUTDOWN_GRACE + 1, on_started=announce)
         else:
             asyncio.run(_App(config, catalog).serve(sock, announce))
     finally:
+        stack.close()
         sock.close()

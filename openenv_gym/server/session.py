@@ -166,11 +166,19 @@ class Session:
         self._bounds: dict[int | None, tuple[int, int]] = {}
         self._bounds_state: SessionState | None = None
         self._bounds_envs = 0
+        self.last_op: int | None = None
+        """The op of the last request decoded (what a request whose first bytes do not name
+        its op, e.g. a compressed one, was: ``server/metered.py`` reads it)."""
 
     @property
     def closed(self) -> bool:
         """True once the session has handled CLOSE or was closed by the server."""
         return self.state is SessionState.CLOSED
+
+    @property
+    def env_id(self) -> str | None:
+        """The hosted spec this session built its envs from (``None`` before MAKE)."""
+        return None if self._hosted is None else self._hosted.env_id
 
     def handle(self, frame: bytes) -> bytes:
         """Serve one request frame and return the reply frame (never raises)."""
@@ -183,6 +191,7 @@ class Session:
             op, request_id, body = parse_request(
                 codec.decode(frame, max_bytes=max_bytes, max_values=max_values)
             )
+            self.last_op = op
             if op not in _ALLOWED[self.state]:
                 raise SessionStateError(
                     f"{op.name} is not allowed in session state {self.state.value}; "

@@ -67,12 +67,19 @@ class HttpReply:
         status: the HTTP status.
         text: the body as text (``text/plain``), when ``json`` is ``None``.
         json: the body as JSON (``application/json``).
+        body: the body as bytes of ``content_type`` (a page, metrics), when ``json`` is
+            ``None``; takes precedence over ``text``.
+        content_type: the ``Content-Type`` of ``body``.
+        headers: more response headers (``Set-Cookie``, ``Location``, ``Cache-Control``).
 
     """
 
     status: int
     text: str = ""
     json: dict[str, Any] | None = None
+    body: bytes | None = None
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class ServedSession(Protocol):
@@ -102,8 +109,12 @@ class Router(Protocol):
     def admit(self, path: str, query: str, headers: Iterable[tuple[str, str]]) -> HttpReply | None:
         """Return the refusal of a request (401, 403, 400 ...), or ``None`` to admit it."""
 
-    def reply(self, path: str, query: str) -> HttpReply | None:
-        """Return a plain HTTP answer for an admitted request, or ``None`` to upgrade it."""
+    def reply(self, path: str, query: str, *, upgrade: bool = True) -> HttpReply | None:
+        """Return a plain HTTP answer for an admitted request, or ``None`` to upgrade it.
+
+        ``upgrade`` tells whether the request asks for a WebSocket (a browser loading a page
+        does not).
+        """
 
     def new_session(self, path: str, query: str) -> ServedSession:
         """Return the session an upgraded request to ``path`` serves."""
@@ -347,7 +358,11 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             if reply is not None:
                 logger.warning("refused a request from %s: %s", self.peer, reply.text.strip())
             else:
-                reply = self._router.reply(path, query)
+                upgrade = any(
+                    value.strip().lower() == "websocket"
+                    for value in request.headers.get_all("Upgrade")
+                )
+                reply = self._router.reply(path, query, upgrade=upgrade)
         response = self._protocol.accept(request) if reply is None else self._http(reply)
         self._protocol.send_response(response)
         self._flush()  # the response goes out before any reply to frames read with it
@@ -355,6 +370,8 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._session = self._router.new_session(path, query)
 
     def _http(self, reply: HttpReply) -> Response:
+        if reply.body is not None:
+            return _response(reply.status, reply.body, reply.content_type, reply.headers)
         if reply.json is None:
             return self._protocol.reject(reply.status, reply.text)
         return _json_response(reply.status, reply.json)
@@ -495,6 +512,20 @@ def _json_response(status: int, body: dict[str, Any]) -> Response:
         ]
     )
     return Response(status, HTTPStatus(status).phrase, headers, payload)
+
+
+def _response(
+    status: int, body: bytes, content_type: str, extra: tuple[tuple[str, str], ...]
+) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *extra,
+        ]
+    )
+    return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
 def _enable_keepalive(sock: socket.socket, idle: int, interval: int, probes: int) -> None:

@@ -76,3 +76,10 @@ def test_attack_safety_kwargs_fails_against_a_server_allowing_timeout() -> None:
     outcome = _opened("safety_kwargs", "--env-kwargs-allow", "timeout")
     assert not outcome.passed, str(outcome)
     assert outcome.detail == "failed: MAKE timeout= refused naming it"
+
+
+def test_attack_observe_origin_fails_against_a_server_admitting_that_origin() -> None:
+    outcome = _opened("observe_origin_and_host", "--allow-origin", "http://evil.example")
+    assert not outcome.passed, str(outcome)
+    assert outcome.figures["/metrics_origin"] == 200
+    assert "/metrics refuses a foreign Origin (403)" in outcome.detail

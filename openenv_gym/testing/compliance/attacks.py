@@ -8,8 +8,8 @@ in count and time.
 
 This module holds the holes of code execution, safety kwargs, origin and host checks, the MCP
 port and consumer-visible errors; memory (:mod:`.amplification`), connection slots
-(:mod:`.slots`) and terminal isolation (:mod:`.terminal`) have modules of their own and are
-re-exported here.
+(:mod:`.slots`), terminal isolation (:mod:`.terminal`) and the observation routes
+(:mod:`.observe`) have modules of their own and are re-exported here.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ from openenv_gym.testing.compliance.amplification import (
     attack_render_1024_envs,
     attack_unread_requests_threads,
 )
+from openenv_gym.testing.compliance.observe import (
+    attack_observe_huge_request,
+    attack_observe_origin_and_host,
+    attack_observe_scrape_storm,
+    attack_observe_without_token,
+)
 from openenv_gym.testing.compliance.slots import (
     attack_failing_constructor_slots,
     attack_half_open_flood,
@@ -77,6 +83,10 @@ __all__ = [
     "attack_mcp_slow_tool",
     "attack_mcp_without_token",
     "attack_msgpack_maps_before_hello",
+    "attack_observe_huge_request",
+    "attack_observe_origin_and_host",
+    "attack_observe_scrape_storm",
+    "attack_observe_without_token",
     "attack_origin_and_host",
     "attack_remote_id_dials_no_url",
     "attack_remote_id_runs_no_code",

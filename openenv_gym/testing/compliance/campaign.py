@@ -95,7 +95,11 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("safety_kwargs", a.attack_safety_kwargs, specs=(a.TERMINAL,)),
     Attack("set_attr_safety", a.attack_set_attr_safety, specs=(), hosting=_TERMINAL_HOSTING),
     Attack("origin_and_host", a.attack_origin_and_host),
+    Attack("observe_origin_and_host", a.attack_observe_origin_and_host),
     Attack("duplicate_authorization", a.attack_duplicate_authorization, token=True),
+    Attack("observe_without_token", a.attack_observe_without_token, token=True),
+    Attack("observe_huge_request", a.attack_observe_huge_request, token=True),
+    Attack("observe_scrape_storm", a.attack_observe_scrape_storm, token=True),
     Attack(
         "mcp_without_token", a.attack_mcp_without_token, specs=(SLOW_TOOL,), token=True, mcp=True
     ),
