@@ -1,0 +1,515 @@
+"""A Harbor task's environment: its image (built offline, cached by content) and one container.
+
+Images: a task's ``environment/Dockerfile`` is built with the network off (``docker build
+--network none``; a ``FROM`` image must already be on the engine: nothing is pulled), tagged
+``openenv-gym-harbor/<task>:<hash>`` where the hash covers every file of ``environment/`` and
+the ids of the images its ``FROM`` lines name, so an unchanged task is built once and a changed
+base rebuilds it. A task that names a ``docker_image`` uses it if the engine has it.
+
+Containers: one per episode, kept alive by ``sleep infinity`` under ``docker-init``, with
+Harbor's ``/logs/{agent,verifier,artifacts}`` made. They are confined as the terminal sandbox
+and the server containers are: no network (``network_mode="none"`` unless the operator names
+one), every capability dropped but :data:`TASK_CAPS`, ``no-new-privileges``, a pids limit, CPU
+and memory limits (the task's ``cpus``/``memory_mb``, capped by the operator's maxima), and the
+rlimits of :class:`~openenv_gym.envs.sandbox.SandboxLimits` as ulimits. They carry the server
+containers' labels (owner ``host:pid``), so ``openenv-gym docker prune`` removes what a killed
+server left behind, and are removed by :meth:`TaskContainer.close`, by a finalizer and at exit.
+
+Commands run as Harbor runs them, ``bash -c COMMAND`` through ``docker exec`` (``sh`` where the
+image has no bash), under ``timeout(1)`` (its process group is killed at the deadline) and a
+host-side deadline on the output stream; output beyond the capture limit is read and dropped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import io
+import logging
+import os
+import re
+import select
+import shlex
+import socket
+import tarfile
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from openenv_gym.envs.sandbox import (
+    CAPTURE_LIMIT,
+    TIMEOUT_EXIT_CODE,
+    CommandResult,
+    SandboxLimits,
+)
+from openenv_gym.errors import ImageBuildError, ServerStartError
+from openenv_gym.interop.harbor.task import HarborTask
+from openenv_gym.providers.docker import LABEL, OWNER_LABEL
+from openenv_gym.providers.docker_image import _docker_client
+
+__all__ = [
+    "TASK_CAPS",
+    "TASK_LABEL",
+    "ContainerLimits",
+    "TaskContainer",
+    "image_for",
+    "live_task_containers",
+]
+
+logger = logging.getLogger("openenv_gym.interop.harbor")
+
+TASK_LABEL = "io.openenv-gym.harbor-task"
+"""Every task container has this label; its value is the task's name."""
+TASK_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
+"""Kept of root's capabilities in a task container: what test scripts and package setups need
+as root (own files, read others', switch user), none of raw network, mount or device access."""
+IMAGE_REPOSITORY = "openenv-gym-harbor"
+_MAX_FRAME = 16 << 20
+_HOST_GRACE = 3.0  # seconds after timeout(1)'s deadline before the host stops reading
+_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", re.IGNORECASE | re.MULTILINE)
+
+_live: weakref.WeakSet[TaskContainer] = weakref.WeakSet()
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ContainerLimits:
+    """The operator's limits for task containers (defaults where a task says nothing).
+
+    Args:
+        cpus: CPUs of a task that sets none.
+        max_cpus: the most a task may ask for (``[environment] cpus`` above it is capped).
+        memory_mb: memory (swap included) of a task that sets none.
+        max_memory_mb: the most a task may ask for.
+        pids: processes and threads per container.
+        network: ``"none"`` (default), or a Docker network the operator allows.
+        sandbox: the per-process rlimits (file size, open files) of the terminal sandbox.
+
+    Raises:
+        ValueError: a limit is not positive.
+
+    """
+
+    def __init__(
+        self,
+        *,
+        cpus: float = 1.0,
+        max_cpus: float = 2.0,
+        memory_mb: int = 2048,
+        max_memory_mb: int = 4096,
+        pids: int = 512,
+        network: str = "none",
+        sandbox: SandboxLimits | None = None,
+    ) -> None:
+        if min(cpus, max_cpus, memory_mb, max_memory_mb, pids) <= 0:
+            raise ValueError("container limits must be positive")
+        self.cpus, self.max_cpus = cpus, max_cpus
+        self.memory_mb, self.max_memory_mb = memory_mb, max_memory_mb
+        self.pids = pids
+        self.network = network
+        self.sandbox = sandbox or SandboxLimits()
+
+    def for_task(self, task: HarborTask) -> dict[str, Any]:
+        """Return the Docker SDK's create options enforcing these limits for ``task``."""
+        import docker.types
+
+        cpus = min(task.cpus or self.cpus, self.max_cpus)
+        memory = min(task.memory_mb or self.memory_mb, self.max_memory_mb)
+        ulimits = [
+            docker.types.Ulimit(name="fsize", soft=self.sandbox.file_size, hard=self.sandbox.file_size),
+            docker.types.Ulimit(name="nofile", soft=self.sandbox.open_files, hard=self.sandbox.open_files),
+            docker.types.Ulimit(name="core", soft=0, hard=0),
+        ]
+        return {
+            "nano_cpus": int(cpus * 1e9),
+            "mem_limit": f"{memory}m",
+            "memswap_limit": f"{memory}m",
+            "pids_limit": self.pids,
+            "ulimits": ulimits,
+            "network_mode": self.network,
+        }
+
+
+def _tree_digest(root: Path) -> hashlib._Hash:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digest.update(f"L {relative} {os.readlink(path)}\0".encode())
+        elif path.is_file():
+            digest.update(f"F {relative} {path.stat().st_mode & 0o777:o}\0".encode())
+            digest.update(path.read_bytes())
+    return digest
+
+
+def _repository_name(task: str) -> str:
+    name = re.sub(r"[^a-z0-9._-]+", "-", task.lower()).strip("._-") or "task"
+    return f"{IMAGE_REPOSITORY}/{name[:100]}"
+
+
+@contextlib.contextmanager
+def _build_lock(key: str) -> Iterator[None]:
+    """Hold a host-wide lock for building image ``key`` (servers in other processes too)."""
+    path = Path(tempfile.gettempdir()) / f"openenv-gym-harbor-build-{key}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def image_for(
+    task: HarborTask, *, client: Any = None, progress: Callable[[str], None] | None = None
+) -> str:
+    """Return the image ``task``'s containers run, building it offline if needed.
+
+    Raises:
+        ImageBuildError: the build failed or outlived ``build_timeout_sec``, a ``FROM`` image
+            is not on the engine, or a ``docker_image`` task's image is missing (nothing is
+            pulled); the text names the task and holds the build's last lines.
+
+    """
+    import docker.errors
+
+    client = client or _docker_client()
+    if task.dockerfile is None:
+        assert task.docker_image is not None  # load_task checked
+        try:
+            client.images.get(task.docker_image)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageBuildError(
+                f"task {task.name!r}: image {task.docker_image!r} is not on this engine "
+                "(nothing is pulled: build or load it first)"
+            ) from exc
+        return task.docker_image
+    digest = _tree_digest(task.environment_dir)
+    for base in _FROM.findall(task.dockerfile.read_text(errors="replace")):
+        with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+            digest.update(f"FROM {base} {client.images.get(base).id}\0".encode())
+    key = digest.hexdigest()[:16]
+    tag = f"{_repository_name(task.name)}:{key}"
+    with _build_lock(key):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.get(tag)
+            return tag
+        _build(client, task, tag, progress)
+    return tag
+
+
+def _build(client: Any, task: HarborTask, tag: str, progress: Callable[[str], None] | None) -> None:
+    deadline = time.monotonic() + task.build_timeout
+    lines: list[str] = []
+    try:
+        for chunk in client.api.build(
+            path=str(task.environment_dir),
+            tag=tag,
+            network_mode="none",
+            pull=False,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            timeout=task.build_timeout,
+            labels={LABEL: "1", TASK_LABEL: task.name},
+        ):
+            text = str(chunk.get("stream") or chunk.get("status") or "").rstrip()
+            if text:
+                lines.append(text)
+                del lines[:-30]
+                if progress is not None:
+                    progress(text)
+            if "error" in chunk:
+                raise ImageBuildError(
+                    f"task {task.name!r}: docker build failed: {chunk['error']}\n"
+                    + "\n".join(lines[-15:])
+                )
+            if time.monotonic() > deadline:
+                raise ImageBuildError(
+                    f"task {task.name!r}: the build outlived build_timeout_sec="
+                    f"{task.build_timeout:g}"
+                )
+    except ImageBuildError:
+        raise
+    except Exception as exc:  # the SDK's APIError, a read timeout
+        raise ImageBuildError(f"task {task.name!r}: docker build failed: {exc}") from exc
+
+
+def _tar(source: Path) -> bytes:
+    """Return a tar of ``source``'s contents (files and folders; links stay links)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in sorted(source.rglob("*")):
+            info = archive.gettarinfo(str(path), arcname=path.relative_to(source).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            if info.isreg():
+                with path.open("rb") as handle:
+                    archive.addfile(info, handle)
+            else:
+                archive.addfile(info)
+    return buffer.getvalue()
+
+
+class TaskContainer:
+    """One episode's container of a task's image (module docstring).
+
+    Args:
+        task: the task.
+        image: its image (:func:`image_for`).
+        limits: the operator's limits.
+        environment: the container's environment (the task's resolved ``[environment] env``).
+        client: a Docker SDK client (default: the local engine).
+
+    Attributes:
+        start_seconds: from create to the first command answered.
+
+    Raises:
+        ServerStartError: the container could not be created or started.
+
+    """
+
+    def __init__(
+        self,
+        task: HarborTask,
+        image: str,
+        *,
+        limits: ContainerLimits,
+        environment: Mapping[str, str] | None = None,
+        client: Any = None,
+    ) -> None:
+        import docker.errors
+
+        start = time.monotonic()
+        self.task = task
+        self._client = client or _docker_client()
+        self._container: Any = None
+        options = {
+            # The image's own entrypoint (a server, in images FROM openenv-gym) must not run.
+            "entrypoint": ["sh", "-c", "sleep infinity"],
+            "command": [],
+            "healthcheck": {"test": ["NONE"]},
+            "labels": {LABEL: "1", OWNER_LABEL: _owner(), TASK_LABEL: task.name},
+            "environment": dict(environment or {}),
+            "cap_drop": ["ALL"],
+            "cap_add": list(TASK_CAPS),
+            "security_opt": ["no-new-privileges"],
+            "init": True,
+            "detach": True,
+            **limits.for_task(task),
+        }
+        if task.workdir:
+            options["working_dir"] = task.workdir
+        try:
+            self._container = self._client.containers.create(image, **options)
+            _live.add(self)
+            self._finalizer = weakref.finalize(self, _remove, self._container)
+            self._container.start()
+        except docker.errors.DockerException as exc:
+            self.close()
+            raise ServerStartError(
+                f"task {task.name!r}: cannot start a container of {image!r}: {exc}"
+            ) from exc
+        probe = self.exec("command -v bash; command -v timeout", shell=["sh", "-c"], timeout=30)
+        found = probe.stdout.decode(errors="replace")
+        self._shell = ["bash", "-c"] if "bash" in found else ["sh", "-c"]
+        self._timeout_tool = "timeout" in found
+        self.exec(
+            "mkdir -p /logs/agent /logs/verifier /logs/artifacts && "
+            "chmod 777 /logs/agent /logs/verifier /logs/artifacts",
+            user="root",
+            timeout=30,
+        )
+        self.start_seconds = time.monotonic() - start
+
+    @property
+    def id(self) -> str:
+        """The container's id."""
+        return str(self._container.id)
+
+    def exec(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        user: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        capture_limit: int = CAPTURE_LIMIT,
+        shell: list[str] | None = None,
+    ) -> CommandResult:
+        """Run ``bash -c command`` in the container; stop it after ``timeout`` seconds.
+
+        A timed-out command reports exit code 124 and ``timed_out``.
+
+        Raises:
+            RuntimeError: the container is closed or gone.
+
+        """
+        if self._container is None:
+            raise RuntimeError(f"task {self.task.name!r}: the container is closed")
+        argv = [*(shell or self._shell), command]
+        if shell is None and self._timeout_tool:
+            argv = ["timeout", "-k", "1", f"{timeout:.3f}", *argv]
+        api = self._client.api
+        try:
+            exec_id = api.exec_create(
+                self._container.id,
+                argv,
+                stdout=True,
+                stderr=True,
+                user=user or "",
+                workdir=cwd,
+                environment=dict(env or {}),
+            )["Id"]
+            sock = api.exec_start(exec_id, socket=True)
+        except Exception as exc:  # the container died (OOM, pids) or was removed
+            raise RuntimeError(f"task {self.task.name!r}: docker exec failed: {exc}") from exc
+        try:
+            out, err, sizes, cut_off = _read_frames(sock, time.monotonic() + timeout + _HOST_GRACE, capture_limit)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        timed_out = cut_off or code == TIMEOUT_EXIT_CODE or (code == 137 and self._timeout_tool)
+        return CommandResult(
+            stdout=out,
+            stderr=err,
+            exit_code=TIMEOUT_EXIT_CODE if timed_out else int(code if code is not None else 1) & 0xFF,
+            timed_out=timed_out,
+            stdout_size=sizes[0],
+            stderr_size=sizes[1],
+        )
+
+    def put_dir(self, source: Path, target: str) -> None:
+        """Copy ``source``'s contents into ``target`` (made if missing), owned by root.
+
+        Raises:
+            RuntimeError: the copy failed.
+
+        """
+        self.exec(f"mkdir -p -- {shlex.quote(target)}", user="root", timeout=30)
+        if not self._container.put_archive(target, _tar(source)):
+            raise RuntimeError(f"task {self.task.name!r}: cannot copy {source.name} to {target}")
+
+    def put_archive(self, target: str, archive: bytes) -> None:
+        """Unpack the tar ``archive`` into ``target`` (made if missing).
+
+        Raises:
+            RuntimeError: the copy failed.
+
+        """
+        result = self.exec(f"mkdir -p -- {shlex.quote(target)}", user="root", timeout=30)
+        if result.exit_code != 0 or not self._container.put_archive(target, archive):
+            raise RuntimeError(f"task {self.task.name!r}: cannot unpack an archive in {target}")
+
+    def get_archive(self, path: str, *, limit: int) -> bytes | None:
+        """Return a tar of ``path`` (at most ``limit`` bytes), or ``None`` if it does not exist.
+
+        Raises:
+            ValueError: the archive is larger than ``limit``.
+
+        """
+        import docker.errors
+
+        try:
+            stream, _ = self._container.get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        data = bytearray()
+        for chunk in stream:
+            data += chunk
+            if len(data) > limit:
+                raise ValueError(f"{path}: larger than {limit} bytes")
+        return bytes(data)
+
+    def read_file(self, path: str, *, limit: int) -> bytes | None:
+        """Return the regular file ``path``'s bytes, or ``None`` if there is none.
+
+        Raises:
+            ValueError: the file is larger than ``limit``.
+
+        """
+        archive = self.get_archive(path, limit=limit + 4096)
+        if archive is None:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            member = next(iter(tar), None)
+            if member is None or not member.isreg():
+                return None
+            handle = tar.extractfile(member)
+            return None if handle is None else handle.read(limit)
+
+    def close(self) -> None:
+        """Remove the container (its processes with it); idempotent."""
+        container, self._container = self._container, None
+        _live.discard(self)
+        if container is not None:
+            finalizer = getattr(self, "_finalizer", None)
+            if finalizer is not None:
+                finalizer.detach()
+            _remove(container)
+
+
+def _remove(container: Any) -> None:
+    with contextlib.suppress(Exception):  # already gone is fine
+        container.remove(force=True)
+
+
+def _read_frames(
+    sock: Any, deadline: float, limit: int
+) -> tuple[bytes, bytes, list[int], bool]:
+    """Read docker's multiplexed exec stream until it ends or ``deadline``.
+
+    Returns stdout and stderr (each cut to ``limit`` bytes), their full sizes, and whether the
+    deadline cut the stream off.
+    """
+    kept = [bytearray(), bytearray()]
+    sizes = [0, 0]
+    buffer = bytearray()
+    read = sock.read if isinstance(sock, socket.SocketIO) else sock.recv
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return bytes(kept[0]), bytes(kept[1]), sizes, True
+        ready, _, _ = select.select([sock], [], [], remaining)
+        if not ready:
+            continue
+        chunk = read(65536)
+        if not chunk:
+            return bytes(kept[0]), bytes(kept[1]), sizes, False
+        buffer += chunk
+        while len(buffer) >= 8:
+            size = int.from_bytes(buffer[4:8], "big")
+            if size > _MAX_FRAME:
+                raise RuntimeError(f"docker exec stream: a frame of {size} bytes")
+            if len(buffer) < 8 + size:
+                break
+            index = 1 if buffer[0] == 2 else 0
+            payload = buffer[8 : 8 + size]
+            del buffer[: 8 + size]
+            sizes[index] += len(payload)
+            room = limit - len(kept[index])
+            if room > 0:
+                kept[index] += payload[:room]
+
+
+def live_task_containers(*, all_owners: bool = False) -> list[Any]:
+    """Return the task containers on the engine (this process's, unless ``all_owners``)."""
+    client = _docker_client()
+    containers = client.containers.list(all=True, filters={"label": TASK_LABEL})
+    if all_owners:
+        return list(containers)
+    return [c for c in containers if c.labels.get(OWNER_LABEL) == _owner()]
+
+
+@atexit.register
+def _close_all() -> None:
+    for container in list(_live):
+        container.close()
