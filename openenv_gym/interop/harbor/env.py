@@ -65,6 +65,8 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
 
     Args:
         tasks: the operator's directory of task folders (or a :class:`TaskDir`).
+        task: the task a ``reset`` without ``options["task"]`` starts (``None``: one drawn with
+            ``np_random``); e.g. fixed by the operator for an MCP endpoint in production mode.
         max_steps: commands per episode; the verifier runs after the last.
         timeout: seconds each command may run (also capped by the task's remaining
             ``[agent] timeout_sec``).
@@ -87,6 +89,7 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         self,
         tasks: str | os.PathLike[str] | TaskDir,
         *,
+        task: str | None = None,
         max_steps: int = 64,
         timeout: float = 60.0,
         max_output: int = 4096,
@@ -104,6 +107,7 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.tasks = tasks if isinstance(tasks, TaskDir) else TaskDir(tasks)
+        self.default_task = None if task is None else self.tasks[task].name
         self.max_steps = max_steps
         self.timeout = timeout
         self.max_output = max_output
@@ -143,7 +147,7 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
 
         """
         super().reset(seed=seed)
-        choice = (options or {}).get("task")
+        choice = (options or {}).get("task", self.default_task)
         if choice is not None and not isinstance(choice, str):
             raise TypeError(f"options['task'] must be a task name (str), not {type(choice).__name__}")
         names = sorted(self.tasks)
