@@ -316,16 +316,19 @@ class TaskContainer:
             raise ServerStartError(
                 f"task {task.name!r}: cannot start a container of {image!r}: {exc}"
             ) from exc
-        probe = self.exec("command -v bash; command -v timeout", shell=["sh", "-c"], timeout=30)
+        # One round trip: Harbor's log folders, and what the image offers (bash, timeout, uid).
+        probe = self.exec(
+            "mkdir -p /logs/agent /logs/verifier /logs/artifacts && "
+            "chmod 777 /logs/agent /logs/verifier /logs/artifacts; "
+            "command -v bash; command -v timeout; echo uid=$(id -u)",
+            shell=["sh", "-c"],
+            timeout=30,
+        )
         found = probe.stdout.decode(errors="replace")
         self._shell = ["bash", "-c"] if "bash" in found else ["sh", "-c"]
         self._timeout_tool = "timeout" in found
-        self.exec(
-            "mkdir -p /logs/agent /logs/verifier /logs/artifacts && "
-            "chmod 777 /logs/agent /logs/verifier /logs/artifacts",
-            user="root",
-            timeout=30,
-        )
+        self.default_root = "uid=0" in found.split()
+        """Whether commands run as root when no user is named (the image's USER)."""
         self.start_seconds = time.monotonic() - start
 
     @property
@@ -387,14 +390,20 @@ class TaskContainer:
             stderr_size=sizes[1],
         )
 
-    def put_dir(self, source: Path, target: str) -> None:
+    def put_dir(self, source: Path, target: str, *, before: str = "") -> None:
         """Copy ``source``'s contents into ``target`` (made if missing), owned by root.
+
+        Args:
+            source: a host folder.
+            target: an absolute path in the container.
+            before: a shell command run as root first, in the same round trip.
 
         Raises:
             RuntimeError: the copy failed.
 
         """
-        self.exec(f"mkdir -p -- {shlex.quote(target)}", user="root", timeout=30)
+        prefix = f"{before} ; " if before else ""
+        self.exec(f"{prefix}mkdir -p -- {shlex.quote(target)}", user="root", timeout=30)
         if not self._container.put_archive(target, _tar(source)):
             raise RuntimeError(f"task {self.task.name!r}: cannot copy {source.name} to {target}")
 
@@ -428,6 +437,29 @@ class TaskContainer:
             if len(data) > limit:
                 raise ValueError(f"{path}: larger than {limit} bytes")
         return bytes(data)
+
+    def read_files(self, folder: str, names: list[str], *, limit: int) -> dict[str, bytes]:
+        """Return the regular files ``names`` of ``folder`` that exist (one download of it).
+
+        Each is cut to ``limit`` bytes; the folder's download is bounded by its files' count.
+
+        Raises:
+            ValueError: the folder's tar is larger than ``limit`` times its wanted files + 1.
+
+        """
+        archive = self.get_archive(folder, limit=limit * (len(names) + 1) + (1 << 20))
+        found: dict[str, bytes] = {}
+        if archive is None:
+            return found
+        base = folder.rstrip("/").rsplit("/", 1)[-1]
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            for member in tar:
+                name = member.name.removeprefix(base + "/")
+                if name in names and member.isreg():
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        found[name] = handle.read(limit)
+        return found
 
     def read_file(self, path: str, *, limit: int) -> bytes | None:
         """Return the regular file ``path``'s bytes, or ``None`` if there is none.

@@ -48,6 +48,7 @@ from openenv_gym.interop.harbor.container import (
 )
 from openenv_gym.interop.harbor.task import HarborTask, TaskDir, resolve_env
 from openenv_gym.interop.harbor.verifier import run_oracle, run_verifier
+from openenv_gym.providers.docker_image import _docker_client
 from openenv_gym.tools import tool
 
 __all__ = ["MAX_TRANSFER_BYTES", "ORACLE_ACTION", "SUBMIT_ACTION", "HarborEnv"]
@@ -124,6 +125,7 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
             }
         )
         self.action_space = spaces.Text(MAX_COMMAND_LENGTH, min_length=0, charset=CHARSET)
+        self._client: Any = None
         self._task: HarborTask | None = None
         self._container: TaskContainer | None = None
         self._close_container: weakref.finalize[Any, Any] | None = None
@@ -156,7 +158,12 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         environment = resolve_env(
             task.environment_env, allowed=self.env_allow, where=f"task {task.name!r} [environment]"
         )
-        container = TaskContainer(task, image_for(task), limits=self.limits, environment=environment)
+        if self._client is None:
+            self._client = _docker_client()
+        image = image_for(task, client=self._client)
+        container = TaskContainer(
+            task, image, limits=self.limits, environment=environment, client=self._client
+        )
         self._container = container
         self._close_container = weakref.finalize(self, container.close)
         self._task = task
