@@ -29,7 +29,11 @@ def tasks_dir(tmp_path_factory: pytest.TempPathFactory, docker_image: str) -> Pa
     root = tmp_path_factory.mktemp("harbor") / "tasks"
     shutil.copytree(TASKS_DIR, root, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     for name, toml, test in (
-        ("slow-verifier", "[verifier]\ntimeout_sec = 2\n", "sleep 30\necho 1 > /logs/verifier/reward.txt"),
+        (
+            "slow-verifier",
+            "[verifier]\ntimeout_sec = 2\n",
+            "sleep 30\necho 1 > /logs/verifier/reward.txt",
+        ),
         ("short-agent", "[agent]\ntimeout_sec = 3\n", "echo 1 > /logs/verifier/reward.txt"),
     ):
         shutil.copytree(root / "hello-file", root / name)
@@ -49,7 +53,9 @@ def env(tasks_dir: Path, docker_client: Any) -> Iterator[HarborEnv]:
 
 
 @pytest.mark.parametrize("task", sorted(SOLVE))
-def test_harbor_env_oracle_scores_one_and_doing_nothing_scores_zero(env: HarborEnv, task: str) -> None:
+def test_harbor_env_oracle_scores_one_and_doing_nothing_scores_zero(
+    env: HarborEnv, task: str
+) -> None:
     obs, info = env.reset(options={"task": task})
     assert obs["stdout"] == info["instruction"] == load_task(TASKS_DIR / task).instruction
     _, reward, terminated, truncated, info = env.step("submit")
@@ -138,7 +144,9 @@ def test_harbor_env_reset_replaces_the_container_and_picks_tasks_by_seed(
         env.reset(options={"task": "../hello-file"})
 
 
-def test_harbor_env_image_is_cached_by_content(tasks_dir: Path, tmp_path: Path, docker_client: Any) -> None:
+def test_harbor_env_image_is_cached_by_content(
+    tasks_dir: Path, tmp_path: Path, docker_client: Any
+) -> None:
     task = TaskDir(tasks_dir)["hello-file"]
     assert image_for(task) == image_for(task)
     changed = tmp_path / "hello-file"

@@ -33,7 +33,12 @@ def _task(root: Path, name: str, toml: str, *, dockerfile: bool = True) -> Path:
 def test_load_task_reads_timeouts_resources_and_env_tables() -> None:
     task = load_task(TASKS_DIR / "word-count")
     assert (task.name, task.verifier_timeout, task.agent_timeout) == ("word-count", 60.0, 120.0)
-    assert (task.cpus, task.memory_mb, task.workdir, task.network) == (1.0, 1024, "/work", "no-network")
+    assert (task.cpus, task.memory_mb, task.workdir, task.network) == (
+        1.0,
+        1024,
+        "/work",
+        "no-network",
+    )
     assert task.verifier_env == {"EXPECTED_WORDS": "${WORD_COUNT_EXPECTED:-9}"}
     assert task.instruction.startswith("The file `/work/text.txt`")
     assert task.dockerfile == TASKS_DIR / "word-count" / "environment" / "Dockerfile"
@@ -41,10 +46,18 @@ def test_load_task_reads_timeouts_resources_and_env_tables() -> None:
 
 def test_load_task_defaults_are_harbors_and_legacy_fields_map(tmp_path: Path) -> None:
     plain = load_task(_task(tmp_path, "plain", ""))
-    assert (plain.verifier_timeout, plain.agent_timeout, plain.build_timeout) == (600.0, None, 600.0)
+    assert (plain.verifier_timeout, plain.agent_timeout, plain.build_timeout) == (
+        600.0,
+        None,
+        600.0,
+    )
     assert (plain.cpus, plain.memory_mb, plain.network) == (None, None, "public")
     legacy = load_task(
-        _task(tmp_path, "legacy", '[environment]\nmemory = "2G"\nstorage = "512M"\nallow_internet = false\n')
+        _task(
+            tmp_path,
+            "legacy",
+            '[environment]\nmemory = "2G"\nstorage = "512M"\nallow_internet = false\n',
+        )
     )
     assert (legacy.memory_mb, legacy.storage_mb, legacy.network) == (2048, 512, "no-network")
 
@@ -60,7 +73,9 @@ def test_load_task_defaults_are_harbors_and_legacy_fields_map(tmp_path: Path) ->
         ("[[broken\n", "task.toml"),
     ],
 )
-def test_load_task_refuses_invalid_fields_naming_them(tmp_path: Path, toml: str, message: str) -> None:
+def test_load_task_refuses_invalid_fields_naming_them(
+    tmp_path: Path, toml: str, message: str
+) -> None:
     with pytest.raises(TaskFormatError, match=message.replace("[", r"\[")):
         load_task(_task(tmp_path, "bad", toml))
 
@@ -68,7 +83,9 @@ def test_load_task_refuses_invalid_fields_naming_them(tmp_path: Path, toml: str,
 def test_load_task_needs_a_dockerfile_or_an_image(tmp_path: Path) -> None:
     with pytest.raises(TaskFormatError, match="environment/Dockerfile is missing"):
         load_task(_task(tmp_path, "none", "", dockerfile=False))
-    prebuilt = load_task(_task(tmp_path, "prebuilt", '[environment]\ndocker_image = "img:1"\n', dockerfile=False))
+    prebuilt = load_task(
+        _task(tmp_path, "prebuilt", '[environment]\ndocker_image = "img:1"\n', dockerfile=False)
+    )
     assert prebuilt.docker_image == "img:1" and prebuilt.dockerfile is None
 
 
@@ -132,6 +149,10 @@ def test_resolve_env_reads_only_the_operators_variables(monkeypatch: pytest.Monk
     monkeypatch.setenv("ALLOWED", "yes")
     monkeypatch.setenv("SECRET", "server-secret")
     env = {"A": "${ALLOWED}", "B": "${SECRET:-fallback}", "C": "x-${ALLOWED:-no}-y"}
-    assert resolve_env(env, allowed={"ALLOWED"}, where="t") == {"A": "yes", "B": "fallback", "C": "x-yes-y"}
+    assert resolve_env(env, allowed={"ALLOWED"}, where="t") == {
+        "A": "yes",
+        "B": "fallback",
+        "C": "x-yes-y",
+    }
     with pytest.raises(TaskFormatError, match=r"\$\{SECRET\} has no default"):
         resolve_env({"S": "${SECRET}"}, allowed=(), where="t")

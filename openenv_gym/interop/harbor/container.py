@@ -123,8 +123,12 @@ class ContainerLimits:
         cpus = min(task.cpus or self.cpus, self.max_cpus)
         memory = min(task.memory_mb or self.memory_mb, self.max_memory_mb)
         ulimits = [
-            docker.types.Ulimit(name="fsize", soft=self.sandbox.file_size, hard=self.sandbox.file_size),
-            docker.types.Ulimit(name="nofile", soft=self.sandbox.open_files, hard=self.sandbox.open_files),
+            docker.types.Ulimit(
+                name="fsize", soft=self.sandbox.file_size, hard=self.sandbox.file_size
+            ),
+            docker.types.Ulimit(
+                name="nofile", soft=self.sandbox.open_files, hard=self.sandbox.open_files
+            ),
             docker.types.Ulimit(name="core", soft=0, hard=0),
         ]
         return {
@@ -375,7 +379,9 @@ class TaskContainer:
         except Exception as exc:  # the container died (OOM, pids) or was removed
             raise RuntimeError(f"task {self.task.name!r}: docker exec failed: {exc}") from exc
         try:
-            out, err, sizes, cut_off = _read_frames(sock, time.monotonic() + timeout + _HOST_GRACE, capture_limit)
+            out, err, sizes, cut_off = _read_frames(
+                sock, time.monotonic() + timeout + _HOST_GRACE, capture_limit
+            )
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -384,7 +390,9 @@ class TaskContainer:
         return CommandResult(
             stdout=out,
             stderr=err,
-            exit_code=TIMEOUT_EXIT_CODE if timed_out else int(code if code is not None else 1) & 0xFF,
+            exit_code=TIMEOUT_EXIT_CODE
+            if timed_out
+            else int(code if code is not None else 1) & 0xFF,
             timed_out=timed_out,
             stdout_size=sizes[0],
             stderr_size=sizes[1],
@@ -494,9 +502,7 @@ def _remove(container: Any) -> None:
         container.remove(force=True)
 
 
-def _read_frames(
-    sock: Any, deadline: float, limit: int
-) -> tuple[bytes, bytes, list[int], bool]:
+def _read_frames(sock: Any, deadline: float, limit: int) -> tuple[bytes, bytes, list[int], bool]:
     """Read docker's multiplexed exec stream until it ends or ``deadline``.
 
     Returns stdout and stderr (each cut to ``limit`` bytes), their full sizes, and whether the

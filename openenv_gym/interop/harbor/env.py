@@ -151,9 +151,15 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         super().reset(seed=seed)
         choice = (options or {}).get("task", self.default_task)
         if choice is not None and not isinstance(choice, str):
-            raise TypeError(f"options['task'] must be a task name (str), not {type(choice).__name__}")
+            raise TypeError(
+                f"options['task'] must be a task name (str), not {type(choice).__name__}"
+            )
         names = sorted(self.tasks)
-        task = self.tasks[choice] if choice is not None else self.tasks[names[int(self.np_random.integers(len(names)))]]
+        task = (
+            self.tasks[choice]
+            if choice is not None
+            else self.tasks[names[int(self.np_random.integers(len(names)))]]
+        )
         self._close_container_now()
         environment = resolve_env(
             task.environment_env, allowed=self.env_allow, where=f"task {task.name!r} [environment]"
@@ -170,8 +176,12 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         self._steps = 0
         self._done = False
         self._last = ""
-        self._deadline = None if task.agent_timeout is None else time.monotonic() + task.agent_timeout
-        stdout, cut = _observe(task.instruction.encode(), len(task.instruction.encode()), self.max_output)
+        self._deadline = (
+            None if task.agent_timeout is None else time.monotonic() + task.agent_timeout
+        )
+        stdout, cut = _observe(
+            task.instruction.encode(), len(task.instruction.encode()), self.max_output
+        )
         info = {
             "task": task.name,
             "instruction": task.instruction,
@@ -259,9 +269,13 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
 
         """
         if not self.oracle_enabled:
-            raise PermissionError("the oracle is not enabled on this server (operator: oracle=True)")
+            raise PermissionError(
+                "the oracle is not enabled on this server (operator: oracle=True)"
+            )
         container, task = self._live()
-        env = resolve_env(task.solution_env, allowed=self.env_allow, where=f"task {task.name!r} [solution]")
+        env = resolve_env(
+            task.solution_env, allowed=self.env_allow, where=f"task {task.name!r} [solution]"
+        )
         timeout = self._remaining() if self._deadline is not None else 600.0
         result = run_oracle(container, task, env=env, timeout=timeout)
         self._steps += 1
@@ -334,7 +348,9 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         if not isinstance(archive, bytes) or len(archive) > MAX_TRANSFER_BYTES:
             raise ValueError(f"upload: expected a tar of at most {MAX_TRANSFER_BYTES} bytes")
         if not isinstance(target_dir, str) or not target_dir.startswith("/"):
-            raise ValueError(f"upload: expected an absolute path in the container, got {target_dir!r}")
+            raise ValueError(
+                f"upload: expected an absolute path in the container, got {target_dir!r}"
+            )
         container.put_archive(target_dir, archive)
 
     def download(self, path: str) -> bytes | None:
@@ -397,7 +413,11 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         if out_of_steps or out_of_time:
             graded = self._grade(truncated=True)
             reply.update(
-                {key: value for key, value in graded.items() if key not in ("stdout", "stderr", "exit_code")},
+                {
+                    key: value
+                    for key, value in graded.items()
+                    if key not in ("stdout", "stderr", "exit_code")
+                },
                 agent_timed_out=out_of_time,
             )
         return reply
@@ -405,7 +425,9 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
     def _grade(self, *, truncated: bool) -> dict[str, Any]:
         container, task = self._container, self._task
         assert container is not None and task is not None
-        env = resolve_env(task.verifier_env, allowed=self.env_allow, where=f"task {task.name!r} [verifier]")
+        env = resolve_env(
+            task.verifier_env, allowed=self.env_allow, where=f"task {task.name!r} [verifier]"
+        )
         outcome = run_verifier(container, task, env=env)
         self._done = True
         stdout, _ = _observe(outcome.stdout, len(outcome.stdout), self.max_output)

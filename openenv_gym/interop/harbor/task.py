@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import tomllib
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,12 @@ MAX_TASKS = 10_000
 """Task folders read from one directory, at most (more is an operator's mistake)."""
 MAX_INSTRUCTION_BYTES = 1 << 20
 _TEMPLATE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+try:
+    import tomllib  # type: ignore[import-not-found,unused-ignore]  # Python 3.11+
+except ImportError:  # pragma: no cover - Python 3.10: the harbor extra installs tomli
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 
 class TaskFormatError(ValueError):
@@ -281,9 +286,7 @@ class TaskDir(Mapping[str, HarborTask]):
         return len(self._tasks)
 
 
-def resolve_env(
-    env: Mapping[str, str], *, allowed: Collection[str], where: str
-) -> dict[str, str]:
+def resolve_env(env: Mapping[str, str], *, allowed: Collection[str], where: str) -> dict[str, str]:
     """Resolve Harbor's ``${VAR}`` / ``${VAR:-default}`` templates in ``env``'s values.
 
     Harbor reads them from the host's environment. Here only the variables the operator lists
@@ -327,7 +330,9 @@ def parse_rewards(reward_json: bytes | None, reward_txt: bytes | None) -> dict[s
         try:
             rewards = json.loads(reward_json)
         except (ValueError, TypeError) as exc:
-            raise RewardFileError("failed to parse rewards from /logs/verifier/reward.json") from exc
+            raise RewardFileError(
+                "failed to parse rewards from /logs/verifier/reward.json"
+            ) from exc
         values = rewards.values() if isinstance(rewards, dict) else [rewards]
         for item in values:  # bool is an int to Harbor too
             if not isinstance(item, (int, float)):

@@ -7,7 +7,8 @@ The verifier (``harbor.verifier.verifier.Verifier.verify`` inside the trial's
 2. copy ``tests/`` to ``/tests``; ``chmod +x /tests/test.sh`` (as root);
 3. run ``(/tests/test.sh) > /logs/verifier/test-stdout.txt 2>&1`` with ``[verifier] env``,
    as ``[verifier] user`` (default: the image's user), within ``[verifier] timeout_sec``;
-4. read ``reward.json``, else ``reward.txt`` (:func:`~openenv_gym.interop.harbor.task.parse_rewards`).
+4. read ``reward.json``, else ``reward.txt``
+   (:func:`~openenv_gym.interop.harbor.task.parse_rewards`).
 
 The oracle (``harbor.agents.oracle.OracleAgent.run``): copy ``solution/`` to ``/solution``,
 ``chmod +x``, run ``(/solution/solve.sh) > /logs/agent/oracle.txt 2>&1`` with
@@ -106,7 +107,10 @@ def run_verifier(
     try:
         files = container.read_files("/logs/verifier", names, limit=MAX_REWARD_BYTES)
     except ValueError:  # the tests left large logs there: read the three files one by one
-        found = {name: container.read_file(f"/logs/verifier/{name}", limit=MAX_REWARD_BYTES) for name in names}
+        found = {
+            name: container.read_file(f"/logs/verifier/{name}", limit=MAX_REWARD_BYTES)
+            for name in names
+        }
         files = {name: data for name, data in found.items() if data is not None}
     stdout = files.get("test-stdout.txt", b"")
     if result.timed_out:
@@ -121,7 +125,12 @@ def run_verifier(
         rewards = parse_rewards(files.get("reward.json"), files.get("reward.txt"))
     except (RewardFileError, ValueError) as exc:
         return VerifierOutcome(
-            0.0, {}, result.exit_code, stdout, False, time.monotonic() - start,
+            0.0,
+            {},
+            result.exit_code,
+            stdout,
+            False,
+            time.monotonic() - start,
             f"{type(exc).__name__}: {exc}",
         )
     return VerifierOutcome(

@@ -59,12 +59,10 @@ def attack_harbor_paths(target: Target) -> AttackResult:
                 _refused(lambda s=spec: RemoteEnv(s, url=target.url).close()) is not None
             )
         checks["tasks kwarg refused"] = (
-            _refused(lambda: RemoteEnv(HARBOR_ID, url=target.url, tasks="/etc").close())
-            is not None
+            _refused(lambda: RemoteEnv(HARBOR_ID, url=target.url, tasks="/etc").close()) is not None
         )
         checks["oracle kwarg refused"] = (
-            _refused(lambda: RemoteEnv(HARBOR_ID, url=target.url, oracle=True).close())
-            is not None
+            _refused(lambda: RemoteEnv(HARBOR_ID, url=target.url, oracle=True).close()) is not None
         )
         env: RemoteEnv[Any, Any] = RemoteEnv(HARBOR_ID, url=target.url, call_timeout=120)
         try:
