@@ -210,11 +210,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-steps", type=int, help="steps for the latency measurement")
     parser.add_argument("--quick", action="store_true", help="a short run for CI (< 1 min)")
     parser.add_argument("--out", default="benchmarks/results", help="results folder")
+    parser.add_argument(
+        "--harbor", action="store_true", help="Harbor tasks instead (openenv_gym.bench.harbor)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; return an exit status."""
+    if "--harbor" in (sys.argv[1:] if argv is None else argv):  # its own flags and report
+        from openenv_gym.bench.harbor import main as harbor_main
+
+        return harbor_main(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
     duration = args.duration or (0.5 if args.quick else 1.0)
