@@ -7,7 +7,8 @@ downloaded on the host for CPython 3.13 (:func:`build_runner_image`). :func:`run
 ``harbor run`` there with our environment (``--env
 openenv_gym.interop.harbor.environment:OpenEnvGymEnvironment``) against a server on this
 machine's loopback (the container shares the host's network namespace for that), and returns
-the rewards of Harbor's own trial results.
+the rewards of Harbor's own trial results. The image is built once per machine; the
+openenv-gym code it runs is this tree's, mounted over the installed copy.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 from openenv_gym.errors import ImageBuildError
 from openenv_gym.providers.docker_image import PROJECT_ROOT, _docker_client
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 __all__ = ["HARBOR_VERSION", "RUNNER_IMAGE", "TRIXIE_BASE", "build_runner_image", "run_harbor"]
 
@@ -173,6 +176,8 @@ def run_harbor(
         command = [
             "docker", "run", "--rm", "--network", "host",
             "-v", f"{tasks.resolve()}:/tasks:ro", "-v", f"{jobs}:/jobs",
+            # This tree's code, not the image's copy: the image is built once per machine.
+            "-v", f"{PACKAGE_DIR}:/src/openenv_gym:ro", "-e", "PYTHONPATH=/src",
             image,
             "harbor", "run", "-p", "/tasks", "-a", agent, "-o", "/jobs", "-q", "-n", "1",
             "--env", "openenv_gym.interop.harbor.environment:OpenEnvGymEnvironment",
