@@ -39,6 +39,16 @@ def tasks_dir(tmp_path_factory: pytest.TempPathFactory, docker_image: str) -> Pa
         shutil.copytree(root / "hello-file", root / name)
         (root / name / "task.toml").write_text(toml)
         (root / name / "tests" / "test.sh").write_text(f"#!/bin/bash\n{test}\n")
+    prebuilt = root / "prebuilt"  # a named image: environment/ is copied to the workdir
+    shutil.copytree(root / "hello-file", prebuilt)
+    (prebuilt / "environment" / "Dockerfile").unlink()
+    (prebuilt / "environment" / "data.txt").write_text("data\n")
+    (prebuilt / "task.toml").write_text(
+        f'[environment]\ndocker_image = "{docker_image}"\nworkdir = "/srv/task"\n'
+    )
+    (prebuilt / "tests" / "test.sh").write_text(
+        "#!/bin/bash\n[ -f /srv/task/data.txt ] && echo 1 > /logs/verifier/reward.txt\n"
+    )
     return root
 
 
@@ -142,6 +152,16 @@ def test_harbor_env_reset_replaces_the_container_and_picks_tasks_by_seed(
     assert not docker_client.containers.list(all=True, filters={"id": old})
     with pytest.raises(KeyError, match="no Harbor task"):
         env.reset(options={"task": "../hello-file"})
+
+
+def test_harbor_env_prebuilt_image_task_gets_its_environment_folder(
+    env: HarborEnv, docker_image: str, docker_client: Any
+) -> None:
+    env.reset(options={"task": "prebuilt"})
+    assert docker_client.containers.get(env.state()["container"]).image.tags[0] == docker_image
+    obs, *_ = env.step("pwd; cat data.txt")
+    assert obs["stdout"] == "/srv/task\ndata\n"
+    assert env.step("submit")[1] == 1.0
 
 
 def test_harbor_env_image_is_cached_by_content(

@@ -4,7 +4,8 @@ Images: a task's ``environment/Dockerfile`` is built with the network off (``doc
 --network none``; a ``FROM`` image must already be on the engine: nothing is pulled), tagged
 ``openenv-gym-harbor/<task>:<hash>`` where the hash covers every file of ``environment/`` and
 the ids of the images its ``FROM`` lines name, so an unchanged task is built once and a changed
-base rebuilds it. A task that names a ``docker_image`` uses it if the engine has it.
+base rebuilds it. A task that names a ``docker_image`` uses it if the engine has it (as Harbor
+does without ``--force-build``), else builds its Dockerfile.
 
 Containers: one per episode, kept alive by ``sleep infinity`` under ``docker-init``, with
 Harbor's ``/logs/{agent,verifier,artifacts}`` made. They are confined as the terminal sandbox
@@ -184,16 +185,17 @@ def image_for(
     import docker.errors
 
     client = client or _docker_client()
-    if task.dockerfile is None:
-        assert task.docker_image is not None  # load_task checked
+    if task.docker_image is not None:  # Harbor prefers a named image to its Dockerfile
         try:
             client.images.get(task.docker_image)
+            return task.docker_image
         except docker.errors.ImageNotFound as exc:
-            raise ImageBuildError(
-                f"task {task.name!r}: image {task.docker_image!r} is not on this engine "
-                "(nothing is pulled: build or load it first)"
-            ) from exc
-        return task.docker_image
+            if task.dockerfile is None:
+                raise ImageBuildError(
+                    f"task {task.name!r}: image {task.docker_image!r} is not on this engine "
+                    "(nothing is pulled: build or load it first)"
+                ) from exc
+    assert task.dockerfile is not None  # load_task checked
     digest = _tree_digest(task.environment_dir)
     for base in _FROM.findall(task.dockerfile.read_text(errors="replace")):
         with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):

@@ -172,6 +172,10 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         )
         self._container = container
         self._close_container = weakref.finalize(self, container.close)
+        if task.dockerfile is None and any(task.environment_dir.glob("*")):
+            # Harbor copies a prebuilt-image task's environment/ into the working directory.
+            workdir = task.workdir or container.exec("pwd", timeout=30).stdout.decode().strip()
+            container.put_dir(task.environment_dir, workdir or "/")
         self._task = task
         self._steps = 0
         self._done = False
