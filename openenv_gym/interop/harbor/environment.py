@@ -36,6 +36,7 @@ from harbor.environments.base import (  # type: ignore[import-not-found,unused-i
 )
 from harbor.environments.capabilities import (  # type: ignore[import-not-found,unused-ignore]
     EnvironmentCapabilities,
+    EnvironmentResourceCapabilities,
 )
 
 from openenv_gym.client.env import RemoteEnv
@@ -113,6 +114,13 @@ class OpenEnvGymEnvironment(BaseEnvironment):  # type: ignore[misc]
     def capabilities(self) -> Any:
         """What this environment offers: containers without network; no mounts, no GPUs."""
         return EnvironmentCapabilities(disable_internet=True)
+
+    @classmethod
+    def resource_capabilities(cls) -> Any:
+        """CPU and memory limits (the server applies the task's, capped by the operator's)."""
+        return EnvironmentResourceCapabilities(
+            cpu_limit=True, memory_limit=True, fractional_cpus=True
+        )
 
     def _validate_definition(self) -> None:
         """Accept any task: the server builds and checks its environment at ``start``."""
