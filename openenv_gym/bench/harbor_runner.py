@@ -179,7 +179,7 @@ def run_harbor(
             # This tree's code, not the image's copy: the image is built once per machine.
             "-v", f"{PACKAGE_DIR}:/src/openenv_gym:ro", "-e", "PYTHONPATH=/src",
             image,
-            "harbor", "run", "-p", "/tasks", "-a", agent, "-o", "/jobs", "-q", "-n", "1",
+            "harbor", "run", "-p", "/tasks", "-a", agent, "-o", "/jobs", "-q", "-n", "1", "-y",
             "--env", "openenv_gym.interop.harbor.environment:OpenEnvGymEnvironment",
             "--ek", f"url={url}", "--ek", f"env_id={env_id}",
         ]  # fmt: skip
