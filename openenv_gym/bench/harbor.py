@@ -139,6 +139,10 @@ def measure(
     return report
 
 
+def _reward(trial: Any) -> str:
+    return str(trial.get("reward")) if isinstance(trial, dict) else f"error: {str(trial)[:40]}"
+
+
 def _markdown(report: dict[str, Any]) -> str:
     start = report["start_to_ready_seconds"]
     rate = report["steps_per_second"]
@@ -154,7 +158,7 @@ def _markdown(report: dict[str, Any]) -> str:
     for task, score in report["ours"].items():
         theirs = report["harbor"].get("rewards")
         harbor = (
-            f"{theirs['oracle'].get(task)} / {theirs['nop'].get(task)}"
+            " / ".join(_reward(theirs[agent].get(task)) for agent in ("oracle", "nop"))
             if theirs
             else report["harbor"].get("skipped", "")[:60]
         )

@@ -104,9 +104,14 @@ def test_harbor_env_container_has_the_tasks_limits_and_no_network(
     assert obs["stdout"] == "1\n256\n"  # the loopback device only; the sandbox's rlimits
 
 
-def test_harbor_env_command_timeout_and_output_are_bounded(tasks_dir: Path) -> None:
-    with HarborEnv(tasks_dir, timeout=1.5, max_output=100) as env:
+def test_harbor_env_command_timeout_output_and_operator_limits_are_bounded(
+    tasks_dir: Path, docker_client: Any
+) -> None:
+    limits = {"pids": 64, "max_cpus": 0.5}  # a hosting file's table
+    with HarborEnv(tasks_dir, timeout=1.5, max_output=100, limits=limits) as env:
         env.reset(options={"task": "hello-file"})
+        host = docker_client.containers.get(env.state()["container"]).attrs["HostConfig"]
+        assert (host["PidsLimit"], host["NanoCpus"]) == (64, 5 * 10**8)
         started = time.monotonic()
         obs, _, _, _, info = env.step("sleep 30; echo late")
         elapsed = time.monotonic() - started

@@ -142,9 +142,29 @@ class ContainerLimits:
         }
 
 
+_digests: dict[tuple[str, tuple[tuple[str, int, int, int], ...]], bytes] = {}
+
+
 def _tree_digest(root: Path) -> hashlib._Hash:
+    """Hash ``root``'s files (names, modes, bytes); an unchanged tree is not read again."""
+    paths = sorted(root.rglob("*"))
+    stats = []
+    for path in paths:
+        stat = path.lstat()
+        stats.append((path.as_posix(), stat.st_size, stat.st_mtime_ns, stat.st_mode))
+    key = (str(root), tuple(stats))
+    if key not in _digests:
+        if len(_digests) > 1024:  # bound the cache: many task versions in one process
+            _digests.clear()
+        _digests[key] = _read_digest(root, paths).digest()
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
+    digest.update(_digests[key])
+    return digest
+
+
+def _read_digest(root: Path, paths: list[Path]) -> hashlib._Hash:
+    digest = hashlib.sha256()
+    for path in paths:
         relative = path.relative_to(root).as_posix()
         if path.is_symlink():
             digest.update(f"L {relative} {os.readlink(path)}\0".encode())

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import gymnasium
@@ -75,8 +75,10 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         oracle: enable the ``"oracle"`` action.
         sandbox_api: enable :meth:`exec`, :meth:`upload`, :meth:`download`.
         env_allow: server environment variables a task's ``${VAR}`` templates may read.
-        limits: container limits (:class:`ContainerLimits`; default: 1 CPU and 2 GB when a
-            task says nothing, at most 2 CPUs and 4 GB, 512 pids, no network).
+        limits: container limits (:class:`ContainerLimits`, or its keyword arguments as a
+            table, e.g. ``limits = { max_cpus = 4, pids = 256 }`` in a hosting file; default:
+            1 CPU and 2 GB when a task says nothing, at most 2 CPUs and 4 GB, 512 pids, no
+            network).
         render_mode: ``"ansi"`` renders the last command and its output.
 
     Raises:
@@ -97,7 +99,7 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         oracle: bool = False,
         sandbox_api: bool = False,
         env_allow: Collection[str] = (),
-        limits: ContainerLimits | None = None,
+        limits: ContainerLimits | Mapping[str, Any] | None = None,
         render_mode: str | None = None,
     ) -> None:
         if max_steps < 1 or max_output < 1 or timeout <= 0:
@@ -115,7 +117,9 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         self.oracle_enabled = oracle
         self.sandbox_api_enabled = sandbox_api
         self.env_allow = frozenset(env_allow)
-        self.limits = limits or ContainerLimits()
+        self.limits = (
+            limits if isinstance(limits, ContainerLimits) else ContainerLimits(**(limits or {}))
+        )
         self.render_mode = render_mode
         self.observation_space = spaces.Dict(
             {
