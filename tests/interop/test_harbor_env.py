@@ -85,6 +85,10 @@ def test_harbor_env_an_agent_solving_by_commands_scores_one(env: HarborEnv) -> N
     obs, reward, _, _, _ = env.step("echo a > note; cd /tmp")
     obs, reward, _, _, _ = env.step("cat note; pwd")
     assert (obs["stdout"], reward) == ("a\n/work\n", 0.0)  # files persist, cd does not
+    started = time.monotonic()
+    obs, *_ = env.step("sleep 100 & echo started; echo ${t}${l}${c}${d}")
+    assert obs["stdout"] == "started\n\n"  # the shell's own variables are not the command's
+    assert time.monotonic() - started < 2.0  # a background process holds up no step
     env.step(SOLVE["word-count"])
     assert env.step("submit")[1] == 1.0
     with pytest.raises(RuntimeError, match="has ended"):

@@ -244,7 +244,7 @@ class HarborEnv(gymnasium.Env[dict[str, Any], str]):
         container, task = self._live()
         _check_command(command)
         timeout = self._command_timeout()
-        result = container.exec(command, timeout=timeout, user=task.agent_user)
+        result = container.run(command, timeout=timeout, user=task.agent_user)
         self._steps += 1
         self._last = f"$ {command}\n"
         return self._command_reply(result)
