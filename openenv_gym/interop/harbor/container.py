@@ -14,6 +14,9 @@ server left behind, and are removed by :meth:`TaskContainer.close`, by a finaliz
 Commands run as Harbor runs them, ``bash -c COMMAND`` through ``docker exec`` (``sh`` where the
 image has no bash), under ``timeout(1)`` (its process group is killed at the deadline) and a
 host-side deadline on the output stream; output beyond the capture limit is read and dropped.
+An agent's commands (:meth:`TaskContainer.run`) go through the episode's long-lived shell
+(:mod:`~openenv_gym.interop.harbor.shell`) instead, with the same semantics and fewer round
+trips.
 """
 
 from __future__ import annotations
