@@ -215,6 +215,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the compression run: Atari-sized frames with compression off, zstd, lz4",
     )
+    parser.add_argument(
+        "--harbor", action="store_true", help="Harbor tasks instead (openenv_gym.bench.harbor)"
+    )
     return parser
 
 
@@ -243,6 +246,10 @@ def _compression(args: argparse.Namespace, out: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; return an exit status."""
+    if "--harbor" in (sys.argv[1:] if argv is None else argv):  # its own flags and report
+        from openenv_gym.bench.harbor import main as harbor_main
+
+        return harbor_main(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
     duration = args.duration or (0.5 if args.quick else 1.0)

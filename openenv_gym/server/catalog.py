@@ -54,6 +54,10 @@ _ATTRIBUTE_READERS = frozenset({"get_wrapper_attr", "has_wrapper_attr"})
 
 def _resolve_spec(spec: str) -> EnvSpec:
     """Turn a configured spec string into a gymnasium ``EnvSpec``, importing what it names."""
+    if spec.startswith("harbor:"):  # a directory of Harbor tasks (interop, loaded only here)
+        from openenv_gym.interop.harbor.hosting import harbor_spec
+
+        return harbor_spec(spec)
     module_name, sep, attr = spec.partition(":")
     if not sep:
         return gymnasium.spec(spec)
@@ -313,6 +317,8 @@ class EnvCatalog:
             except (gymnasium.error.Error, ImportError) as exc:
                 raise ValueError(f"cannot host {hosted.spec!r}: {exc}") from exc
             gym_id = spec.id != hosted.spec or ":" not in hosted.spec
+            if hosted.spec.startswith("harbor:"):  # clients name it by its id (no "/" in ids)
+                hosted = dataclasses.replace(hosted, spec=spec.id)
             self._hosted[hosted.spec] = HostedEnv.build(
                 hosted.spec, spec, self.policy.merged(hosted.policy), gym_id=gym_id
             )

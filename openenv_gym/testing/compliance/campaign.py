@@ -23,6 +23,7 @@ from typing import Any
 from openenv_gym.errors import OpenEnvError
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import attacks as a
+from openenv_gym.testing.compliance import harbor
 from openenv_gym.testing.compliance._support import (
     AttackResult,
     Target,
@@ -159,6 +160,8 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack("make_bogus_kwarg", a.attack_make_bogus_kwarg),
     Attack("async_vector_remote_error", a.attack_async_vector_remote_error),
+    Attack("harbor_paths", harbor.attack_harbor_paths, specs=(harbor.HARBOR_SPEC,)),
+    Attack("harbor_command_flood", harbor.attack_harbor_command_flood, specs=(harbor.HARBOR_SPEC,)),
 )
 """Every attack of the campaign, in the order of the security issue's holes."""
 

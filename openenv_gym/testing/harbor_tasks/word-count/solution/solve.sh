@@ -1,0 +1,2 @@
+#!/bin/bash
+wc -w < /work/text.txt > /work/count.txt
