@@ -23,6 +23,7 @@ from typing import Any
 from openenv_gym.errors import OpenEnvError
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import attacks as a
+from openenv_gym.testing.compliance import openenv_routes as oe
 from openenv_gym.testing.compliance._support import (
     AttackResult,
     Target,
@@ -154,6 +155,16 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack("make_bogus_kwarg", a.attack_make_bogus_kwarg),
     Attack("async_vector_remote_error", a.attack_async_vector_remote_error),
+    # OpenEnv 0.10's routes on our port (POST /mcp, /openapi.json, /ws?session_id=).
+    Attack("openenv_mcp_without_token", oe.attack_openenv_mcp_without_token, token=True),
+    Attack(
+        "openenv_mcp_session_flood",
+        oe.attack_openenv_mcp_session_flood,
+        args=("--max-sessions", "2"),
+        fresh=True,
+    ),
+    Attack("openenv_mcp_bodies", oe.attack_openenv_mcp_bodies, args=_HANDSHAKE),
+    Attack("openenv_attach_foreign_session", oe.attack_openenv_attach_foreign_session),
 )
 """Every attack of the campaign, in the order of the security issue's holes."""
 
