@@ -193,7 +193,10 @@ class _Router:
         openenv = self._openenv(path, query)
         surface = self._openenv_surface
         if surface is not None and openenv is not None and openenv[0] == surface.OPENENV_WS_PATH:
-            return self._rpc().ws_session(self.catalog, openenv[1], self.usage, self._mcp_sessions())  # type: ignore[no-any-return]
+            served: ServedSession = self._rpc().ws_session(
+                self.catalog, openenv[1], self.usage, self._mcp_sessions()
+            )
+            return served
         return Session(
             self.catalog,
             server_name=f"openenv-gym pid {os.getpid()}",

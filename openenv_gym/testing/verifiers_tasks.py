@@ -39,7 +39,7 @@ class ArithmeticTask(vf.Task[ArithmeticData]):
 
     @vf.metric
     async def reply_chars(self, trace: vf.Trace) -> float:
-        """The reply's length in characters."""
+        """Measure the reply's length in characters."""
         return float(len(trace.last_reply))
 
 
@@ -50,7 +50,8 @@ class ArithmeticTaskset(vf.Taskset[ArithmeticTask, vf.TasksetConfig]):
         """Yield the tasks."""
         for i, row in enumerate(rows()):
             data = ArithmeticData(
-                name=f"q{i}", prompt=f"What is {row['question']}? Reply with the number only.",
+                name=f"q{i}",
+                prompt=f"What is {row['question']}? Reply with the number only.",
                 answer=row["answer"],
             )
             yield ArithmeticTask(data, self.config.task)

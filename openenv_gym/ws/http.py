@@ -28,7 +28,10 @@ MAX_HEAD_BYTES = 16 << 10
 """The largest request line plus headers read (16 KiB)."""
 
 _UPGRADE_METHOD = b"GET "
-_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~")
+_TOKEN_CHARS = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
+)
+"""RFC 9110's token characters: what a method or a header name may hold."""
 
 
 @dataclasses.dataclass(frozen=True)

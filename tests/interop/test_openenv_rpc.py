@@ -72,9 +72,9 @@ def test_openenv_mcp_tool_client_drives_a_hosted_env_like_in_process(server: str
             obs, _ = local.reset(seed=5)
             np.testing.assert_allclose(result.observation.observation, obs, rtol=1e-6)
             assert [tool.name for tool in await client.list_tools()] == ["reset", "step", "state"]
-            for _ in range(10):
-                reply = await client.call_tool("step", action=_ % 2)
-                obs, reward, terminated, truncated, _ = local.step(_ % 2)
+            for t in range(10):
+                reply = await client.call_tool("step", action=t % 2)
+                obs, reward, terminated, _, _ = local.step(t % 2)
                 np.testing.assert_allclose(reply["observation"], obs, rtol=1e-6)
                 assert (reply["reward"], reply["terminated"]) == (reward, terminated)
             with pytest.raises(RuntimeError, match="Tool not found: nope"):

@@ -68,9 +68,7 @@ def test_verifiers_taskset_hosted_batched_equals_in_process(server: str) -> None
             np.testing.assert_array_equal(r[1], [1.0, 0.0] * 3)
             for a, b in zip(r[1:4], lo[1:4], strict=True):
                 np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(
-                r[4]["rewards"]["exact"], lo[4]["rewards"]["exact"]
-            )
+            np.testing.assert_array_equal(r[4]["rewards"]["exact"], lo[4]["rewards"]["exact"])
     finally:
         remote.close()
         local.close()

@@ -292,7 +292,12 @@ def handle_rpc(
 
 
 def _dispatch(
-    method: str, params: dict[str, Any], store: McpSessions, query: str, own: Any, own_id: str | None
+    method: str,
+    params: dict[str, Any],
+    store: McpSessions,
+    query: str,
+    own: Any,
+    own_id: str | None,
 ) -> Any:
     if method == "openenv/session/create":
         if own is not None:

@@ -63,7 +63,8 @@ def _taskset_class(taskset_id: str) -> type[Any]:
     if "." not in taskset_id:
         from verifiers.v1.utils.loaders import taskset_class
 
-        return taskset_class(taskset_id)
+        klass: type[Any] = taskset_class(taskset_id)
+        return klass
     module = importlib.import_module(taskset_id)
     found = [
         obj
@@ -143,6 +144,7 @@ class VerifiersTaskEnv(gymnasium.Env[str, str]):
         self.tasks = list(loaded.take(max_tasks) if not loaded.bounded else loaded)
         if not self.tasks:
             raise ValueError(f"taskset {taskset!r} yields no task")
+        self.max_prompt = max_prompt
         self.observation_space = spaces.Text(max_prompt, min_length=0, charset=TEXT_CHARSET)
         self.action_space = spaces.Text(max_completion, min_length=0, charset=TEXT_CHARSET)
         self._task: Any = None
@@ -161,7 +163,7 @@ class VerifiersTaskEnv(gymnasium.Env[str, str]):
         prompt = data.prompt_text
         if data.system_prompt:
             prompt = f"{data.system_prompt}\n\n{prompt}"
-        return prompt[: self.observation_space.max_length], {
+        return prompt[: self.max_prompt], {
             "task_idx": index,
             "task_name": data.name or "",
         }

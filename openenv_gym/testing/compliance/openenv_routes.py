@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -34,9 +33,7 @@ def _http(target: Target) -> str:
     return target.url.replace("ws://", "http://", 1)
 
 
-def _rpc(
-    target: Target, method: str, params: dict[str, Any], token: str | None
-) -> tuple[int, Any]:
+def _rpc(target: Target, method: str, params: dict[str, Any], token: str | None) -> tuple[int, Any]:
     """POST one JSON-RPC request to ``/mcp``; return ``(status, parsed body or None)``."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     headers = {"Content-Type": "application/json"}
@@ -147,7 +144,7 @@ def _raw_post(target: Target, head: str, body: bytes, *, timeout: float = 5.0) -
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 chunk = sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 break
             except ConnectionResetError:
                 break
