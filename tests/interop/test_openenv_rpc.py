@@ -136,3 +136,18 @@ def test_openenv_post_to_other_routes_is_refused(server: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 405
+
+
+def test_openenv_auto_env_connects_to_a_hosted_env(server: str) -> None:
+    from openenv.auto import AutoEnv
+
+    local = gymnasium.make("CartPole-v1")
+    client = AutoEnv.from_env("cartpole", base_url=server, skip_install=True)
+    with client.sync() as env:
+        obs, _ = local.reset(seed=8)
+        assert env.reset(seed=8).observation["observation"] == pytest.approx(obs.tolist())
+        for t in range(5):
+            result = env.step({"action": t % 2})
+            obs, reward, *_ = local.step(t % 2)
+            assert result.observation["observation"] == pytest.approx(obs.tolist())
+            assert result.reward == reward
