@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -23,12 +24,13 @@ from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.rawws import ws_connection
 
 WORD_GAME = "openenv_gym.testing.openenv_echo:WordGuessEnv"
+CALCULATOR = "openenv_gym.testing.openenv_echo:CalculatorMcpEnv"
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """A server started with the CLI, hosting CartPole first (``/ws``'s default)."""
-    with LocalProvider(["CartPole-v1", WORD_GAME]) as provider:
+    with LocalProvider(["CartPole-v1", WORD_GAME, CALCULATOR]) as provider:
         yield provider.urls[0].replace("ws://", "http://")
 
 
@@ -151,3 +153,14 @@ def test_openenv_auto_env_connects_to_a_hosted_env(server: str) -> None:
             obs, reward, *_ = local.step(t % 2)
             assert result.observation["observation"] == pytest.approx(obs.tolist())
             assert result.reward == reward
+
+
+def test_openenv_mcp_environment_we_host_serves_its_own_fastmcp_tools(server: str) -> None:
+    from openenv.core.mcp_client import MCPToolClient
+
+    base = f"{server}/envs/{urllib.parse.quote(CALCULATOR, safe='')}"
+    with MCPToolClient(base_url=base).sync() as client:
+        client.reset()
+        tools = client.list_tools()
+        assert [(tool.name, tool.description) for tool in tools] == [("add", "Add two integers.")]
+        assert client.call_tool("add", a=2, b=40) == 42
