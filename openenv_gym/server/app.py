@@ -221,6 +221,11 @@ class _Router:
             idle_timeout=self.config.idle_timeout,
         )
 
+    def close_sessions(self) -> None:
+        """Close the sessions made over ``POST /mcp`` (their envs) at shutdown."""
+        if self._openenv_rpc is not None:
+            self._mcp_sessions().close_all()  # type: ignore[attr-defined]
+
     def request(self, request: PlainRequest) -> HttpReply:
         """Answer a plain HTTP request (already admitted): ``POST /mcp``, else 404/405."""
         openenv = self._openenv(request.path, request.query)
@@ -314,6 +319,7 @@ class _App:
                 for connection in list(self.connections):
                     connection.abort()
         await server.wait_closed()
+        self.router.close_sessions()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
