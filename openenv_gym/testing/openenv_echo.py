@@ -78,9 +78,7 @@ class WordGuessEnv(Environment[GuessAction, GuessObservation, State]):
         return self._state
 
 
-class CalculatorMcpEnv(  # type: ignore[misc]
-    MCPEnvironment, Environment[CallToolAction, CallToolObservation, State]
-):
+class CalculatorMcpEnv(MCPEnvironment, Environment[CallToolAction, CallToolObservation, State]):
     """An OpenEnv MCP environment: its tools live on a FastMCP server (``add``).
 
     Its models are OpenEnv's MCP action and observation (named in the bases, as the
