@@ -381,6 +381,9 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         if request is not None:
             self._plain_done = True
             self._transport.pause_reading()  # one request per connection
+            if self._timer is not None:  # read in time: the answer may take what the env takes
+                self._timer.cancel()
+                self._timer = None
             self._answer_plain(request)
         return b""
 
