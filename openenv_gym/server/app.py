@@ -43,6 +43,7 @@ from openenv_gym.server.observe import (
 from openenv_gym.server.session import Session, SessionState
 from openenv_gym.server.stats import ServerStats
 from openenv_gym.server.workers import supervise
+from openenv_gym.ws.http import PlainRequest
 from openenv_gym.ws.server import (
     ConnectionOptions,
     HttpReply,
@@ -187,10 +188,13 @@ class _Router:
         # OpenEnv's surface is a plug-in above the server (interop sits above server): loaded
         # only when switched on, so the server package never imports it at module level.
         self._openenv_surface: ModuleType | None = None
+        self._openenv_rpc: ModuleType | None = None
         if config.openenv:
+            from openenv_gym.interop.openenv import rpc as openenv_rpc
             from openenv_gym.interop.openenv import session as openenv_surface
 
             self._openenv_surface = openenv_surface
+            self._openenv_rpc = openenv_rpc
 
     def _openenv(self, path: str, query: str) -> tuple[str, str] | None:
         surface = self._openenv_surface
@@ -241,7 +245,10 @@ class _Router:
         openenv = self._openenv(path, query)
         surface = self._openenv_surface
         if surface is not None and openenv is not None and openenv[0] == surface.OPENENV_WS_PATH:
-            return surface.OpenEnvSession(self.catalog, openenv[1], self.usage)  # type: ignore[no-any-return]
+            served: ServedSession = self._rpc().ws_session(
+                self.catalog, openenv[1], self.usage, self._mcp_sessions()
+            )
+            return served
         return Session(
             self.catalog,
             server_name=f"openenv-gym pid {os.getpid()}",
@@ -250,6 +257,41 @@ class _Router:
             usage=self.usage,
             compression=self._codecs,
         )
+
+    max_request_body = 1 << 20
+    """The largest body of a plain HTTP request (``POST /mcp``): 1 MiB, as ``/ws``'s JSON."""
+
+    def _rpc(self) -> ModuleType:
+        assert self._openenv_rpc is not None
+        return self._openenv_rpc
+
+    def _mcp_sessions(self) -> object:
+        """Return this server's sessions made over ``POST /mcp`` (built on first use)."""
+        return self._rpc().session_store(
+            self.catalog,
+            self.usage,
+            mode=self.config.mcp_mode,
+            idle_timeout=self.config.idle_timeout,
+        )
+
+    def close_sessions(self) -> None:
+        """Close the sessions made over ``POST /mcp`` (their envs) at shutdown."""
+        if self._openenv_rpc is not None:
+            self._mcp_sessions().close_all()  # type: ignore[attr-defined]
+
+    def request(self, request: PlainRequest) -> HttpReply:
+        """Answer a plain HTTP request (already admitted): ``POST /mcp``, else 404/405."""
+        openenv = self._openenv(request.path, request.query)
+        surface = self._openenv_surface
+        if surface is None or openenv is None:
+            return HttpReply(HTTPStatus.NOT_FOUND, f"no {request.method} route {request.path!r}\n")
+        path, query = openenv
+        if request.method != "POST" or path not in surface.OPENENV_POST_PATHS:
+            return HttpReply(
+                HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} {path} is not served\n"
+            )
+        body = self._rpc().rpc_reply(request.body, self._mcp_sessions(), query)
+        return HttpReply(HTTPStatus.OK, json=body)
 
     def admitted(self, session: ServedSession) -> bool:
         """Binary sessions are admitted past HELLO; OpenEnv's at their first message."""
@@ -356,6 +398,7 @@ class _App:
                 for connection in list(self.connections):
                     connection.abort()
         await server.wait_closed()
+        self.router.close_sessions()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 

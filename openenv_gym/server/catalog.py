@@ -61,6 +61,10 @@ def _resolve_spec(spec: str) -> EnvSpec:
     module_name, sep, attr = spec.partition(":")
     if not sep:
         return gymnasium.spec(spec)
+    if module_name == "verifiers":  # a verifiers taskset (interop's, loaded only when named)
+        from openenv_gym.interop.verifiers.hosted import VerifiersTaskEnv
+
+        return EnvSpec(id=spec, entry_point=functools.partial(VerifiersTaskEnv, attr))
     module = importlib.import_module(module_name)
     if hasattr(module, attr):
         # OpenEnv hosting is interop's (above the server): loaded only for an entry point.

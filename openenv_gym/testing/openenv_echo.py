@@ -13,10 +13,12 @@ import uuid
 from typing import Any
 
 from openenv.core.env_server.interfaces import Environment
+from openenv.core.env_server.mcp_environment import MCPEnvironment
+from openenv.core.env_server.mcp_types import CallToolAction, CallToolObservation
 from openenv.core.env_server.types import Action, Observation, State
 from pydantic import Field
 
-__all__ = ["GuessAction", "GuessObservation", "WordGuessEnv"]
+__all__ = ["CalculatorMcpEnv", "GuessAction", "GuessObservation", "WordGuessEnv"]
 
 WORDS = ("cab", "bad", "dab", "add", "bed")
 
@@ -70,6 +72,42 @@ class WordGuessEnv(Environment[GuessAction, GuessObservation, State]):
             reward=1.0 if solved else in_place / len(self._word),
             metadata={"guess": action.guess},
         )
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+
+class CalculatorMcpEnv(MCPEnvironment, Environment[CallToolAction, CallToolObservation, State]):
+    """An OpenEnv MCP environment: its tools live on a FastMCP server (``add``).
+
+    Its models are OpenEnv's MCP action and observation (named in the bases, as the
+    gymnasium view needs them).
+    """
+
+    SUPPORTS_CONCURRENT_SESSIONS = True
+
+    def __init__(self) -> None:
+        from fastmcp import FastMCP
+
+        server = FastMCP("calculator")
+
+        @server.tool()
+        def add(a: int, b: int) -> int:
+            """Add two integers."""
+            return a + b
+
+        super().__init__(server)
+        self._state = State(episode_id=str(uuid.uuid4()), step_count=0)
+
+    def reset(
+        self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any
+    ) -> Observation:
+        self._state = State(episode_id=episode_id or str(uuid.uuid4()), step_count=0)
+        return Observation(done=False, reward=None)
+
+    def _step_impl(self, action: Any, timeout_s: float | None = None, **kwargs: Any) -> Observation:
+        return Observation(done=False, reward=0.0)
 
     @property
     def state(self) -> State:

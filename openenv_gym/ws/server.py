@@ -37,6 +37,7 @@ from websockets.server import ServerProtocol
 
 from openenv_gym.errors import CapacityError
 from openenv_gym.ws.frames import FrameBoundary, binary_frame, parse_binary_frame
+from openenv_gym.ws.http import HttpError, PlainRequest, PlainRequestReader, is_plain_request
 
 __all__ = [
     "ConnectionCaps",
@@ -121,6 +122,13 @@ class Router(Protocol):
 
     def admitted(self, session: ServedSession) -> bool:
         """Tell whether ``session`` is past its opening message (ends the handshake deadline)."""
+
+    def request(self, request: PlainRequest) -> HttpReply:
+        """Answer a plain (non-``GET``) HTTP request such as ``POST /mcp``; never raises."""
+
+    @property
+    def max_request_body(self) -> int:
+        """The largest body of a plain HTTP request, in bytes."""
 
 
 class ConnectionCaps(Protocol):
@@ -210,6 +218,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._closing = False  # the close deadline is armed
         self._refusal: str | None = None  # over a connection cap: answered 503
         self.peer = "?"
+        # Until the method is known (see _plain_http): a non-GET request is read by ws/http.py.
+        self._start: bytes | None = b""
+        self._plain: PlainRequestReader | None = None
+        self._plain_done = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         assert isinstance(transport, asyncio.Transport)
@@ -240,6 +252,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:  # noqa: D102
         chunk = bytes(self._buffer[:nbytes])
+        if self._session is None and not self._protocol_fed:
+            chunk = self._plain_http(chunk)
+            if not chunk:
+                return
         if self._simple_frames_only():
             message = parse_binary_frame(chunk, masked=True, max_size=self._max_size)
             if message is not None:
@@ -340,6 +356,79 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         if not self._transport.is_closing():
             self._transport.close()
         self._arm_close("buffered data not read")
+
+    @property
+    def _protocol_fed(self) -> bool:
+        """Tell whether websockets' protocol reads this connection (a GET was seen)."""
+        return self._start is None
+
+    def _plain_http(self, chunk: bytes) -> bytes:
+        """Route a connection's first bytes: a GET to websockets, anything else to ws/http.py.
+
+        Returns:
+            The bytes websockets' protocol is to read now (empty while undecided or plain).
+
+        """
+        if self._plain is None:
+            assert self._start is not None
+            start = self._start + chunk
+            verdict = is_plain_request(start)
+            if verdict is None:
+                self._start = start
+                return b""
+            if not verdict:
+                self._start = None  # from now on, websockets reads
+                return start
+            self._plain = PlainRequestReader(self._router.max_request_body)
+            chunk = start
+        if self._plain_done or self._transport is None:
+            return b""
+        try:
+            request = self._plain.feed(chunk)
+        except HttpError as exc:
+            self._plain_done = True
+            self._plain_reply(HttpReply(exc.status, f"{exc.reason}\n"))
+            return b""
+        if request is not None:
+            self._plain_done = True
+            self._transport.pause_reading()  # one request per connection
+            if self._timer is not None:  # read in time: the answer may take what the env takes
+                self._timer.cancel()
+                self._timer = None
+            self._answer_plain(request)
+        return b""
+
+    def _answer_plain(self, request: PlainRequest) -> None:
+        if self._refusal is not None:
+            self._plain_reply(HttpReply(HTTPStatus.SERVICE_UNAVAILABLE, self._refusal))
+            return
+        refusal = self._router.admit(request.path, request.query, request.headers)
+        if refusal is not None:
+            logger.warning("refused a request from %s: %s", self.peer, refusal.text.strip())
+            self._plain_reply(refusal)
+        elif self._options.executor is None:
+            self._plain_reply(self._router.request(request))
+        else:
+            self._busy = True  # connection_lost leaves the (absent) session alone meanwhile
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._options.executor, self._router.request, request)
+            future.add_done_callback(self._on_plain_answered)
+
+    def _on_plain_answered(self, done: asyncio.Future[HttpReply]) -> None:
+        self._busy = False
+        if not done.cancelled():
+            self._plain_reply(done.result())
+
+    def _plain_reply(self, reply: HttpReply) -> None:
+        """Write a plain request's answer and close (the body is JSON or text)."""
+        if self._transport is None:
+            return
+        if reply.json is not None:
+            response = _json_response(reply.status, reply.json)
+        else:
+            response = self._protocol.reject(reply.status, reply.text)
+        self._transport.write(response.serialize())
+        self._close_transport()
 
     def _process_events(self) -> None:
         for event in self._protocol.events_received():

@@ -113,6 +113,8 @@ def _enum(values: list[Any]) -> Field:
     index = {json.dumps(value): i for i, value in enumerate(values)}
 
     def from_json(value: Any) -> Any:
+        if value is None and "null" not in index:  # Optional[enum] unset: the zero value
+            return np.int64(0)
         if json.dumps(value) not in index:
             raise ValueError(f"{value!r} is not one of {values}")
         return np.int64(index[json.dumps(value)])

@@ -37,6 +37,7 @@ import pydantic
 
 from openenv_gym.errors import CapacityError
 from openenv_gym.interop.openenv.hosted import JsonCodec, OpenEnvAsGym, json_codec
+from openenv_gym.interop.openenv.openapi import openapi_document
 from openenv_gym.server.catalog import EnvCatalog
 from openenv_gym.server.limits import Limits, Usage
 
@@ -52,8 +53,10 @@ __all__ = [
 
 logger = logging.getLogger("openenv_gym.server")
 
-OPENENV_HTTP_PATHS = frozenset({"/health", "/schema", "/metadata"})
+OPENENV_HTTP_PATHS = frozenset({"/health", "/schema", "/metadata", "/openapi.json"})
 OPENENV_WS_PATH = "/ws"
+OPENENV_POST_PATHS = frozenset({"/mcp"})
+"""Routes answered to a ``POST`` (JSON-RPC, see :mod:`~openenv_gym.interop.openenv.rpc`)."""
 
 DEFAULT_MAX_JSON_BYTES = 1 << 20
 """The largest JSON message a ``/ws`` session parses (1 MiB)."""
@@ -81,7 +84,7 @@ def route(path: str, query: str) -> tuple[str, str] | None:
             return None
         path = f"/{endpoint}"
         query = urllib.parse.urlencode({"env": urllib.parse.unquote(quoted)})
-    if path in OPENENV_HTTP_PATHS or path == OPENENV_WS_PATH:
+    if path in OPENENV_HTTP_PATHS or path in OPENENV_POST_PATHS or path == OPENENV_WS_PATH:
         return path, query
     return None
 
@@ -170,6 +173,8 @@ def http_reply(catalog: EnvCatalog, path: str, query: str) -> tuple[int, dict[st
     """
     if path == "/health":
         return 200, {"status": "healthy"}
+    if path == "/openapi.json":
+        return 200, openapi_document(f"openenv-gym: {', '.join(catalog.specs) or 'any id'}")
     if path not in OPENENV_HTTP_PATHS:
         return 404, {
             "detail": f"no OpenEnv endpoint {path!r}; endpoints: /health, /schema, /metadata"
@@ -229,6 +234,9 @@ class OpenEnvSession:
         self._episode_id: str | None = None
         self._step_count = 0
         self._handlers = {"reset": self._reset, "step": self._step, "state": self._state}
+        self.tools: Any = None  # this env's MCP tools, built on the first "mcp" message
+        self.mcp: Any = None  # a callable answering a JSON-RPC request (set by the router)
+        self._handlers["mcp"] = self._mcp
 
     def handle(self, frame: bytes) -> bytes:
         """Serve one JSON message; return the JSON reply (never raises)."""
@@ -273,6 +281,23 @@ class OpenEnvSession:
 
     def _error(self, message: str, code: str) -> bytes:
         return json.dumps({"type": "error", "data": {"message": message, "code": code}}).encode()
+
+    def environment(self) -> gymnasium.Env[Any, Any]:
+        """Return this session's env, built (and counted) on first use.
+
+        Raises:
+            UnknownEnvError: the server does not host the env asked for.
+            CapacityError: the server is at its session or env limit.
+            Exception: the env's constructor failed.
+
+        """
+        return self._ensure_env()[0]
+
+    def _mcp(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if self.mcp is None:
+            raise LookupError("MCP requests are not served on this session")
+        reply: dict[str, Any] = self.mcp(self, data)
+        return "mcp", reply
 
     def _ensure_env(self) -> tuple[gymnasium.Env[Any, Any], JsonCodec]:
         """Build this session's env on first use, counting it (and the session) only if built.

@@ -24,6 +24,7 @@ from openenv_gym.errors import OpenEnvError
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import attacks as a
 from openenv_gym.testing.compliance import harbor
+from openenv_gym.testing.compliance import openenv_routes as oe
 from openenv_gym.testing.compliance._support import (
     AttackResult,
     Target,
@@ -162,6 +163,16 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("async_vector_remote_error", a.attack_async_vector_remote_error),
     Attack("harbor_paths", harbor.attack_harbor_paths, specs=(harbor.HARBOR_SPEC,)),
     Attack("harbor_command_flood", harbor.attack_harbor_command_flood, specs=(harbor.HARBOR_SPEC,)),
+    # OpenEnv 0.10's routes on our port (POST /mcp, /openapi.json, /ws?session_id=).
+    Attack("openenv_mcp_without_token", oe.attack_openenv_mcp_without_token, token=True),
+    Attack(
+        "openenv_mcp_session_flood",
+        oe.attack_openenv_mcp_session_flood,
+        args=("--max-sessions", "2"),
+        fresh=True,
+    ),
+    Attack("openenv_mcp_bodies", oe.attack_openenv_mcp_bodies, args=_HANDSHAKE),
+    Attack("openenv_attach_foreign_session", oe.attack_openenv_attach_foreign_session),
 )
 """Every attack of the campaign, in the order of the security issue's holes."""
 
