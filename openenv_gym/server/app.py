@@ -45,6 +45,9 @@ logger = logging.getLogger("openenv_gym.server")
 HEALTH_PATH = "/healthz"
 """Answered ``200 ok`` (plain HTTP) to any request that passes Origin and Host checks."""
 
+KEEPALIVE_PING = 20.0
+"""Seconds between WebSocket pings to clients whose pool steps are in flight (keepalive)."""
+
 _SHUTDOWN_GRACE = 5.0
 """Seconds clients get to complete the closing handshake before their connections drop."""
 
@@ -254,6 +257,7 @@ class _App:
             self._new_connection, sock=sock, ssl=self.config.ssl_context()
         )
         sweeper = asyncio.create_task(self._close_idle()) if self.config.idle_timeout else None
+        pinger = asyncio.create_task(self._keepalive())
         mcp = None
         if self.config.mcp_port is not None:
             mcp_ready: asyncio.Future[int] = loop.create_future()
@@ -263,7 +267,7 @@ class _App:
             on_started()
         await stop
         server.close()
-        for task in (sweeper, mcp):
+        for task in (sweeper, mcp, pinger):
             if task is not None:
                 task.cancel()
         # Requests in flight have already been answered (they run to completion inside the
@@ -321,6 +325,13 @@ class _App:
             if ready is None or ready.done():
                 raise
             ready.set_exception(exc)
+
+    async def _keepalive(self) -> None:
+        """Ping the clients of sessions with long steps in flight, every ``KEEPALIVE_PING`` s."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_PING)
+            for connection in list(self.connections):
+                connection.ping_if_working()
 
     async def _close_idle(self) -> None:
         """Close connections idle for longer than ``idle_timeout``, checking now and then."""
