@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from gymnasium.vector.utils import concatenate, create_empty_array
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from openenv_gym.errors import EnvIdError, StepTimeoutError
 from openenv_gym.protocol.messages import StepIsolation
@@ -170,6 +170,7 @@ class PoolHost:
             self.close()
             raise
         self._space = space_from_data(self._description["observation_space"])
+        self._action_space = space_from_data(self._description["action_space"])
         if concurrent_steps:
             self._workers = _Workers(concurrent_steps, "openenv-gym-step")
 
@@ -218,7 +219,12 @@ class PoolHost:
 
         """
         ids = self._check_ids(env_ids, "send", need_reset=True)
-        items = _split_actions(actions, len(ids))
+        try:
+            items = list(iterate(batch_space(self._action_space, len(ids)), actions))
+        except Exception as exc:
+            raise ValueError(f"actions: not a batch of the action space: {exc}") from None
+        if len(items) != len(ids):
+            raise ValueError(f"actions: expected a batch of {len(ids)}, got {len(items)}")
         self._launch(ids, [("step", item) for item in items], timeout)
 
     def reset(
@@ -457,22 +463,6 @@ class _Job:
             except Exception:
                 logger.exception("closing env %d after its error failed", self.env_id)
         self.runner = None
-
-
-def _split_actions(actions: Any, count: int) -> list[Any]:
-    """Return one action per env of a batch of ``count`` (an array, tuple, map or list)."""
-    if isinstance(actions, dict):
-        parts = {key: _split_actions(value, count) for key, value in actions.items()}
-        return [{key: parts[key][j] for key in parts} for j in range(count)]
-    if isinstance(actions, np.ndarray):
-        if actions.ndim == 0 or actions.shape[0] != count:
-            raise ValueError(f"actions: expected a batch of {count}, got shape {actions.shape}")
-        return list(actions)
-    if isinstance(actions, (list, tuple)):
-        if len(actions) != count:
-            raise ValueError(f"actions: expected a batch of {count}, got {len(actions)} items")
-        return list(actions)
-    raise ValueError(f"actions: expected a batch of {count}, got {type(actions).__name__}")
 
 
 class _Watchdog:
