@@ -190,23 +190,29 @@ class ProcessRunner:
 
     def __init__(self, factory: EnvFactory, env_index: int, start_timeout: float = 60.0) -> None:
         self.env_index = env_index
-        context = multiprocessing.get_context("fork")
-        parent, child = context.Pipe(duplex=True)
-        self._conn = parent
-        self._process = context.Process(
-            target=_child_main,
-            args=(factory, child),
-            name=f"openenv-gym-env-{env_index}",
-            daemon=True,
-        )
-        self._process.start()
+        # A bare fork, not multiprocessing.Process: the child closes every inherited descriptor,
+        # multiprocessing's exit sentinel too, and is reaped here with waitpid.
+        parent, child = multiprocessing.Pipe(duplex=True)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            try:
+                parent.close()
+                _child_main(factory, child)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
         child.close()
+        self._conn = parent
+        self._pid: int | None = pid
+        self._exitcode: int | None = None
         self._describe = self._receive(start_timeout, "start")
 
     @property
     def pid(self) -> int | None:
         """The child's process id (``None`` once closed)."""
-        return None if self._process is None else self._process.pid
+        return self._pid
 
     def describe(self) -> dict[str, Any]:
         """Return the env's ``MakeReply`` fields (reported by the child once built)."""
@@ -235,7 +241,7 @@ class ProcessRunner:
         return tuple(self._call("step", action, timeout))
 
     def _call(self, op: str, payload: Any, timeout: float | None) -> Any:
-        if self._process is None:
+        if self._pid is None:
             raise EnvProcessError(f"env {self.env_index}: its process is closed")
         try:
             self._conn.send_bytes(codec.encode([op, payload]))
@@ -263,10 +269,9 @@ class ProcessRunner:
         return payload
 
     def _died(self) -> EnvProcessError:
-        process = self._process
-        code = None if process is None else process.exitcode
         self.close(graceful=False)
-        return EnvProcessError(f"env {self.env_index}: its process died (exit code {code})")
+        code = self._exitcode
+        return EnvProcessError(f"env {self.env_index}: its process died (exit status {code})")
 
     def close(self, *, graceful: bool = True) -> None:
         """Stop the child and what its env started, and reap it; idempotent.
@@ -276,20 +281,34 @@ class ProcessRunner:
                 deadline passed) kill it at once.
 
         """
-        process, self._process = self._process, None
-        if process is None:
+        pid, self._pid = self._pid, None
+        if pid is None:
             return
         with contextlib.suppress(OSError):
             self._conn.close()
         if graceful:
-            process.join(_CLOSE_GRACE)
+            self._reap(pid, _CLOSE_GRACE)
         # The whole group, even after a graceful exit: what the env started and left behind.
-        if process.pid is not None:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        if self._exitcode is None:
             with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGKILL)
-            if process.exitcode is None:
-                with contextlib.suppress(OSError):
-                    os.kill(process.pid, signal.SIGKILL)
-        process.join(_KILL_WAIT)
-        if process.is_alive():  # pragma: no cover - SIGKILL is not refused
-            logger.error("env %d: child %s survived SIGKILL", self.env_index, process.pid)
+                os.kill(pid, signal.SIGKILL)
+            if not self._reap(pid, _KILL_WAIT):  # pragma: no cover - SIGKILL is not refused
+                logger.error("env %d: child %d survived SIGKILL", self.env_index, pid)
+
+    def _reap(self, pid: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the child to exit and reap it; tell if it did."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                self._exitcode = -1
+                return True
+            if done:
+                self._exitcode = status
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)  # polling the kernel for the child's exit, bounded by the deadline

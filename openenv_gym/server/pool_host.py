@@ -282,7 +282,10 @@ class PoolHost:
             if busy[index] and isinstance(runner, InProcessRunner):
                 continue  # its thread closes it when the step returns (see _finish)
             try:
-                runner.close()
+                if isinstance(runner, ProcessRunner):
+                    runner.close(graceful=not busy[index])  # a busy child reads no end of pipe
+                else:
+                    runner.close()
             except Exception:
                 logger.exception("closing env %d of a pool session failed", index)
 
