@@ -215,6 +215,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; return an exit status."""
+    if argv is not None and "--slow" in argv:  # slow uneven envs: openenv_gym/bench/slow.py
+        from openenv_gym.bench import slow
+
+        return slow.main([arg for arg in argv if arg != "--slow"])
     args = _parser().parse_args(argv)
     num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
     duration = args.duration or (0.5 if args.quick else 1.0)

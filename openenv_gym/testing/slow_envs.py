@@ -18,7 +18,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["HangEnv", "HeavyTailEnv", "log_uniform_delays"]
+__all__ = ["HEAVY_TAIL_ID", "HangEnv", "HeavyTailEnv", "log_uniform_delays"]
 
 
 def log_uniform_delays(
@@ -89,8 +89,18 @@ class HeavyTailEnv(gymnasium.Env[Any, Any]):
         reward = float(-abs(self._position))
         done = self._t >= self._length
         terminated = done and abs(self._position) < 0.5
-        info: dict[str, Any] = {"delay": delay} if self._t % 3 == 0 else {}
+        info: dict[str, Any] = {"delay": delay}  # the env's own time, for the benchmark's ideal
+        if self._t % 3 == 0:
+            info["third"] = self._t // 3
         return self._obs(), reward, terminated, done and not terminated, info
+
+
+HEAVY_TAIL_ID = "SlowBench/HeavyTail-v0"
+"""``HeavyTailEnv`` as a gymnasium id (registered on import), for code that takes ids only
+(``gymnasium.make("openenv_gym.testing.slow_envs:SlowBench/HeavyTail-v0")``)."""
+
+if HEAVY_TAIL_ID not in gymnasium.registry:
+    gymnasium.register(HEAVY_TAIL_ID, entry_point=HeavyTailEnv)
 
 
 class HangEnv(gymnasium.Env[Any, Any]):
