@@ -329,6 +329,7 @@ class PoolHost:
             if self._closed:
                 raise EnvIdError("the pool session is closed")
             self._busy[ids] = True
+            self._tokens[ids] += 1  # one token per job: late results and stale deadlines miss
             tokens = self._tokens[ids].copy()
         if timeout is not None and self._workers is None:
             self._workers = _Workers(1, "openenv-gym-step")  # a deadline needs a thread
