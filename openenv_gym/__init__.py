@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["RemoteEnv", "RemoteEnvPool", "RemoteVectorEnv", "ServerConfig", "__version__", "errors", "serve"]
+__all__ = [
+    "RemoteEnv",
+    "RemoteEnvPool",
+    "RemoteVectorEnv",
+    "ServerConfig",
+    "__version__",
+    "errors",
+    "serve",
+]
 
 _LAZY = {
     "RemoteEnv": ("openenv_gym.client.env", "RemoteEnv"),

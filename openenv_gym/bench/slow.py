@@ -162,9 +162,7 @@ def _table(report: dict[str, Any]) -> str:
     ]
     for row in report["rows"]:
         env_time = "-" if row["env_seconds"] is None else f"{row['env_seconds']:.1f}"
-        lines.append(
-            f"| {row['backend']} | {row['rate']:,.1f} | {row['env_steps']} | {env_time} |"
-        )
+        lines.append(f"| {row['backend']} | {row['rate']:,.1f} | {row['env_steps']} | {env_time} |")
     lines.append("")
     lines += [f"- {name}: **{value:.2f}**" for name, value in report["ratios"].items()]
     lines += [f"- {note}" for note in report["notes"]]

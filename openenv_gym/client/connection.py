@@ -170,7 +170,7 @@ class Connection:
         return self.receive(request_id, timeout=timeout, operation=operation or op.name.lower())
 
     def fileno(self) -> int:
-        """The socket's descriptor (``-1`` once closed), to wait on several connections."""
+        """Return the socket's descriptor (``-1`` once closed), to wait on several connections."""
         return -1 if self._ws is None else self._ws.fileno()
 
     def has_message(self) -> bool:

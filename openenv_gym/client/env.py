@@ -13,9 +13,9 @@ from gymnasium.core import ActType, ObsType, RenderFrame
 from gymnasium.envs.registration import EnvSpec
 
 from openenv_gym.client.connection import Connection
-from openenv_gym.errors import CallTimeoutError, StepTimeoutError
 from openenv_gym.client.options import UNSET, ClientOptions, Unset
 from openenv_gym.client.pool import embedded_pool
+from openenv_gym.errors import CallTimeoutError, StepTimeoutError
 from openenv_gym.protocol.messages import (
     AutoresetModeName,
     MakeReply,

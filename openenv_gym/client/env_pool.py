@@ -169,7 +169,9 @@ class RemoteEnvPool:
     def _open(self, url: str, start: int, stop: int, env_kwargs: dict[str, Any]) -> MakeReply:
         connection = self.options.connect(url)
         try:
-            request = MakeRequest(env_id=self.env_id, num_envs=stop - start, kwargs=env_kwargs, pool=True)
+            request = MakeRequest(
+                env_id=self.env_id, num_envs=stop - start, kwargs=env_kwargs, pool=True
+            )
             body = connection.request(Op.MAKE, request.wire(), operation=f"make {self.env_id}")
             reply = parse_body(MakeReply, body)
         except BaseException:
@@ -232,7 +234,9 @@ class RemoteEnvPool:
         failed = [picked[i].error for i in ids.tolist() if picked[i].error is not None]
         if failed:
             raise failed[0]  # type: ignore[misc]
-        obs, _, _, _, info = batch_results(self.single_observation_space, [picked[i] for i in ids.tolist()])
+        obs, _, _, _, info = batch_results(
+            self.single_observation_space, [picked[i] for i in ids.tolist()]
+        )
         return obs, info
 
     def send(self, actions: Any, env_id: Any = None, *, timeout: float | None = None) -> None:
@@ -361,7 +365,9 @@ class RemoteEnvPool:
         if timeout is not None and not 0 < timeout <= 86400:
             raise ValueError(f"timeout must be in (0, 86400] seconds, got {timeout!r}")
 
-    def _send_reset(self, ids: np.ndarray[Any, Any], options: dict[str, Any] | None, timeout: float | None) -> None:
+    def _send_reset(
+        self, ids: np.ndarray[Any, Any], options: dict[str, Any] | None, timeout: float | None
+    ) -> None:
         ids = self._ids(ids, "reset")
         self._check_timeout(timeout)
         for shard in self._shards:
@@ -388,7 +394,9 @@ class RemoteEnvPool:
         self._requests[(shard.start, request_id)] = ids
         self._busy[ids] = True
 
-    def _pump(self, done: Any, deadline: float | None, operation: str, timeout: float | None = None) -> None:
+    def _pump(
+        self, done: Any, deadline: float | None, operation: str, timeout: float | None = None
+    ) -> None:
         """Read every shard's messages until ``done()`` or the deadline."""
         while not done():
             ready = [s for s in self._shards if s.connection.has_message()]

@@ -104,13 +104,15 @@ def batch_results(
     """
     count = len(results)
     obs = concatenate(
-        single_space, [r.obs for r in results], create_empty_array(single_space, count)
+        single_space,
+        [r.obs for r in results],
+        create_empty_array(single_space, count),  # type: ignore[arg-type]
     )
     merger = _Infos(count)
     info: dict[str, Any] = {}
     for position, result in enumerate(results):
         if result.info:
-            info = merger._add_info(info, result.info, position)
+            info = merger._add_info(info, result.info, position)  # type: ignore[misc]
     info["env_id"] = np.array([r.env_id for r in results], dtype=np.int32)
     return (
         obs,

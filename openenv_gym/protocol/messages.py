@@ -27,6 +27,7 @@ from pydantic import (
 from openenv_gym.errors import DecodeError
 
 __all__ = [
+    "POOL_EVENT",
     "PROTOCOL_VERSION",
     "REQUEST_BOUNDS",
     "REQUEST_PREFIXES",
@@ -40,21 +41,19 @@ __all__ = [
     "MakeReply",
     "MakeRequest",
     "Op",
+    "PoolResetRequest",
+    "PoolSendRequest",
     "RequestBound",
     "ResetRequest",
     "ServerVectorization",
     "SetAttrRequest",
     "Status",
+    "StepIsolation",
     "parse_body",
     "parse_reply",
     "parse_request",
     "peek_op",
     "request_bound",
-    # Pool sessions (docs/protocol.md, section 5.12)
-    "POOL_EVENT",
-    "PoolResetRequest",
-    "PoolSendRequest",
-    "StepIsolation",
 ]
 
 PROTOCOL_VERSION = 1

@@ -140,7 +140,9 @@ def pool_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     steps = data.get("concurrent_steps")
     if steps is not None:
         if type(steps) is not int or not 0 <= steps <= _MAX_CONCURRENT_STEPS:
-            raise ValueError(f"{where}: concurrent_steps must be an int in [0, 1024], got {steps!r}")
+            raise ValueError(
+                f"{where}: concurrent_steps must be an int in [0, 1024], got {steps!r}"
+            )
         fields["concurrent_steps"] = steps
     timeout = data.get("step_timeout")
     if timeout is not None:
@@ -150,7 +152,9 @@ def pool_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     isolation = data.get("step_isolation")
     if isolation is not None:
         if isolation not in ("none", "process"):
-            raise ValueError(f"{where}: step_isolation must be 'none' or 'process', got {isolation!r}")
+            raise ValueError(
+                f"{where}: step_isolation must be 'none' or 'process', got {isolation!r}"
+            )
         fields["step_isolation"] = isolation
     return fields
 

@@ -95,9 +95,7 @@ class PoolEvents:
                 [[j, r.info] for j, r in enumerate(ok) if r.info],
                 errors,
             ]
-            return [
-                codec.encode([POOL_EVENT, 0, body], max_bytes=self._session.max_message_bytes)
-            ]
+            return [codec.encode([POOL_EVENT, 0, body], max_bytes=self._session.max_message_bytes)]
         except (EncodeError, MessageTooLargeError, ValueError, TypeError) as exc:
             if len(results) > 1:
                 half = len(results) // 2

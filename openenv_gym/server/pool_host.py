@@ -143,7 +143,9 @@ class PoolHost:
         step_isolation: StepIsolation = "none",
     ) -> None:
         if num_envs < 1 or concurrent_steps < 0:
-            raise ValueError(f"num_envs must be >= 1, concurrent_steps >= 0: {num_envs}, {concurrent_steps}")
+            raise ValueError(
+                f"num_envs must be >= 1, concurrent_steps >= 0: {num_envs}, {concurrent_steps}"
+            )
         self.num_envs = num_envs
         self.concurrent_steps = concurrent_steps
         self.step_timeout = step_timeout
@@ -207,7 +209,7 @@ class PoolHost:
 
     def batch_obs(self, results: list[PoolResult]) -> Any:
         """Return the observations of ``results`` as one batch of the observation space."""
-        out = create_empty_array(self._space, len(results))
+        out: Any = create_empty_array(self._space, len(results))
         return concatenate(self._space, [r.obs for r in results], out)
 
     def send(self, env_ids: Any, actions: Any, timeout: float | None) -> None:
@@ -323,7 +325,9 @@ class PoolHost:
             )
         return ids
 
-    def _launch(self, ids: np.ndarray[Any, Any], jobs: list[tuple[str, Any]], timeout: float | None) -> None:
+    def _launch(
+        self, ids: np.ndarray[Any, Any], jobs: list[tuple[str, Any]], timeout: float | None
+    ) -> None:
         timeout = self.step_timeout if timeout is None else timeout
         with self._lock:
             if self._closed:
@@ -456,7 +460,7 @@ class _Job:
         )
 
     def _drop_runner(self) -> None:
-        """A killed or dead child is not used again; the env's next reset builds a new one."""
+        """Drop a killed or dead child; the env's next reset builds a new one."""
         host = self.host
         with host._lock:
             if host._tokens[self.env_id] == self.token and host._runners:
@@ -495,9 +499,7 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and (
-                    not self._heap or self._heap[0][0] > time.monotonic()
-                ):
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
                     wait = None if not self._heap else self._heap[0][0] - time.monotonic()
                     self._cond.wait(wait)
                 if self._stopped:

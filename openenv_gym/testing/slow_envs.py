@@ -100,7 +100,7 @@ HEAVY_TAIL_ID = "SlowBench/HeavyTail-v0"
 (``gymnasium.make("openenv_gym.testing.slow_envs:SlowBench/HeavyTail-v0")``)."""
 
 if HEAVY_TAIL_ID not in gymnasium.registry:
-    gymnasium.register(HEAVY_TAIL_ID, entry_point=HeavyTailEnv)
+    gymnasium.register(HEAVY_TAIL_ID, entry_point=f"{__name__}:HeavyTailEnv")
 
 
 class HangEnv(gymnasium.Env[Any, Any]):

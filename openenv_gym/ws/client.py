@@ -125,13 +125,14 @@ class BlockingWebSocket:
         return self._messages.popleft()
 
     def fileno(self) -> int:
-        """The socket's descriptor, to wait on several connections at once (``-1``: closed)."""
+        """Return the socket's descriptor, to wait on several connections (``-1``: closed)."""
         return self._sock.fileno()
 
     def has_message(self) -> bool:
         """Tell whether a whole message (or TLS bytes) waits, so :meth:`recv` returns at once."""
-        tls = isinstance(self._sock, ssl.SSLSocket) and self._sock.fileno() >= 0
-        return bool(self._messages) or (tls and self._sock.pending() > 0)  # type: ignore[union-attr]
+        sock = self._sock
+        tls = isinstance(sock, ssl.SSLSocket) and sock.fileno() >= 0 and sock.pending() > 0
+        return bool(self._messages) or tls
 
     def close(self) -> None:
         """Start the closing handshake (best effort) and close the socket; idempotent."""

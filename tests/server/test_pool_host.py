@@ -32,7 +32,9 @@ class _Client:
 
     def request(self, op: Op, body: Any) -> list[Any]:
         self.next_id += 1
-        reply: list[Any] = codec.decode(self.session.handle(codec.encode([int(op), self.next_id, body])))
+        reply: list[Any] = codec.decode(
+            self.session.handle(codec.encode([int(op), self.next_id, body]))
+        )
         return reply
 
     def events(self, count: int, timeout: float = 10.0) -> list[list[Any]]:
@@ -61,7 +63,7 @@ def test_pool_session_inline_results_of_one_send_come_in_one_message() -> None:
     ok = client.request(Op.POOL_SEND, {"env_ids": np.array([4, 1]), "actions": np.array([0, 2])})
     assert ok == [0, client.next_id, None]  # an ack; the results are pushed
     (step,) = client.events(2)
-    env_ids, obs, rewards, terminated, truncated, merges, errors = step
+    env_ids, obs, rewards, terminated, _, merges, errors = step
     assert env_ids.tolist() == [4, 1] and obs.dtype == np.float32 and rewards.dtype == np.float64
     assert terminated.dtype == bool and errors == []
     assert all("delay" in info for _, info in merges)
@@ -108,7 +110,7 @@ def test_pool_session_thread_deadline_is_counted_and_bounded() -> None:
     (event,) = client.events(1)
     elapsed = time.monotonic() - start
     assert 0.3 <= elapsed < 0.9, elapsed
-    (env_id, error), = event[6]
+    ((env_id, error),) = event[6]
     assert env_id == 0 and error["type"] == "openenv_gym.errors.StepTimeoutError"
     assert error["details"]["timeout"] == 0.3 and error["details"]["action"] == "step"
     assert client.session.pool is not None and client.session.pool.abandoned == 1
@@ -141,7 +143,11 @@ def test_hosting_file_pool_fields_are_checked(tmp_path: Any) -> None:
     )
     (spec,) = load_hosting_file(good)
     policy = spec.policy
-    assert (policy.concurrent_steps, policy.step_timeout, policy.step_isolation) == (8, 30.0, "process")
+    assert (policy.concurrent_steps, policy.step_timeout, policy.step_isolation) == (
+        8,
+        30.0,
+        "process",
+    )
     for line, text in [
         ("concurrent_steps = -1", "concurrent_steps"),
         ("concurrent_steps = 100000", "concurrent_steps"),
