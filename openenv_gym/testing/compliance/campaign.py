@@ -23,6 +23,7 @@ from typing import Any
 from openenv_gym.errors import OpenEnvError
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import attacks as a
+from openenv_gym.testing.compliance import pool_attacks as pool
 from openenv_gym.testing.compliance._support import (
     AttackResult,
     Target,
@@ -88,6 +89,8 @@ class Attack:
 
 
 _HANDSHAKE = ("--handshake-timeout", "1")
+_POOL = (CARTPOLE, pool.HEAVY)
+_POOL_ARGS = ("--concurrent-steps", "4")
 
 ATTACKS: tuple[Attack, ...] = (
     Attack("remote_id_runs_no_code", a.attack_remote_id_runs_no_code, args=("--allow-any-id",)),
@@ -154,6 +157,17 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack("make_bogus_kwarg", a.attack_make_bogus_kwarg),
     Attack("async_vector_remote_error", a.attack_async_vector_remote_error),
+    # Pool sessions (issue 15): POOL_SEND/POOL_RESET, their timeouts, the operator's knobs.
+    Attack("pool_million_env_ids", pool.attack_pool_million_env_ids, specs=_POOL, args=_POOL_ARGS),
+    Attack("pool_bad_timeouts", pool.attack_pool_bad_timeouts, specs=_POOL, args=_POOL_ARGS),
+    Attack(
+        "pool_unread_sends",
+        pool.attack_pool_unread_sends,
+        specs=_POOL,
+        args=_POOL_ARGS,
+        fresh=True,
+    ),
+    Attack("pool_operator_knobs", pool.attack_pool_operator_knobs, specs=_POOL, args=_POOL_ARGS),
 )
 """Every attack of the campaign, in the order of the security issue's holes."""
 
