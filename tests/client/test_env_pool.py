@@ -343,3 +343,41 @@ def test_env_pool_server_gone_is_connection_lost(pools: Callable[..., RemoteEnvP
         os.kill(provider.pids[0], signal.SIGKILL)
         with pytest.raises(ConnectionLostError):
             pool.recv(timeout=10)
+
+
+def test_remote_env_step_deadline_is_a_typed_timeout_and_reset_opens_a_new_session(
+    threaded_servers: LocalProvider,
+) -> None:
+    from openenv_gym import RemoteEnv
+
+    url = threaded_servers.urls[1]
+    with RemoteEnv(HANG, url=url, hang=1.0) as env:
+        env.reset(seed=0)
+        start = time.monotonic()
+        with pytest.raises(StepTimeoutError) as caught:
+            env.step(1, timeout=0.3)
+        assert time.monotonic() - start < 1.0
+        assert (caught.value.env_index, caught.value.timeout) == (0, 0.3)
+        assert caught.value.url == url and isinstance(caught.value, TimeoutError)
+        obs, _ = env.reset(seed=0)  # a new session on the same server
+        assert obs.tolist() == [0]
+        assert env.step(0, timeout=5.0)[0].tolist() == [1]
+
+
+def test_remote_vector_env_step_deadline_names_the_shard_and_reconnects(
+    threaded_servers: LocalProvider,
+) -> None:
+    from openenv_gym import RemoteVectorEnv
+
+    urls = threaded_servers.urls
+    with RemoteVectorEnv(HANG, 4, urls=urls, reconnect=True, hang=1.0) as envs:
+        envs.reset(seed=0)
+        start = time.monotonic()
+        with pytest.raises(StepTimeoutError) as caught:
+            envs.step(np.array([0, 0, 1, 0]), timeout=0.3)  # env 2: the second shard's first
+        assert time.monotonic() - start < 1.0
+        assert caught.value.env_index == 2 and caught.value.url == urls[1]
+        envs.step_async(np.zeros(4, dtype=np.int64))  # the lost shard is re-opened
+        _, _, _, truncated, infos = envs.step_wait(timeout=10)
+        assert truncated.tolist() == [False, False, True, True]
+        assert infos["reconnected"].tolist() == [False, False, True, True]
