@@ -192,23 +192,38 @@ class RemoteEnvPool:
 
     # -- envpool's API -------------------------------------------------------------------
 
-    def async_reset(self, *, timeout: float | None = None) -> None:
+    def async_reset(
+        self,
+        *,
+        seed: int | list[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """Reset every env without waiting; ``recv`` returns the results ``batch_size`` at a time.
+
+        Args:
+            seed: ``None``: the pool's seeds (``seed + i`` at an env's first reset, then
+                none); an int ``s``: env ``i`` gets ``s + i``; a list: one per env.
+            options: each env's ``reset(options=...)``.
+            timeout: deadline of each reset in seconds.
 
         Raises:
             EnvIdError: an env has a step in flight or a result not yet received.
 
         """
-        self._send_reset(self.all_env_ids, None, timeout)
+        self._send_reset(self.all_env_ids, options, timeout, seed)
 
     def reset(
         self,
         env_id: Any = None,
         *,
+        seed: int | list[int | None] | None = None,
         options: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> tuple[Any, dict[str, Any]]:
         """Reset ``env_id`` (default: every env), wait, and return ``(obs, info)`` in that order.
+
+        ``seed`` as for :meth:`async_reset` (a list: one per id of ``env_id``).
 
         Raises:
             EnvIdError: bad ids, or an env has a step in flight or a result not received.
@@ -217,7 +232,7 @@ class RemoteEnvPool:
 
         """
         ids = self._ids(self.all_env_ids if env_id is None else env_id, "reset")
-        self._send_reset(ids, options, timeout)
+        self._send_reset(ids, options, timeout, seed)
         wanted = set(ids.tolist())
         deadline = None if timeout is None else time.monotonic() + timeout + _DEADLINE_GRACE
         self._pump(
@@ -366,18 +381,23 @@ class RemoteEnvPool:
             raise ValueError(f"timeout must be in (0, 86400] seconds, got {timeout!r}")
 
     def _send_reset(
-        self, ids: np.ndarray[Any, Any], options: dict[str, Any] | None, timeout: float | None
+        self,
+        ids: np.ndarray[Any, Any],
+        options: dict[str, Any] | None,
+        timeout: float | None,
+        seed: int | list[int | None] | None = None,
     ) -> None:
         ids = self._ids(ids, "reset")
         self._check_timeout(timeout)
+        if isinstance(seed, list) and len(seed) != len(ids):
+            raise ValueError(f"{len(seed)} seeds for {len(ids)} env ids")
         for shard in self._shards:
             positions = np.flatnonzero((ids >= shard.start) & (ids < shard.stop))
             if not positions.size:
                 continue
             shard_ids = ids[positions]
             seeds = [
-                None if self.seed is None or self._reset_seen[i] else self.seed + int(i)
-                for i in shard_ids.tolist()
+                self._seed_of(int(i), j, seed) for i, j in zip(shard_ids, positions, strict=True)
             ]
             body = {
                 "env_ids": shard_ids - shard.start,
@@ -388,6 +408,17 @@ class RemoteEnvPool:
             self._request(shard, Op.POOL_RESET, body, shard_ids)
         self._reset_seen[ids] = True
         self._needs_reset[ids] = False
+
+    def _seed_of(
+        self, env_id: int, position: int, seed: int | list[int | None] | None
+    ) -> int | None:
+        """Return the seed of env ``env_id``, ``position``-th of a reset's ids."""
+        if isinstance(seed, int):
+            return seed + env_id
+        if seed is not None:
+            value = seed[position]
+            return None if value is None else int(value)
+        return None if self.seed is None or self._reset_seen[env_id] else self.seed + env_id
 
     def _request(self, shard: Shard, op: Op, body: Any, ids: np.ndarray[Any, Any]) -> None:
         request_id = shard.connection.send(op, body)

@@ -188,6 +188,8 @@ def test_env_pool_synchronous_batch_equals_sync_vector_env(
             assert_same(rewards, w_rewards, "rewards")
             assert_same(terminated, w_terminated, "terminated")
             assert_same(truncated, w_truncated, "truncated")
+        obs, _ = pool.reset(seed=9)  # an explicit seed: env i gets 9 + i, as SyncVectorEnv
+        assert_same(obs, local.reset(seed=9)[0], "reseeded obs")
     finally:
         local.close()
     assert pool.single_observation_space == local.single_observation_space
