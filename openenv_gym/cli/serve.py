@@ -231,7 +231,8 @@ def add_commands(commands: Any) -> None:
         "--concurrent-steps",
         type=int,
         metavar="N",
-        help="pool sessions: step up to N envs at once on threads (default 0: inline)",
+        help="pool sessions: step up to N envs at once on threads (0: inline; default: inline "
+        "until a step takes over 2 ms, then up to 64 threads)",
     )
     serve.add_argument(
         "--step-timeout",

@@ -257,7 +257,7 @@ class MakeReply(_Model):
     info_form: InfoForm = "merges"
     """How STEP and RESET replies carry infos (``vector``: one vector-merged dict)."""
     concurrent_steps: int = 0
-    """Pool sessions: envs the server steps at once on worker threads (0: inline)."""
+    """Pool sessions: the most envs the server steps at once on worker threads (0: inline)."""
     step_timeout: float | None = None
     """Pool sessions: the operator's default deadline of one step, in seconds."""
     step_isolation: StepIsolation = "none"

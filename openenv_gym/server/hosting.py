@@ -62,8 +62,9 @@ class HostingPolicy:
     )
     set_attrs: frozenset[str] = frozenset()
     render_modes: frozenset[str] | None = None
-    concurrent_steps: int = 0
-    """Pool sessions: envs stepped at once on worker threads (0: one after another, inline)."""
+    concurrent_steps: int | None = None
+    """Pool sessions: envs stepped at once on worker threads (0: one after another, inline;
+    ``None``: inline until a step takes over 2 ms, then up to 64 threads)."""
     step_timeout: float | None = None
     """Pool sessions: the default deadline of one step or reset, in seconds (``None``: none)."""
     step_isolation: Literal["none", "process"] = "none"

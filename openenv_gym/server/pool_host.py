@@ -5,8 +5,9 @@ resets some of them; each env's result is pushed to the client as soon as it is 
 session turns :meth:`PoolHost.take_results` into POOL_EVENT messages, several results per
 message when they finish together). Steps run
 
-* inline, one after another inside the request (``concurrent_steps = 0``, the operator's
-  default, today's latency), or
+* inline, one after another inside the request (``concurrent_steps = 0``: today's latency),
+* inline until a step is found slow (over 2 ms), then on up to 64 threads (the default,
+  ``concurrent_steps`` unset: fast envs keep the inline path, slow ones get threads), or
 * on up to ``concurrent_steps`` worker threads of the session, so that one slow env holds up
   nobody else; with ``step_isolation = "process"`` each env lives in its own child process
   (``server/env_runner.py``) and the threads only wait on pipes.
@@ -52,9 +53,14 @@ from openenv_gym.server.env_runner import (
     ProcessRunner,
 )
 
-__all__ = ["PoolHost", "PoolResult"]
+__all__ = ["AUTO_SLOW", "AUTO_THREADS", "PoolHost", "PoolResult"]
 
 logger = logging.getLogger("openenv_gym.server")
+
+AUTO_SLOW = 0.002
+"""Seconds of one step past which an auto session (``concurrent_steps=None``) uses threads."""
+AUTO_THREADS = 64
+"""The most threads an auto session starts."""
 
 _NEW, _READY, _DONE, _BROKEN = 0, 1, 2, 3
 """Env states: never reset, steppable, episode over (next send resets), given up."""
@@ -99,6 +105,12 @@ class _Workers:
                     self._threads -= 1
                     return
 
+    def grow_to(self, count: int) -> None:
+        """Run at least ``count`` threads (besides those held by abandoned steps)."""
+        with self._lock:
+            while self._threads - self._surplus < count:
+                self._start()
+
     def submit(self, job: Callable[[], bool]) -> None:
         """Queue ``job``; it returns whether its step was abandoned meanwhile."""
         self._jobs.put(job)
@@ -123,7 +135,9 @@ class PoolHost:
     Args:
         factory: builds one env.
         num_envs: envs in the session.
-        concurrent_steps: worker threads stepping envs at once (0: inline).
+        concurrent_steps: worker threads stepping envs at once (0: inline); ``None``
+            (auto): inline until a step takes over ``AUTO_SLOW`` s, then up to
+            ``min(num_envs, AUTO_THREADS)`` threads.
         step_timeout: the operator's default deadline of one step or reset, in seconds.
         step_isolation: ``"process"``: each env in a child process (killed at its deadline).
 
@@ -138,10 +152,13 @@ class PoolHost:
         factory: EnvFactory,
         *,
         num_envs: int,
-        concurrent_steps: int = 0,
+        concurrent_steps: int | None = 0,
         step_timeout: float | None = None,
         step_isolation: StepIsolation = "none",
     ) -> None:
+        self._auto = concurrent_steps is None
+        if concurrent_steps is None:
+            concurrent_steps = min(num_envs, AUTO_THREADS)
         if num_envs < 1 or concurrent_steps < 0:
             raise ValueError(
                 f"num_envs must be >= 1, concurrent_steps >= 0: {num_envs}, {concurrent_steps}"
@@ -173,7 +190,9 @@ class PoolHost:
             raise
         self._space = space_from_data(self._description["observation_space"])
         self._action_space = space_from_data(self._description["action_space"])
-        if concurrent_steps:
+        self.slow = False
+        """True once a step took over ``AUTO_SLOW`` seconds (auto mode moves to threads)."""
+        if concurrent_steps and not self._auto:
             self._workers = _Workers(concurrent_steps, "openenv-gym-step")
 
     def _build(self, index: int) -> EnvRunner:
@@ -335,14 +354,23 @@ class PoolHost:
             self._busy[ids] = True
             self._tokens[ids] += 1  # one token per job: late results and stale deadlines miss
             tokens = self._tokens[ids].copy()
-        if timeout is not None and self._workers is None:
-            self._workers = _Workers(1, "openenv-gym-step")  # a deadline needs a thread
+        if timeout is not None:
+            self._ensure_workers(1)  # a deadline needs a thread: an inline step cannot stop
         for env_id, token, job in zip(ids.tolist(), tokens.tolist(), jobs, strict=True):
             run = _Job(self, env_id, token, job, timeout)
+            if self._auto and self.slow:
+                self._ensure_workers(self.concurrent_steps)  # the env turned out slow
             if self._workers is None:
                 run()
             else:
                 self._workers.submit(run)
+
+    def _ensure_workers(self, count: int) -> None:
+        with self._lock:
+            if self._workers is None:
+                self._workers = _Workers(count, "openenv-gym-step")
+            else:
+                self._workers.grow_to(count)
 
     def _watch(self, run: _Job) -> None:
         """Give up ``run`` (an in-process step on a thread) ``run.timeout`` after it started."""
@@ -435,6 +463,8 @@ class _Job:
             if self.timeout is not None and not isinstance(runner, ProcessRunner):
                 host._watch(self)
             result = self._run(runner, autoreset)
+            if time.monotonic() - self.started > AUTO_SLOW:
+                host.slow = True
         except (StepTimeoutError, EnvProcessError) as exc:  # the child is gone: a fresh one
             if isinstance(exc, StepTimeoutError):
                 exc.env_index = self.env_id

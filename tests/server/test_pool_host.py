@@ -52,7 +52,7 @@ class _Client:
 
 
 def test_pool_session_inline_results_of_one_send_come_in_one_message() -> None:
-    policy = HostingPolicy(allow_kwargs=frozenset({"max_delay"}))
+    policy = HostingPolicy(concurrent_steps=0, allow_kwargs=frozenset({"max_delay"}))
     client = _Client(HEAVY, policy, num_envs=6, kwargs={"max_delay": 0.002})
     assert client.make[0] == 0 and "concurrent_steps" not in client.make[2]
     assert client.session.state is SessionState.POOL
@@ -100,7 +100,7 @@ def test_pool_session_refuses_vector_ops_and_bad_ids() -> None:
 
 
 def test_pool_session_thread_deadline_is_counted_and_bounded() -> None:
-    policy = HostingPolicy(step_timeout=0.3, allow_kwargs=frozenset({"hang"}))
+    policy = HostingPolicy(concurrent_steps=1, step_timeout=0.3, allow_kwargs=frozenset({"hang"}))
     client = _Client(HANG, policy, num_envs=3, kwargs={"hang": 1.0})
     assert client.make[2]["step_timeout"] == 0.3
     client.request(Op.POOL_RESET, None)
@@ -158,3 +158,23 @@ def test_hosting_file_pool_fields_are_checked(tmp_path: Any) -> None:
         bad.write_text(f'[[env]]\nspec = "CartPole-v1"\n{line}\n')
         with pytest.raises(ValueError, match=text):
             load_hosting_file(bad)
+
+
+def test_pool_session_by_default_moves_to_threads_once_a_step_is_slow() -> None:
+    policy = HostingPolicy(allow_kwargs=frozenset({"hang"}))
+    client = _Client(HANG, policy, num_envs=4, kwargs={"hang": 0.4})
+    assert client.make[2]["concurrent_steps"] == 4  # auto: up to one thread per env here
+    pool = client.session.pool
+    assert pool is not None and not pool.slow
+    client.request(Op.POOL_RESET, None)
+    client.events(4)
+    client.request(Op.POOL_SEND, {"env_ids": [0, 1, 2, 3], "actions": np.zeros(4, np.int64)})
+    client.events(4)
+    assert not pool.slow  # fast steps: still inline
+    start = time.monotonic()
+    client.request(Op.POOL_SEND, {"env_ids": [0, 1], "actions": np.array([1, 1])})
+    client.request(Op.POOL_SEND, {"env_ids": [2, 3], "actions": np.array([1, 1])})
+    client.events(4)
+    # Env 0's slow step ran inline (0.4 s), then the rest of the steps ran at once on threads.
+    assert pool.slow and time.monotonic() - start < 1.2
+    client.session.close()
