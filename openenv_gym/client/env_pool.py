@@ -397,7 +397,8 @@ class RemoteEnvPool:
                 continue
             shard_ids = ids[positions]
             seeds = [
-                self._seed_of(int(i), j, seed) for i, j in zip(shard_ids, positions, strict=True)
+                self._seed_of(int(i), int(j), seed)
+                for i, j in zip(shard_ids, positions, strict=True)
             ]
             body = {
                 "env_ids": shard_ids - shard.start,
