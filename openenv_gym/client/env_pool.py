@@ -64,7 +64,12 @@ class RemoteEnvPool:
             (``provider``, ``provider_options``, ``docker_image`` as for ``RemoteVectorEnv``).
         concurrent_steps, step_timeout, step_isolation: the servers' policy for the pool
             sessions of servers this pool starts (``--concurrent-steps``, ``--step-timeout``,
-            ``--step-isolation``); servers given by ``urls`` apply their operator's.
+            ``--step-isolation``); servers given by ``urls`` apply their operator's. Servers
+            this pool starts run each env in a child process by default (``step_isolation=
+            "process"``), so that a step past its deadline is killed with what it started;
+            ``"none"`` keeps the envs in the server process (a stuck step's thread is then
+            abandoned, not killed). ``concurrent_steps`` unset: inline until a step takes
+            over 2 ms, then up to 64 threads per server.
         options, token, ssl_context, connect_timeout, call_timeout: as ``RemoteVectorEnv``.
         **env_kwargs: keyword arguments of every env.
 
@@ -115,6 +120,8 @@ class RemoteEnvPool:
             num_servers = len(provider.urls)
         bounds = split(num_envs, len(urls) if urls else num_servers)
         args = embedded_server_args(env_kwargs)
+        if step_isolation is None and not urls:
+            step_isolation = "process"  # owned servers: a stuck step can be killed
         for flag, value in (
             ("--concurrent-steps", concurrent_steps),
             ("--step-timeout", step_timeout),

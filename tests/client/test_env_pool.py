@@ -292,6 +292,25 @@ def test_env_pool_close_kills_every_env_process(
     assert _wait_for(lambda: not _sleepers("33.5"), 5.0)
 
 
+def test_env_pool_owned_servers_kill_a_step_past_its_deadline(
+    pools: Callable[..., RemoteEnvPool],
+) -> None:
+    mark = "47.25"
+    pool = pools(HANG, 2, batch_size=1, hang=float(mark), step_timeout=0.5)  # starts a server
+    assert (pool.step_isolation, pool.step_timeout) == ("process", 0.5)
+    pool.reset()
+    start = time.monotonic()
+    pool.send(np.array([1]), [0])  # the server's default deadline applies
+    with pytest.raises(StepTimeoutError, match="env 0"):
+        pool.recv(timeout=10)
+    assert 0.5 <= time.monotonic() - start < 1.5
+    assert _wait_for(lambda: not _sleepers(mark), 3.0), "the hung command survived"
+    pool.send(np.array([1]), [1])
+    assert _wait_for(lambda: bool(_sleepers(mark)), 5.0)
+    pool.close()  # a step in flight at close: its process group is killed too
+    assert _wait_for(lambda: not _sleepers(mark), 5.0)
+
+
 def test_env_pool_thread_deadline_gives_up_the_step_and_carries_on(
     threaded_servers: LocalProvider, pools: Callable[..., RemoteEnvPool]
 ) -> None:
