@@ -95,6 +95,9 @@ _OK = int(Status.OK)
 
 
 def _type_name(exc: BaseException) -> str:
+    own = getattr(exc, "type_name", None)  # an env process's error keeps the env's type name
+    if isinstance(own, str):
+        return own
     cls = type(exc)
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
