@@ -110,6 +110,7 @@ def run(
     duration: float = 10.0,
     seed: int = 0,
     openenv: bool = True,
+    isolation: str = "none",
 ) -> dict[str, Any]:
     """Run every backend for ``duration`` seconds; return the rows and the ratios.
 
@@ -121,7 +122,7 @@ def run(
 
     rows: list[SlowResult] = []
     notes: list[str] = []
-    args = ["--concurrent-steps", str(workers)]
+    args = ["--concurrent-steps", str(workers), "--step-isolation", isolation]
     with LocalProvider([ENTRY], extra_args=args) as server:
         url = server.urls[0]
         rows.append(_pool(url, num_envs, batch_size, duration, seed))
@@ -145,6 +146,7 @@ def run(
         "num_envs": num_envs,
         "batch_size": batch_size,
         "workers": workers,
+        "isolation": isolation,
         "duration": duration,
         "rows": [{**dataclasses.asdict(r), "rate": r.rate} for r in rows],
         "ratios": ratios,
@@ -155,7 +157,8 @@ def run(
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['num_envs']} HeavyTailEnv envs (log-uniform 1-200 ms steps), "
-        f"{report['workers']} server workers, {report['duration']:g} s each",
+        f"{report['workers']} server workers (step isolation {report['isolation']}), "
+        f"{report['duration']:g} s each",
         "",
         "| backend | env-steps/s | env-steps | env time (s) |",
         "|---|---:|---:|---:|",
@@ -177,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16, help="server threads (pool sessions)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per backend")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--isolation", choices=["none", "process"], default="none", help="--step-isolation"
+    )
     parser.add_argument("--no-openenv", dest="openenv", action="store_false")
     parser.add_argument("--out", help="write the report as JSON to this file")
     args = parser.parse_args(argv)
@@ -187,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration=args.duration,
         seed=args.seed,
         openenv=args.openenv,
+        isolation=args.isolation,
     )
     print(_table(report))
     if args.out:
