@@ -69,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,
         openenv=args.openenv,
+        keepalive_ping=args.keepalive_ping,
     )
 
     def ready(url: str) -> None:
@@ -244,6 +245,15 @@ def add_commands(commands: Any) -> None:
         "--step-isolation",
         choices=["none", "process"],
         help="pool sessions: 'process' runs each env in a child killed at its deadline",
+    )
+    from openenv_gym.server.app import ServerConfig
+
+    serve.add_argument(
+        "--keepalive-ping",
+        type=float,
+        default=ServerConfig.keepalive_ping,
+        metavar="SECONDS",
+        help="ping clients whose pool steps run this often (keepalive of long steps)",
     )
     serve.add_argument(
         "--announce",

@@ -117,6 +117,8 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     openenv: bool = True
+    keepalive_ping: float = KEEPALIVE_PING
+    """Seconds between WebSocket pings to clients whose pool steps are in flight."""
 
     def catalog(self) -> EnvCatalog:
         """Return the catalog of what this server hosts, under the operator's policy.
@@ -327,9 +329,9 @@ class _App:
             ready.set_exception(exc)
 
     async def _keepalive(self) -> None:
-        """Ping the clients of sessions with long steps in flight, every ``KEEPALIVE_PING`` s."""
+        """Ping the clients of sessions with long steps in flight, every ``keepalive_ping`` s."""
         while True:
-            await asyncio.sleep(KEEPALIVE_PING)
+            await asyncio.sleep(self.config.keepalive_ping)
             for connection in list(self.connections):
                 connection.ping_if_working()
 

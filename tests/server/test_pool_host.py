@@ -178,3 +178,28 @@ def test_pool_session_by_default_moves_to_threads_once_a_step_is_slow() -> None:
     # Env 0's slow step ran inline (0.4 s), then the rest of the steps ran at once on threads.
     assert pool.slow and time.monotonic() - start < 1.2
     client.session.close()
+
+
+def test_pool_session_server_pings_while_a_step_runs() -> None:
+    from openenv_gym.providers.local import LocalProvider
+    from openenv_gym.testing import rawws
+
+    args = ["--keepalive-ping", "0.2", "--concurrent-steps", "2", "--env-kwargs-allow", "hang"]
+    with LocalProvider([HANG], extra_args=args) as provider:
+        sock = rawws.upgraded_connection(provider.urls[0], timeout=10.0)
+        try:
+
+            def send(op: Op, request_id: int, body: Any) -> None:
+                sock.sendall(rawws.client_frame(codec.encode([int(op), request_id, body])))
+
+            make = {"env_id": HANG, "pool": True, "kwargs": {"hang": 1.5}}
+            send(Op.HELLO, 1, {"protocol_version": PROTOCOL_VERSION})
+            send(Op.MAKE, 2, make)
+            send(Op.POOL_RESET, 3, None)
+            rawws.read_frames(sock, 4, timeout=10.0)  # HELLO, MAKE, RESET replies, the event
+            send(Op.POOL_SEND, 4, {"env_ids": [0], "actions": np.array([1])})
+            frames = rawws.read_frames(sock, 3, timeout=1.4)  # the ack, then pings
+        finally:
+            rawws.abort(sock)
+    assert frames[0][0] == 0x2 and codec.decode(frames[0][1]) == [0, 4, None]
+    assert [opcode for opcode, _ in frames[1:3]] == [0x9, 0x9]  # pings while env 0 sleeps
