@@ -17,17 +17,27 @@ from openenv_gym.registration import register_when_gymnasium_loads
 if TYPE_CHECKING:
     from openenv_gym import errors
     from openenv_gym.client.env import RemoteEnv
+    from openenv_gym.client.env_pool import RemoteEnvPool
     from openenv_gym.client.vector_env import RemoteVectorEnv
     from openenv_gym.server.app import ServerConfig
     from openenv_gym.server.app import run_server as serve
 
 __version__ = "0.1.0"
 
-__all__ = ["RemoteEnv", "RemoteVectorEnv", "ServerConfig", "__version__", "errors", "serve"]
+__all__ = [
+    "RemoteEnv",
+    "RemoteEnvPool",
+    "RemoteVectorEnv",
+    "ServerConfig",
+    "__version__",
+    "errors",
+    "serve",
+]
 
 _LAZY = {
     "RemoteEnv": ("openenv_gym.client.env", "RemoteEnv"),
     "RemoteVectorEnv": ("openenv_gym.client.vector_env", "RemoteVectorEnv"),
+    "RemoteEnvPool": ("openenv_gym.client.env_pool", "RemoteEnvPool"),
     "ServerConfig": ("openenv_gym.server.app", "ServerConfig"),
     "serve": ("openenv_gym.server.app", "run_server"),
     "errors": ("openenv_gym.errors", None),

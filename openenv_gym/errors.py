@@ -74,6 +74,7 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "EndpointError",
+    "EnvIdError",
     "ImageBuildError",
     "InsecureTokenError",
     "InvalidActionError",
@@ -99,6 +100,7 @@ __all__ = [
     "ServerStartError",
     "SessionStateError",
     "ShardMismatchError",
+    "StepTimeoutError",
     "TransportError",
     "UnknownEnvError",
     "UnsupportedSpaceError",
@@ -399,6 +401,46 @@ class CapacityError(OpenEnvError):
 
 class InvalidActionError(OpenEnvError, ValueError):
     """A batch of actions does not match the action space of the environment."""
+
+
+class EnvIdError(OpenEnvError, ValueError):
+    """Env ids of a pool call are out of range, repeated, not reset, or already in flight."""
+
+
+class StepTimeoutError(OpenEnvError, TimeoutError):
+    """An env's step (or reset) outlived its deadline; the server reset or closed that env.
+
+    Args:
+        env_index: the env (its index in the pool or vector env; -1: unknown).
+        elapsed: seconds the step had run when it was given up.
+        timeout: the deadline, in seconds.
+        url: the server, when known.
+        action: what was given up (``"step"``, ``"reset"``).
+
+    """
+
+    def __init__(
+        self,
+        env_index: int,
+        elapsed: float = 0.0,
+        timeout: float = 0.0,
+        url: str = "",
+        action: str = "step",
+    ) -> None:
+        super().__init__(env_index, elapsed, timeout, url, action)
+        self.env_index = env_index
+        self.elapsed = elapsed
+        self.timeout = timeout
+        self.url = url
+        self.action = action
+
+    def __str__(self) -> str:
+        where = f"{self.url}: " if self.url else ""
+        return (
+            f"{where}env {self.env_index}: {self.action} still running after "
+            f"{self.elapsed:.2f} s, over its deadline of {self.timeout:g} s; the server "
+            "stopped it and the env needs a reset"
+        )
 
 
 class ShardMismatchError(OpenEnvError, ValueError):

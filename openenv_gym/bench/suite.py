@@ -250,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from openenv_gym.bench.harbor import main as harbor_main
 
         return harbor_main(sys.argv[1:] if argv is None else argv)
+    if argv is not None and "--slow" in argv:  # slow uneven envs: openenv_gym/bench/slow.py
+        from openenv_gym.bench import slow
+
+        return slow.main([arg for arg in argv if arg != "--slow"])
     args = _parser().parse_args(argv)
     num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
     duration = args.duration or (0.5 if args.quick else 1.0)

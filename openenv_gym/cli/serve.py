@@ -12,12 +12,24 @@ from typing import Any
 def _serve(args: argparse.Namespace) -> int:
     from openenv_gym.providers.local import READY_PREFIX
     from openenv_gym.server.app import ServerConfig, run_server
-    from openenv_gym.server.hosting import HostingPolicy, load_hosting_file
+    from openenv_gym.server.hosting import HostingPolicy, load_hosting_file, pool_fields
     from openenv_gym.server.limits import Limits
 
     try:
         specs = [*args.specs, *(load_hosting_file(args.hosting) if args.hosting else [])]
     except (ValueError, OSError) as exc:
+        print(f"openenv-gym serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        pool = pool_fields(
+            {
+                "concurrent_steps": args.concurrent_steps,
+                "step_timeout": args.step_timeout,
+                "step_isolation": args.step_isolation,
+            },
+            "openenv-gym serve",
+        )
+    except ValueError as exc:
         print(f"openenv-gym serve: {exc}", file=sys.stderr)
         return 2
     if not specs and not args.allow_any_id:
@@ -30,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
             allow_kwargs=frozenset(args.env_kwargs_allow),
             set_attrs=frozenset(args.set_attr_allow),
             render_modes=None if args.render_modes is None else frozenset(args.render_modes),
+            **pool,
         ),
         host=args.host,
         port=args.port,
@@ -58,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         openenv=args.openenv,
         compression=tuple(args.compression),
+        keepalive_ping=args.keepalive_ping,
     )
 
     def ready(url: str) -> None:
@@ -229,6 +243,33 @@ def add_commands(commands: Any) -> None:
         "--threads",
         action="store_true",
         help="serve each session on a thread: a hung env stalls only its session",
+    )
+    serve.add_argument(
+        "--concurrent-steps",
+        type=int,
+        metavar="N",
+        help="pool sessions: step up to N envs at once on threads (0: inline; default: inline "
+        "until a step takes over 2 ms, then up to 64 threads)",
+    )
+    serve.add_argument(
+        "--step-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="pool sessions: default deadline of a step; past it the env is stopped",
+    )
+    serve.add_argument(
+        "--step-isolation",
+        choices=["none", "process"],
+        help="pool sessions: 'process' runs each env in a child killed at its deadline",
+    )
+    from openenv_gym.server.app import ServerConfig
+
+    serve.add_argument(
+        "--keepalive-ping",
+        type=float,
+        default=ServerConfig.keepalive_ping,
+        metavar="SECONDS",
+        help="ping clients whose pool steps run this often (keepalive of long steps)",
     )
     serve.add_argument(
         "--announce",

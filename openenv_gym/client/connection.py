@@ -231,6 +231,41 @@ class Connection:
         request_id = self.send(op, body)
         return self.receive(request_id, timeout=timeout, operation=operation or op.name.lower())
 
+    def fileno(self) -> int:
+        """Return the socket's descriptor (``-1`` once closed), to wait on several connections."""
+        return -1 if self._ws is None else self._ws.fileno()
+
+    def has_message(self) -> bool:
+        """Tell whether :meth:`next_message` would return without reading the socket."""
+        return self._ws is not None and self._ws.has_message()
+
+    def next_message(self, timeout: float | None, operation: str) -> list[Any]:
+        """Return the next message as ``[status, request_id, body]``, pushed ones included.
+
+        Pool sessions get POOL_EVENT messages (status 2) besides replies; this returns both
+        without matching ids (``client/env_pool.py`` does).
+
+        Raises:
+            TimeoutError: no whole message within ``timeout``.
+            ConnectionLostError: the connection closed or broke.
+            DecodeError: the message is not a 3-array with an int status.
+
+        """
+        ws = self._require_open(operation)
+        try:
+            frame = ws.recv(timeout=timeout)
+        except ConnectionClosed as exc:
+            raise self._lost(operation, exc) from exc
+        if isinstance(frame, str):
+            raise DecodeError(f"{self.url}: text frame received, the protocol is binary")
+        self.bytes_received += len(frame)
+        if self._compressor is not None:
+            frame = self._compressor.decompress(frame, max_bytes=self.max_message_bytes)
+        message = codec.decode(frame, max_bytes=None)
+        if not (isinstance(message, list) and len(message) == 3 and type(message[0]) is int):
+            raise DecodeError(f"{self.url}: a message must be [status, id, body]")
+        return message
+
     def close(self) -> None:
         """Close the connection (not the session's envs: send CLOSE first); idempotent."""
         ws, self._ws = self._ws, None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import time
 from collections.abc import Mapping
 from typing import Any, Literal, SupportsFloat
 
@@ -14,6 +15,7 @@ from gymnasium.envs.registration import EnvSpec
 from openenv_gym.client.connection import CompressionOption, Connection
 from openenv_gym.client.options import UNSET, ClientOptions, Unset
 from openenv_gym.client.pool import embedded_pool
+from openenv_gym.errors import CallTimeoutError, StepTimeoutError
 from openenv_gym.protocol.messages import (
     AutoresetModeName,
     MakeReply,
@@ -163,6 +165,11 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             if url is not None
             else _own_server(env_id, kwargs, docker_image, provider, provider_options)
         )
+        self._session_kwargs = kwargs
+        self._session_options = options.with_default_token(
+            None if self._provider is None else self._provider.token,
+            insecure_ok=bool(getattr(self._provider, "allow_insecure_token", False)),
+        )
         try:
             self._connection, reply = open_session(
                 env_id,
@@ -170,10 +177,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
                 num_envs=1,
                 autoreset_mode=None,
                 env_kwargs=kwargs,
-                options=options.with_default_token(
-                    None if self._provider is None else self._provider.token,
-                    insecure_ok=bool(getattr(self._provider, "allow_insecure_token", False)),
-                ),
+                options=self._session_options,
                 provider=self._provider,
             )
         except BaseException:
@@ -222,23 +226,58 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
 
         """
         super().reset(seed=seed)
+        if self._connection.closed and not self._closed:
+            self._reopen()  # the last session was given up at a step deadline
         obs, info = self._connection.request(
             Op.RESET, {"seed": seed, "options": options}, operation="reset"
         )
         return obs, info
 
-    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
+    def step(
+        self, action: ActType, *, timeout: float | None = None
+    ) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the remote env and return its exact ``(obs, reward, terminated, truncated, info)``.
 
+        Args:
+            action: the action.
+            timeout: this step's deadline in seconds (default: the ``call_timeout``). Past it
+                the session is given up: the connection is closed, so the server closes the
+                env (once the step returns: a step running inline cannot be interrupted; use
+                a ``RemoteEnvPool`` on a ``--step-isolation process`` server to have it
+                killed), and the next ``reset`` opens a new session on the same server.
+
         Raises:
+            StepTimeoutError: no result within ``timeout`` (env index 0, the elapsed time).
             RemoteError: the env raised on the server (e.g. an invalid action).
             CallTimeoutError, ConnectionLostError: the server did not answer.
 
         """
-        obs, reward, terminated, truncated, info = self._connection.request(
-            Op.STEP, action, operation="step"
-        )
+        if timeout is None:
+            obs, reward, terminated, truncated, info = self._connection.request(
+                Op.STEP, action, operation="step"
+            )
+            return obs, reward, terminated, truncated, info
+        start = time.monotonic()
+        try:
+            obs, reward, terminated, truncated, info = self._connection.request(
+                Op.STEP, action, operation="step", timeout=timeout
+            )
+        except CallTimeoutError:
+            self._connection.close()  # the server closes the session, and the env with it
+            elapsed = time.monotonic() - start
+            raise StepTimeoutError(0, elapsed, timeout, self.url) from None
         return obs, reward, terminated, truncated, info
+
+    def _reopen(self) -> None:
+        """Open a new session on the same server, with the same env kwargs and options."""
+        self._connection, _ = open_session(
+            self.env_id,
+            self.url,
+            num_envs=1,
+            autoreset_mode=None,
+            env_kwargs=self._session_kwargs,
+            options=self._session_options,
+        )
 
     def render(self) -> RenderFrame | list[RenderFrame] | None:
         """Return the frame (or text, or list of frames) the remote env renders."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -40,7 +41,13 @@ from openenv_gym.client.recovery import (
     reset_after_loss,
 )
 from openenv_gym.client.shards import Pending, Shard, check_spaces, receive_all, split
-from openenv_gym.errors import ConnectionLostError, InvalidActionError, VectorizationError
+from openenv_gym.errors import (
+    CallTimeoutError,
+    ConnectionLostError,
+    InvalidActionError,
+    StepTimeoutError,
+    VectorizationError,
+)
 from openenv_gym.protocol.messages import MakeReply, Op, ServerVectorization
 from openenv_gym.protocol.spaces import space_from_data
 from openenv_gym.providers import Provider, ProviderName, embedded_server_args, start_servers
@@ -283,8 +290,16 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
 
     # -- step ----------------------------------------------------------------------------
 
-    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+    def step(
+        self, actions: Any, *, timeout: float | None = None
+    ) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Step every env with its action; see ``SyncVectorEnv.step``.
+
+        Args:
+            actions: the batch of actions.
+            timeout: this step's deadline in seconds (default: the ``call_timeout``). A shard
+                past it is given up: its connection is closed (its server closes its envs) and,
+                with ``reconnect``, the next step re-opens it as after a lost server.
 
         Returns:
             ``(obs, rewards, terminations, truncations, infos)``: batched observations, float64
@@ -294,10 +309,23 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             InvalidActionError: ``actions`` does not have the batched action shape.
             RemoteError: an env raised on its server (e.g. DISABLED mode stepping a done env).
             CallTimeoutError, ConnectionLostError: a server did not answer.
+            StepTimeoutError: a shard had no result within ``timeout``; names its first env
+                and the elapsed time.
 
         """
         self.step_async(actions)
-        return self.step_wait()
+        if timeout is None:
+            return self.step_wait()
+        start = time.monotonic()
+        try:
+            return self.step_wait(timeout)
+        except CallTimeoutError as exc:
+            shard = next((s for s in self._shards if s.connection.url == exc.url), None)
+            if shard is None:
+                raise
+            shard.connection.close()  # its server closes the shard's envs
+            elapsed = time.monotonic() - start
+            raise StepTimeoutError(shard.start, elapsed, timeout, exc.url) from None
 
     def step_async(self, actions: Any) -> None:
         """Send each shard its actions without waiting (see :meth:`step`)."""

@@ -28,6 +28,7 @@ from openenv_gym.errors import DecodeError
 from openenv_gym.protocol.compression import DEFAULT_THRESHOLD, CodecName
 
 __all__ = [
+    "POOL_EVENT",
     "PROTOCOL_VERSION",
     "REQUEST_BOUNDS",
     "REQUEST_PREFIXES",
@@ -41,11 +42,14 @@ __all__ = [
     "MakeReply",
     "MakeRequest",
     "Op",
+    "PoolResetRequest",
+    "PoolSendRequest",
     "RequestBound",
     "ResetRequest",
     "ServerVectorization",
     "SetAttrRequest",
     "Status",
+    "StepIsolation",
     "parse_body",
     "parse_reply",
     "parse_request",
@@ -62,6 +66,13 @@ ServerVectorization = Literal["sync", "vector_entry_point"]
 native ``gymnasium.vector.VectorEnv`` (its ``vector_entry_point``)."""
 InfoForm = Literal["merges", "vector"]
 """How batched infos travel: ``[env_index, info]`` merges, or one vector-merged info dict."""
+StepIsolation = Literal["none", "process"]
+"""Where a pool session's envs run: in the server process, or each in a child process the
+server kills when a step outlives its deadline."""
+
+POOL_EVENT = 2
+"""Status of a message a server pushes on a pool session, unasked: ``[2, 0, results]`` (not a
+reply: ``Status`` stays OK/ERROR, so a client that never opens a pool session refuses it)."""
 
 
 class Op(enum.IntEnum):
@@ -77,6 +88,9 @@ class Op(enum.IntEnum):
     SET_ATTR = 7
     STATE = 8
     CLOSE = 9
+    # Pool sessions only (MakeRequest.pool): old clients never send them.
+    POOL_SEND = 10
+    POOL_RESET = 11
 
 
 class Status(enum.IntEnum):
@@ -119,6 +133,8 @@ REQUEST_BOUNDS: dict[Op, RequestBound] = {
     Op.STEP: _LARGE,
     Op.CALL: _LARGE,
     Op.SET_ATTR: _LARGE,
+    Op.POOL_SEND: _LARGE,
+    Op.POOL_RESET: _LARGE,
 }
 """Each op's bound (normative: docs/protocol.md, "Request bounds")."""
 
@@ -225,12 +241,22 @@ class MakeRequest(_Request):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     autoreset_mode: AutoresetModeName | None = None
     server_vectorization: ServerVectorization = "sync"
+    pool: bool = False
+    """A pool session: ``num_envs`` independent envs stepped by POOL_SEND (section 5.12)."""
+
+    @model_validator(mode="after")
+    def _pool_alone(self) -> MakeRequest:
+        if self.pool and (self.autoreset_mode is not None or self.server_vectorization != "sync"):
+            raise ValueError("a pool session takes no autoreset_mode and no server_vectorization")
+        return self
 
     def wire(self) -> dict[str, Any]:
-        """Return the body to send: the default vectorization is left out, as old clients do."""
+        """Return the body to send: defaults new fields have are left out, as old clients do."""
         body = self.model_dump()
         if body["server_vectorization"] == "sync":
             del body["server_vectorization"]
+        if not body["pool"]:
+            del body["pool"]
         return body
 
 
@@ -248,6 +274,12 @@ class MakeReply(_Model):
     """The mode a native vector env runs (sent only for ``vector_entry_point`` sessions)."""
     info_form: InfoForm = "merges"
     """How STEP and RESET replies carry infos (``vector``: one vector-merged dict)."""
+    concurrent_steps: int = 0
+    """Pool sessions: the most envs the server steps at once on worker threads (0: inline)."""
+    step_timeout: float | None = None
+    """Pool sessions: the operator's default deadline of one step, in seconds."""
+    step_isolation: StepIsolation = "none"
+    """Pool sessions: ``process`` when each env runs in a child process the server can kill."""
 
     def wire(self) -> dict[str, Any]:
         """Return the body to send: fields at their defaults are left out, as old servers do."""
@@ -305,6 +337,41 @@ class SetAttrRequest(_Request):
     per_env: bool = False
 
     _check_name = field_validator("name")(_public_name)
+
+
+def _check_timeout(value: float | None) -> float | None:
+    if value is not None and not (0.0 < value <= 86400.0):
+        raise ValueError(f"timeout must be in (0, 86400] seconds or nil, got {value!r}")
+    return value
+
+
+class PoolSendRequest(_Request):
+    """Step the envs ``env_ids`` of a pool session with ``actions`` (a batch of as many).
+
+    ``env_ids`` is an int ndarray or an array of ints; its checks against the session (range,
+    duplicates, envs in flight) are the host's. ``timeout`` is the deadline of each step in
+    seconds (nil: the operator's default for the spec).
+    """
+
+    env_ids: Any
+    actions: Any
+    timeout: float | None = None
+
+    _check_timeout = field_validator("timeout")(_check_timeout)
+
+
+class PoolResetRequest(_Request):
+    """Reset the envs ``env_ids`` of a pool session (nil: all), as many results as envs.
+
+    ``seed``: nil, an int ``s`` (env ``env_ids[j]`` gets ``s + j``) or one per env.
+    """
+
+    env_ids: Any = None
+    seed: int | list[int | None] | None = None
+    options: dict[str, Any] | None = None
+    timeout: float | None = None
+
+    _check_timeout = field_validator("timeout")(_check_timeout)
 
 
 class ErrorBody(_Model):

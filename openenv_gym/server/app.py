@@ -58,6 +58,9 @@ logger = logging.getLogger("openenv_gym.server")
 HEALTH_PATH = "/healthz"
 """Answered ``200 ok`` (plain HTTP) to any request that passes Origin and Host checks."""
 
+KEEPALIVE_PING = 20.0
+"""Seconds between WebSocket pings to clients whose pool steps are in flight (keepalive)."""
+
 _SHUTDOWN_GRACE = 5.0
 """Seconds clients get to complete the closing handshake before their connections drop."""
 
@@ -135,6 +138,8 @@ class ServerConfig:
     metrics: bool = True
     openenv: bool = True
     compression: tuple[str, ...] = CODECS
+    keepalive_ping: float = KEEPALIVE_PING
+    """Seconds between WebSocket pings to clients whose pool steps are in flight."""
 
     def catalog(self) -> EnvCatalog:
         """Return the catalog of what this server hosts, under the operator's policy.
@@ -375,6 +380,7 @@ class _App:
             if self.config.metrics
             else None
         )
+        pinger = asyncio.create_task(self._keepalive())
         mcp = None
         if self.config.mcp_port is not None:
             mcp_ready: asyncio.Future[int] = loop.create_future()
@@ -384,7 +390,7 @@ class _App:
             on_started()
         await stop
         server.close()
-        for task in (sweeper, mcp, sampler):
+        for task in (sweeper, mcp, sampler, pinger):
             if task is not None:
                 task.cancel()
         # Requests in flight have already been answered (they run to completion inside the
@@ -443,6 +449,13 @@ class _App:
             if ready is None or ready.done():
                 raise
             ready.set_exception(exc)
+
+    async def _keepalive(self) -> None:
+        """Ping the clients of sessions with long steps in flight, every ``keepalive_ping`` s."""
+        while True:
+            await asyncio.sleep(self.config.keepalive_ping)
+            for connection in list(self.connections):
+                connection.ping_if_working()
 
     async def _close_idle(self) -> None:
         """Close connections idle for longer than ``idle_timeout``, checking now and then."""

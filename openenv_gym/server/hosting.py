@@ -24,6 +24,9 @@ Policies come from the command line (``--env-kwargs-allow``, ``--set-attr-allow`
     set_attrs = []
     render_modes = ["ansi"]
     kwargs = { allow_outside_container = true, timeout = 5.0 }
+    concurrent_steps = 16        # pool sessions: steps on 16 threads (0: inline)
+    step_timeout = 30.0          # pool sessions: default deadline of a step
+    step_isolation = "process"   # pool sessions: each env in a child killed at its deadline
 
 Nothing a client sends can change a policy.
 """
@@ -35,9 +38,9 @@ import json
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["HostedSpec", "HostingPolicy", "load_hosting_file"]
+__all__ = ["HostedSpec", "HostingPolicy", "load_hosting_file", "pool_fields"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,13 @@ class HostingPolicy:
     )
     set_attrs: frozenset[str] = frozenset()
     render_modes: frozenset[str] | None = None
+    concurrent_steps: int | None = None
+    """Pool sessions: envs stepped at once on worker threads (0: one after another, inline;
+    ``None``: inline until a step takes over 2 ms, then up to 64 threads)."""
+    step_timeout: float | None = None
+    """Pool sessions: the default deadline of one step or reset, in seconds (``None``: none)."""
+    step_isolation: Literal["none", "process"] = "none"
+    """Pool sessions: ``"process"`` runs each env in a child process killed at its deadline."""
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any], *, where: str) -> HostingPolicy:
@@ -68,7 +78,7 @@ class HostingPolicy:
             ValueError: an unknown field, or a field of the wrong type; the text names ``where``.
 
         """
-        known = {"allow_kwargs", "kwargs", "set_attrs", "render_modes"}
+        known = {"allow_kwargs", "kwargs", "set_attrs", "render_modes", *_POOL_FIELDS}
         unknown = set(data) - known - {"spec"}
         if unknown:
             expected = ", ".join(sorted(known | {"spec"}))
@@ -82,6 +92,7 @@ class HostingPolicy:
             kwargs=types.MappingProxyType(dict(fixed)),
             set_attrs=_names(data.get("set_attrs", ()), f"{where}: set_attrs"),
             render_modes=None if modes is None else _names(modes, f"{where}: render_modes"),
+            **pool_fields(data, where),
         )
 
     def merged(self, other: HostingPolicy) -> HostingPolicy:
@@ -90,11 +101,19 @@ class HostingPolicy:
             modes = self.render_modes
         else:
             modes = other.render_modes | (self.render_modes or frozenset())
+        defaults = HostingPolicy()
+        pool = {
+            name: getattr(other, name)
+            if getattr(other, name) != getattr(defaults, name)
+            else getattr(self, name)
+            for name in _POOL_FIELDS
+        }
         return HostingPolicy(
             allow_kwargs=self.allow_kwargs | other.allow_kwargs,
             kwargs=types.MappingProxyType({**self.kwargs, **other.kwargs}),
             set_attrs=self.set_attrs | other.set_attrs,
             render_modes=modes,
+            **pool,
         )
 
 
@@ -104,6 +123,41 @@ class HostedSpec:
 
     spec: str
     policy: HostingPolicy = HostingPolicy()
+
+
+_POOL_FIELDS = ("concurrent_steps", "step_timeout", "step_isolation")
+_MAX_CONCURRENT_STEPS = 1024
+"""The most worker threads a pool session may get (a bound on what one MAKE can start)."""
+
+
+def pool_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Return the pool fields of a hosting table (or of the command line), checked.
+
+    Raises:
+        ValueError: a field of the wrong type or out of range; the text names ``where``.
+
+    """
+    fields: dict[str, Any] = {}
+    steps = data.get("concurrent_steps")
+    if steps is not None:
+        if type(steps) is not int or not 0 <= steps <= _MAX_CONCURRENT_STEPS:
+            raise ValueError(
+                f"{where}: concurrent_steps must be an int in [0, 1024], got {steps!r}"
+            )
+        fields["concurrent_steps"] = steps
+    timeout = data.get("step_timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"{where}: step_timeout must be a number > 0, got {timeout!r}")
+        fields["step_timeout"] = float(timeout)
+    isolation = data.get("step_isolation")
+    if isolation is not None:
+        if isolation not in ("none", "process"):
+            raise ValueError(
+                f"{where}: step_isolation must be 'none' or 'process', got {isolation!r}"
+            )
+        fields["step_isolation"] = isolation
+    return fields
 
 
 def _names(value: Any, where: str) -> frozenset[str]:

@@ -26,6 +26,7 @@ from openenv_gym.errors import (
     MessageTooLargeError,
     ProtocolError,
     SessionStateError,
+    StepTimeoutError,
     VersionMismatchError,
 )
 from openenv_gym.protocol import codec
@@ -41,6 +42,8 @@ from openenv_gym.protocol.messages import (
     MakeReply,
     MakeRequest,
     Op,
+    PoolResetRequest,
+    PoolSendRequest,
     ResetRequest,
     SetAttrRequest,
     Status,
@@ -52,6 +55,8 @@ from openenv_gym.server.catalog import EnvCatalog, HostedEnv
 from openenv_gym.server.host import EnvHost, make_host
 from openenv_gym.server.limits import Limits, Usage
 from openenv_gym.server.native_host import NativeHost
+from openenv_gym.server.pool_events import PoolEvents
+from openenv_gym.server.pool_host import PoolHost
 
 __all__ = ["Session", "SessionState"]
 
@@ -64,6 +69,8 @@ class SessionState(enum.Enum):
     NEW = "new"
     OPEN = "open"
     ACTIVE = "active"
+    POOL = "pool"
+    """A pool session's: POOL_SEND and POOL_RESET instead of STEP and RESET."""
     CLOSED = "closed"
 
 
@@ -80,6 +87,7 @@ _ALLOWED = {
         Op.STATE,
         Op.CLOSE,
     },
+    SessionState.POOL: {Op.POOL_SEND, Op.POOL_RESET, Op.STATE, Op.CLOSE},
     SessionState.CLOSED: set(),
 }
 
@@ -88,6 +96,9 @@ _OK = int(Status.OK)
 
 
 def _type_name(exc: BaseException) -> str:
+    own = getattr(exc, "type_name", None)  # an env process's error keeps the env's type name
+    if isinstance(own, str):
+        return own
     cls = type(exc)
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
@@ -106,6 +117,8 @@ def _details(exc: BaseException) -> dict[str, Any] | None:
         return {"limit": exc.limit, "current": exc.current, "maximum": exc.maximum}
     if isinstance(exc, MessageTooLargeError):
         return {"size": exc.size, "limit": exc.limit}
+    if isinstance(exc, StepTimeoutError):
+        return {"elapsed": exc.elapsed, "timeout": exc.timeout, "action": exc.action}
     return None
 
 
@@ -159,9 +172,13 @@ class Session:
             Op.CALL: self._call,
             Op.GET_ATTR: self._get_attr,
             Op.SET_ATTR: self._set_attr,
-            Op.STATE: lambda body: self._active_host().state(),
+            Op.STATE: self._state,
             Op.CLOSE: self._close,
+            Op.POOL_SEND: self._pool_send,
+            Op.POOL_RESET: self._pool_reset,
         }
+        self.pool: PoolHost | None = None
+        self._pool_events = PoolEvents(self)
         # Request bounds by op, for the state and env count they were computed in.
         self._bounds: dict[int | None, tuple[int, int]] = {}
         self._bounds_state: SessionState | None = None
@@ -208,7 +225,7 @@ class Session:
     def _request_bounds(self, frame: bytes) -> tuple[int, int]:
         """Return the largest size and the most values ``frame`` may have, before decoding it."""
         op = REQUEST_PREFIXES.get(frame[:2])  # messages.peek_op, inline: this is the hot path
-        host = self.host
+        host = self.host or self.pool
         num_envs = 0 if host is None else host.num_envs
         # Compared by identity, not as a tuple key: hashing an Enum member costs ~0.5 µs.
         if self._bounds_state is not self.state or self._bounds_envs != num_envs:
@@ -277,6 +294,8 @@ class Session:
     def _make(self, body: Any) -> dict[str, Any]:
         request = parse_body(MakeRequest, body)
         hosted = self.catalog.hosted(request.env_id)
+        if request.pool:
+            return self._make_pool(request, hosted)
         native = request.server_vectorization == "vector_entry_point"
         factory = None if native else hosted.factory(dict(request.kwargs))
         mode = None if request.autoreset_mode is None else AutoresetMode(request.autoreset_mode)
@@ -302,6 +321,63 @@ class Session:
         self._hosted = hosted
         self.state = SessionState.ACTIVE
         return reply
+
+    def _make_pool(self, request: MakeRequest, hosted: HostedEnv) -> dict[str, Any]:
+        factory = hosted.factory(dict(request.kwargs))
+        self.usage.reserve_envs(request.num_envs)
+        try:
+            pool = PoolHost(
+                factory,
+                num_envs=request.num_envs,
+                concurrent_steps=hosted.policy.concurrent_steps,
+                step_timeout=hosted.policy.step_timeout,
+                step_isolation=hosted.policy.step_isolation,
+            )
+        except BaseException:
+            self.usage.release_envs(request.num_envs)
+            raise
+        self._reserved_envs = request.num_envs
+        try:
+            reply = MakeReply(**pool.describe()).wire()
+        except Exception:
+            pool.close()
+            self._release()
+            raise
+        self.pool = pool
+        self._hosted = hosted
+        self._pool_events.attach(pool)
+        self.state = SessionState.POOL
+        return reply
+
+    def attach(self, notify: Callable[[], None]) -> None:
+        """Have ``notify`` called (from any thread) when :meth:`events` has messages to push."""
+        self._pool_events.notify = notify
+
+    def events(self) -> list[bytes]:
+        """Return the POOL_EVENT messages ready to push (none outside pool sessions)."""
+        frames = self._pool_events.take()
+        compressor = self.compressor
+        return frames if compressor is None else [compressor.compress(f) for f in frames]
+
+    @property
+    def busy(self) -> bool:
+        """True while a pool session has steps in flight (its connection is not idle)."""
+        return self.pool is not None and self.pool.busy
+
+    def _pool_send(self, body: Any) -> None:
+        request = parse_body(PoolSendRequest, body)
+        assert self.pool is not None
+        self.pool.send(request.env_ids, request.actions, request.timeout)
+
+    def _pool_reset(self, body: Any) -> None:
+        request = parse_body(PoolResetRequest, body)
+        assert self.pool is not None
+        self.pool.reset(request.env_ids, request.seed, request.options, request.timeout)
+
+    def _state(self, body: Any) -> Any:
+        if self.pool is not None:
+            return self.pool.state()
+        return self._active_host().state()
 
     def _reset(self, body: Any) -> list[Any]:
         request = parse_body(ResetRequest, body)
@@ -333,6 +409,12 @@ class Session:
         """Close the session's envs; idempotent."""
         self.state = SessionState.CLOSED
         host, self.host = self.host, None
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            try:
+                pool.close()
+            except Exception:
+                logger.exception("closing the envs of a pool session failed")
         if host is not None:
             try:
                 host.close()

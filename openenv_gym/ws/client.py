@@ -124,6 +124,16 @@ class BlockingWebSocket:
             self._read(deadline)
         return self._messages.popleft()
 
+    def fileno(self) -> int:
+        """Return the socket's descriptor, to wait on several connections (``-1``: closed)."""
+        return self._sock.fileno()
+
+    def has_message(self) -> bool:
+        """Tell whether a whole message (or TLS bytes) waits, so :meth:`recv` returns at once."""
+        sock = self._sock
+        tls = isinstance(sock, ssl.SSLSocket) and sock.fileno() >= 0 and sock.pending() > 0
+        return bool(self._messages) or tls
+
     def close(self) -> None:
         """Start the closing handshake (best effort) and close the socket; idempotent."""
         if self._sock.fileno() < 0:

@@ -457,6 +457,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._flush()  # the response goes out before any reply to frames read with it
         if response.status_code == 101:
             self._session = self._router.new_session(path, query)
+            attach = getattr(self._session, "attach", None)
+            if attach is not None:  # a session that pushes messages unasked (pool sessions)
+                loop = asyncio.get_running_loop()
+                attach(lambda: loop.call_soon_threadsafe(self._push_events))
 
     def _http(self, reply: HttpReply) -> Response:
         if reply.body is not None:
@@ -550,9 +554,33 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._protocol.send_close(1000, "session closed")
             self._flush()
 
+    def _push_events(self) -> None:
+        """Write the messages the session pushes unasked (``session.events()``), in order."""
+        session = self._session
+        if session is None or self._transport is None or self._protocol.state is not State.OPEN:
+            return
+        for frame in session.events():  # type: ignore[attr-defined]
+            self._transport.write(binary_frame(frame, mask=False))
+
+    def ping_if_working(self) -> bool:
+        """Ping the client while its session works unasked (a long step): keepalive.
+
+        Returns:
+            True if a ping was sent.
+
+        """
+        if self._protocol.state is not State.OPEN or not getattr(self._session, "busy", False):
+            return False
+        self._protocol.send_ping(b"working")
+        self._flush()
+        return True
+
     def close_if_idle(self, now: float, idle_timeout: float) -> bool:
         """Close the connection if no request came for ``idle_timeout`` s; tell if it did."""
         if self._closing or self._busy or now - self.last_activity < idle_timeout:
+            return False
+        if getattr(self._session, "busy", False):
+            self.last_activity = now  # steps in flight: not idle
             return False
         logger.info("closing %s: idle for %.0f s", self.peer, now - self.last_activity)
         self.close(GOING_AWAY, "idle timeout")

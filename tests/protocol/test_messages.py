@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from openenv_gym.errors import DecodeError
 from openenv_gym.protocol.codec import decode, encode
 from openenv_gym.protocol.messages import (
+    POOL_EVENT,
     PROTOCOL_VERSION,
     REQUEST_BOUNDS,
     AttrRequest,
@@ -46,7 +47,7 @@ def assert_decode_error(call: Any, *args: Any, names: str | None = None) -> Deco
 
 def test_messages_opcodes_and_statuses_match_spec() -> None:
     assert PROTOCOL_VERSION == 1
-    assert [op.value for op in Op] == list(range(10))
+    assert [op.value for op in Op] == list(range(12))
     assert [op.name for op in Op] == [
         "HELLO",
         "MAKE",
@@ -58,8 +59,11 @@ def test_messages_opcodes_and_statuses_match_spec() -> None:
         "SET_ATTR",
         "STATE",
         "CLOSE",
+        "POOL_SEND",
+        "POOL_RESET",
     ]
     assert (Status.OK, Status.ERROR) == (0, 1)
+    assert POOL_EVENT == 2 and POOL_EVENT not in set(Status)  # pushed, never a reply status
 
 
 @pytest.mark.parametrize("op", list(Op), ids=lambda op: op.name)
@@ -102,7 +106,7 @@ def test_messages_parse_request_wrong_shape_raises_decode_error(message: Any) ->
     assert_decode_error(parse_request, message, names="[op, request_id, body]")
 
 
-@pytest.mark.parametrize("op", [10, 11, -1, 255, 2**63], ids=repr)
+@pytest.mark.parametrize("op", [12, 13, -1, 255, 2**63], ids=repr)
 def test_messages_parse_request_unknown_op_raises_decode_error(op: int) -> None:
     assert_decode_error(parse_request, [op, 1, None], names="unknown op")
 

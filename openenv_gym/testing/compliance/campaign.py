@@ -25,6 +25,7 @@ from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import attacks as a
 from openenv_gym.testing.compliance import harbor
 from openenv_gym.testing.compliance import openenv_routes as oe
+from openenv_gym.testing.compliance import pool_attacks as pool
 from openenv_gym.testing.compliance._support import (
     AttackResult,
     Target,
@@ -90,6 +91,8 @@ class Attack:
 
 
 _HANDSHAKE = ("--handshake-timeout", "1")
+_POOL = (CARTPOLE, pool.HEAVY)
+_POOL_ARGS = ("--concurrent-steps", "4")
 
 ATTACKS: tuple[Attack, ...] = (
     Attack("remote_id_runs_no_code", a.attack_remote_id_runs_no_code, args=("--allow-any-id",)),
@@ -173,6 +176,17 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack("openenv_mcp_bodies", oe.attack_openenv_mcp_bodies, args=_HANDSHAKE),
     Attack("openenv_attach_foreign_session", oe.attack_openenv_attach_foreign_session),
+    # Pool sessions (issue 15): POOL_SEND/POOL_RESET, their timeouts, the operator's knobs.
+    Attack("pool_million_env_ids", pool.attack_pool_million_env_ids, specs=_POOL, args=_POOL_ARGS),
+    Attack("pool_bad_timeouts", pool.attack_pool_bad_timeouts, specs=_POOL, args=_POOL_ARGS),
+    Attack(
+        "pool_unread_sends",
+        pool.attack_pool_unread_sends,
+        specs=_POOL,
+        args=_POOL_ARGS,
+        fresh=True,
+    ),
+    Attack("pool_operator_knobs", pool.attack_pool_operator_knobs, specs=_POOL, args=_POOL_ARGS),
 )
 """Every attack of the campaign, in the order of the security issue's holes."""
 
