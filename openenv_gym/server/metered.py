@@ -14,7 +14,7 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from openenv_gym.protocol import codec
@@ -82,6 +82,22 @@ class MeteredSession:
     def closed(self) -> bool:
         """True once the wrapped session is over."""
         return self.inner.closed
+
+    @property
+    def busy(self) -> bool:
+        """True while the wrapped session has steps in flight (pool sessions)."""
+        return bool(getattr(self.inner, "busy", False))
+
+    def attach(self, notify: Callable[[], None]) -> None:
+        """Pass the connection's wake-up to a session that pushes messages (pool sessions)."""
+        attach = getattr(self.inner, "attach", None)
+        if attach is not None:
+            attach(notify)
+
+    def events(self) -> list[bytes]:
+        """Return the messages the wrapped session pushes unasked (none for most)."""
+        events = getattr(self.inner, "events", None)
+        return [] if events is None else list(events())
 
     def handle(self, message: bytes) -> bytes:
         """Answer ``message`` through the wrapped session and count it (never raises)."""

@@ -144,3 +144,25 @@ def test_compression_offer_to_a_server_older_than_it_falls_back_to_plain() -> No
         finally:
             connection.close()
             server.shutdown()
+
+
+def test_compression_pool_results_are_exact_and_compressed(servers: Servers) -> None:
+    # Pool results are pushed by the server (POOL_EVENT), not replies: compressed all the same.
+    from openenv_gym import RemoteEnvPool
+    from openenv_gym.client.options import ClientOptions
+
+    runs = {}
+    for compression in (None, "zstd"):
+        options = ClientOptions(compression=compression)
+        with RemoteEnvPool(FRAMES, 4, urls=[servers.url], seed=5, options=options) as pool:
+            connection = pool._shards[0].connection  # the shard's wire, for its byte counts
+            assert connection.compression == compression
+            results = [pool.async_reset() or pool.recv()]
+            for step in range(10):
+                results.append(pool.step(np.full(4, step % 4), np.arange(4)))
+            runs[compression] = (results, connection.bytes_received)
+    for plain, packed in zip(runs[None][0], runs["zstd"][0], strict=True):
+        for a, b in zip(plain[:4], packed[:4], strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(plain[4]["env_id"], packed[4]["env_id"])
+    assert runs["zstd"][1] * 10 < runs[None][1]
