@@ -67,6 +67,59 @@ def _machine() -> tuple[str, str]:
     return boot_id, socket.gethostname()
 
 
+def _running_cluster() -> str | None:
+    """Return the cluster a bare ``ray.init()`` would join, if one is up; else ``None``.
+
+    That is ``$RAY_ADDRESS``, else the latest cluster started on this machine (``ray start``,
+    ``ray.cluster_utils.Cluster``). Ray's own resolver is private; the Ray tests that start a
+    cluster without ``ray.init`` fail if it changes. A recorded address whose GCS no longer
+    accepts connections (a crashed cluster) counts as none.
+    """
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        address: str | None = canonicalize_bootstrap_address(None)
+    except Exception:  # a Ray without that helper, or a malformed record: start our own
+        return None
+    if address is None:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2.0):
+            return address
+    except (OSError, ValueError):
+        return None
+
+
+class _Session:
+    """The Ray connection this module made: shared by providers, closed by the last one."""
+
+    def __init__(self) -> None:
+        self._job: str | None = None
+        self._users = 0
+
+    def start(self) -> bool:
+        self._job, self._users = ray.get_runtime_context().get_job_id(), 1
+        return True
+
+    def join(self) -> bool:
+        if self._job is None or self._job != ray.get_runtime_context().get_job_id():
+            return False  # the caller's own connection: theirs to close
+        self._users += 1
+        return True
+
+    def leave(self) -> None:
+        self._users -= 1
+        if self._users <= 0:
+            self._job, self._users = None, 0
+            ray.shutdown()
+
+
+_session = _Session()
+
+
 class OpenEnvGymServer:
     """One server process on a Ray node, from launch to ready URL.
 
@@ -116,7 +169,10 @@ class RayProvider:
         strategy: how the placement group places the servers: ``"SPREAD"`` (over as many
             nodes as possible), ``"PACK"`` (on as few as possible), or a ``STRICT_`` one.
         address: the cluster to connect to (``"auto"``, ``"ray://head:10001"``, ...) when Ray
-            is not initialised yet; ``None`` and no Ray: a local one, shut down by ``close()``.
+            is not initialised yet. ``None``: the one a bare ``ray.init()`` joins
+            (``$RAY_ADDRESS``, else the latest cluster started on this machine) if it is up,
+            else a local Ray of its own. A connection the provider made is shared with the
+            providers after it and closed (a local Ray shut down) when the last one closes.
         token: the token the servers require (default: a new random one).
         startup_timeout: seconds for placement and for all servers to become ready.
         server_args: more ``openenv-gym serve`` options after the specs.
@@ -203,15 +259,20 @@ class RayProvider:
         return None if self._group is None else str(self._group.id.hex())
 
     def _init_ray(self, address: str | None, cpus: float) -> None:
+        """Connect to Ray unless the caller did; remember whether ``close()`` disconnects."""
         if ray.is_initialized():
+            # Another provider's connection is shared (and closed by the last one out).
+            self._owns_ray = _session.join()
             return
+        if address is None:
+            address = _running_cluster()
         if address is None:
             # A local Ray of our own: room for every server even on a small machine.
             cores = max(os.cpu_count() or 1, int(cpus + 0.999))
             ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
-            self._owns_ray = True
         else:
             ray.init(address=address, log_to_driver=False)
+        self._owns_ray = _session.start()
 
     def _new_actor(self, index: int) -> Any:
         strategy = PlacementGroupSchedulingStrategy(
@@ -286,7 +347,7 @@ class RayProvider:
                 remove_placement_group(group)
         if self._owns_ray:
             self._owns_ray = False
-            ray.shutdown()
+            _session.leave()
         _live.discard(self)
 
     def __enter__(self) -> RayProvider:

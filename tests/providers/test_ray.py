@@ -185,3 +185,34 @@ def test_ray_provider_module_imports_no_client_server_or_gymnasium() -> None:
     families = ("openenv_gym.client", "openenv_gym.server", "gymnasium")
     loaded = [m for m in json.loads(out) if any(m == f or m.startswith(f"{f}.") for f in families)]
     assert not loaded, f"import openenv_gym.providers.ray loads {loaded}"
+
+
+def test_ray_provider_joins_the_running_cluster_and_shares_its_connection(
+    cluster: Cluster,
+) -> None:
+    # What a script gets that starts a cluster and no driver (a bare ray.init() would join the
+    # latest cluster started on this machine): the providers join it rather than fail, share
+    # that connection, and the last one to close disconnects.
+    from ray._private.utils import write_ray_address
+
+    from openenv_gym.ws.handshake import probe
+
+    ray.shutdown()
+    write_ray_address(cluster.gcs_address)  # ours, even if another cluster started since
+    first = second = None
+    try:
+        first = RayProvider(["CartPole-v1"], num_servers=1)
+        second = RayProvider(["CartPole-v1"], num_servers=1)
+        assert ray.get_runtime_context().gcs_address == cluster.gcs_address
+        first.close()
+        assert ray.is_initialized()  # still in use by the second provider
+        probe(second.urls[0], timeout=10.0, token=second.token)
+        second.close()
+        assert not ray.is_initialized()
+    finally:
+        for provider in (first, second):
+            if provider is not None:
+                provider.close()
+        if not ray.is_initialized():
+            ray.init(address=cluster.address, log_to_driver=False)
+    _wait_for(lambda: not _ours_alive(), "the providers' server actors to die")
