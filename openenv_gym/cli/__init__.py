@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "openenv_gym.cli.serve",
     "openenv_gym.cli.run",
     "openenv_gym.cli.docker",
+    "openenv_gym.cli.ray",
 )
 """Modules adding commands, in ``--help`` order."""
 

@@ -47,11 +47,17 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "openenv_gym.providers.ray needs Ray: pip install 'openenv-gym[ray]'"
     ) from exc
 
-__all__ = ["RayProvider", "Strategy"]
+__all__ = ["NAMESPACE", "Bind", "RayProvider", "Strategy"]
 
 logger = logging.getLogger("openenv_gym.providers")
 
 Strategy = Literal["SPREAD", "PACK", "STRICT_SPREAD", "STRICT_PACK"]
+Bind = Literal["auto", "node"]
+"""Where a server listens: ``"auto"`` (loopback on the driver's machine, else the node's
+address) or ``"node"`` (always the node's address, for clients on other machines)."""
+
+NAMESPACE = "openenv-gym"
+"""The Ray namespace of detached (long-lived, named) servers."""
 
 _STOP_TIMEOUT = 10.0
 _live: weakref.WeakSet[RayProvider] = weakref.WeakSet()
@@ -128,25 +134,35 @@ class OpenEnvGymServer:
 
     def __init__(self) -> None:
         self._process: _Process | None = None
+        self._info: dict[str, Any] = {}
 
     def start(
-        self, args: list[str], token: str, driver: tuple[str, str], timeout: float
+        self, args: list[str], token: str, driver: tuple[str, str], timeout: float, bind: Bind
     ) -> dict[str, Any]:
         """Start the server, wait until it answers a handshake, and say where it is."""
         node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-        host = "127.0.0.1" if driver == _machine() else node_ip
+        host = "127.0.0.1" if bind == "auto" and driver == _machine() else node_ip
         command = [sys.executable, "-m", "openenv_gym", "serve", *args]
         command += ["--host", host, "--port", "0", "--announce"]
         self._process = _Process(command, token)
         url = self._process.wait_ready(
             time.monotonic() + timeout, allow_insecure_token=not token_allowed(f"ws://{host}")
         )
-        return {
+        self._info = {
             "url": url,
             "node_id": ray.get_runtime_context().get_node_id(),
             "node_ip": node_ip,
             "pid": self._process.popen.pid,
+            "args": list(args),
+            # Public and picklable: lets ``ray down`` remove the group of detached servers.
+            "placement_group": ray.util.get_current_placement_group(),
         }
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        """Say where the server is (``url``, ``node_id``, ``node_ip``, ``pid``, ``args``)."""
+        alive = self._process is not None and self._process.popen.poll() is None
+        return {**self._info, "alive": alive}
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL)."""
@@ -176,6 +192,12 @@ class RayProvider:
         token: the token the servers require (default: a new random one).
         startup_timeout: seconds for placement and for all servers to become ready.
         server_args: more ``openenv-gym serve`` options after the specs.
+        bind: where servers listen (:data:`Bind`); ``"node"`` for clients on other machines.
+        name: a name for the servers: actors ``NAME-0``, ``NAME-1``, ... and placement group
+            ``NAME`` in namespace :data:`NAMESPACE` (default: unnamed, or a new one if detached).
+        detached: outlive this process (Ray's detached lifetime): no cleanup at exit or when
+            the driver dies; ``close()`` or ``openenv_gym.providers.ray_deploy.remove`` (the
+            ``openenv-gym ray down`` command) removes them.
 
     Attributes:
         urls: the ready servers' URLs, one per server.
@@ -200,6 +222,9 @@ class RayProvider:
         token: str | None = None,
         startup_timeout: float = 60.0,
         server_args: Sequence[str] = (),
+        bind: Bind = "auto",
+        name: str | None = None,
+        detached: bool = False,
     ) -> None:
         if num_servers < 1:
             raise ValueError(f"num_servers must be at least 1, got {num_servers}")
@@ -214,11 +239,21 @@ class RayProvider:
         self._group: Any = None
         self._info: list[dict[str, Any]] = []
         self.urls: list[str] = []
-        _live.add(self)
+        self._bind = bind
+        self._restarts = 0
+        self.name = name or (f"servers-{secrets.token_hex(4)}" if detached else None)
+        self.detached = detached
+        group_options: dict[str, Any] = {}
+        if self.name is not None:
+            group_options = {"name": self.name, "lifetime": "detached" if detached else None}
+        if not detached:
+            _live.add(self)
         try:
             self._init_ray(address, num_servers * num_cpus)
             bundle = {"CPU": num_cpus, **self._options["resources"]}
-            self._group = placement_group([dict(bundle) for _ in range(num_servers)], strategy)
+            self._group = placement_group(
+                [dict(bundle) for _ in range(num_servers)], strategy, **group_options
+            )
             deadline = time.monotonic() + startup_timeout
             if not self._group.wait(timeout_seconds=startup_timeout):
                 raise ServerStartError(
@@ -274,17 +309,24 @@ class RayProvider:
             ray.init(address=address, log_to_driver=False)
         self._owns_ray = _session.start()
 
-    def _new_actor(self, index: int) -> Any:
+    def _new_actor(self, index: int, generation: int = 0) -> Any:
         strategy = PlacementGroupSchedulingStrategy(
             placement_group=self._group, placement_group_bundle_index=index
         )
-        return _RemoteServer.options(scheduling_strategy=strategy, **self._options).remote()
+        options = dict(self._options)
+        if self.name is not None:
+            # A replacement gets a name of its own: the dead actor's may not be free yet.
+            suffix = f".{generation}" if generation else ""
+            options.update(name=f"{self.name}-{index}{suffix}", namespace=NAMESPACE)
+        if self.detached:
+            options["lifetime"] = "detached"
+        return _RemoteServer.options(scheduling_strategy=strategy, **options).remote()
 
     def _wait_ready(self, indices: list[int], deadline: float) -> list[dict[str, Any]]:
         """Start the servers of ``indices`` and handshake with each before ``deadline``."""
         remaining = max(0.1, deadline - time.monotonic())
         refs = [
-            self._actors[i].start.remote(self._args, self.token, _machine(), remaining)
+            self._actors[i].start.remote(self._args, self.token, _machine(), remaining, self._bind)
             for i in indices
         ]
         try:
@@ -321,7 +363,8 @@ class RayProvider:
         old = self._actors[index]
         with contextlib.suppress(Exception):
             ray.kill(old, no_restart=True)
-        self._actors[index] = self._new_actor(index)
+        self._restarts += 1
+        self._actors[index] = self._new_actor(index, self._restarts)
         timeout = self.startup_timeout if startup_timeout is None else startup_timeout
         (info,) = self._wait_ready([index], time.monotonic() + timeout)
         self._info[index] = info

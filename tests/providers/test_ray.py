@@ -158,7 +158,7 @@ import os, sys, ray
 from openenv_gym.providers.ray import RayProvider
 ray.init(address=sys.argv[1], log_to_driver=False)
 provider = RayProvider(["CartPole-v1"], num_servers=2)
-print(" ".join(map(str, provider.pids)), flush=True)
+print(provider.placement_group_id, *provider.pids, flush=True)
 os.kill(os.getpid(), 9)
 """
 
@@ -171,9 +171,16 @@ def test_ray_driver_death_leaves_no_server(cluster: Cluster) -> None:
         timeout=60,
     )
     assert driver.returncode == -9, driver.stderr[-2000:]
-    pids = [int(pid) for pid in driver.stdout.split()]
+    group_id, *rest = driver.stdout.split()
+    pids = [int(pid) for pid in rest]
     assert len(pids) == 2
     _wait_for(lambda: not _ours_alive(), "the dead driver's actors to die", timeout=40.0)
+
+    def group_removed() -> bool:
+        groups = list_placement_groups(filters=[("placement_group_id", "=", group_id)])
+        return [group.state for group in groups] == ["REMOVED"]
+
+    _wait_for(group_removed, "the dead driver's placement group to be removed", timeout=40.0)
     _wait_for(lambda: all(_gone(pid) for pid in pids), f"server processes {pids} to exit")
 
 
