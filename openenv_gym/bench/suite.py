@@ -209,12 +209,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, help="repeats per measurement (median kept)")
     parser.add_argument("--latency-steps", type=int, help="steps for the latency measurement")
     parser.add_argument("--quick", action="store_true", help="a short run for CI (< 1 min)")
+    parser.add_argument(
+        "--ray", action="store_true", help="instead: Ray-placed against local servers (1, 2, 4)"
+    )
     parser.add_argument("--out", default="benchmarks/results", help="results folder")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; return an exit status."""
+    if "--ray" in (argv := list(sys.argv[1:] if argv is None else argv)):
+        from openenv_gym.bench import ray_scaling  # servers as Ray actors against local ones
+
+        return ray_scaling.main([arg for arg in argv if arg != "--ray"])
     args = _parser().parse_args(argv)
     num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
     duration = args.duration or (0.5 if args.quick else 1.0)
