@@ -57,23 +57,32 @@ def run(
     owns_ray = not ray.is_initialized()
     if owns_ray:  # a new local Ray; logical CPUs: room for every server on a small machine
         cpus = max(1, math.ceil(most * num_cpus))
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        for attempt in (1, 2):  # Ray gives its raylet 30 s to register: a loaded machine
+            try:
+                ray.init(
+                    address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False
+                )
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
     local = ray_servers = None
     try:
         local = LocalProvider([env_id], num_servers=most, token="bench-local-token")
         ray_servers = RayProvider([env_id], num_servers=most, num_cpus=num_cpus)
         backends = []
         for count in servers:
-            for kind, provider in ((LOCAL, local), (RAY, ray_servers)):
-                make = throughput._make_remote(provider.urls[:count], provider.token)
+            for kind, servers_of in ((LOCAL, local), (RAY, ray_servers)):
+                make = throughput._make_remote(servers_of.urls[:count], servers_of.token)
                 backends.append(throughput.Backend(_row_name(kind, count), make))
         results = throughput.run_throughput(
             env_id, num_envs, backends, duration=duration, repeats=repeats
         )
     finally:
-        for provider in (ray_servers, local):
-            if provider is not None:
-                provider.close()
+        for started in (ray_servers, local):
+            if started is not None:
+                started.close()
         if owns_ray:
             ray.shutdown()
     rates = {(r.backend, r.num_envs): r.steps_per_second for r in results}

@@ -86,7 +86,7 @@ def _running_cluster() -> str | None:
     try:
         from ray._private.services import canonicalize_bootstrap_address
 
-        address: str | None = canonicalize_bootstrap_address(None)
+        address: str | None = canonicalize_bootstrap_address(None)  # type: ignore[arg-type]
     except Exception:  # a Ray without that helper, or a malformed record: start our own
         return None
     if address is None:
