@@ -185,13 +185,14 @@ def test_ray_driver_death_leaves_no_server(cluster: Cluster) -> None:
 
 
 def test_ray_provider_module_imports_no_client_server_or_gymnasium() -> None:
-    code = "import json, sys, openenv_gym.providers.ray; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, openenv_gym.providers.ray, openenv_gym.providers.ray_deploy; "
+    code += "print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     families = ("openenv_gym.client", "openenv_gym.server", "gymnasium")
     loaded = [m for m in json.loads(out) if any(m == f or m.startswith(f"{f}.") for f in families)]
-    assert not loaded, f"import openenv_gym.providers.ray loads {loaded}"
+    assert not loaded, f"import openenv_gym.providers.ray(_deploy) loads {loaded}"
 
 
 def test_ray_provider_joins_the_running_cluster_and_shares_its_connection(
@@ -223,3 +224,23 @@ def test_ray_provider_joins_the_running_cluster_and_shares_its_connection(
         if not ray.is_initialized():
             ray.init(address=cluster.address, log_to_driver=False)
     _wait_for(lambda: not _ours_alive(), "the providers' server actors to die")
+
+
+def test_ray_provider_bind_node_serves_on_the_node_address(cluster: Cluster) -> None:
+    # For clients on other machines: the node's address even on the driver's machine, and the
+    # facade sends the token there because its own provider placed the server.
+    provider = RayProvider(["CartPole-v1"], num_servers=1, bind="node")
+    try:
+        (url,) = provider.urls
+        assert not url.startswith("ws://127.0.0.1:") and provider.allow_insecure_token
+        env = RemoteVectorEnv("CartPole-v1", 2, provider=provider)
+        local = gymnasium.make_vec("CartPole-v1", 2, vectorization_mode="sync")
+        np.testing.assert_array_equal(env.reset(seed=4)[0], local.reset(seed=4)[0])
+        for action in ([0, 1], [1, 1], [1, 0]):
+            np.testing.assert_array_equal(
+                env.step(np.array(action))[0], local.step(np.array(action))[0]
+            )
+        env.close()
+        local.close()
+    finally:
+        provider.close()
