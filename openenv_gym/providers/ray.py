@@ -99,6 +99,23 @@ def _running_cluster() -> str | None:
         return None
 
 
+def wait_dead(actors: Sequence[Any], deadline: float) -> None:
+    """Return once Ray reports every one of ``actors`` dead, or at ``deadline``.
+
+    ``ray.kill`` only asks; whoever counts live actors right after ``close()`` (the state API)
+    must find none. A call to a dead actor fails with ``RayActorError``: that is the signal.
+    """
+    for actor in actors:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.info.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except ray.exceptions.RayActorError:
+                break  # dead (killed, or its worker or node gone)
+            except ray.exceptions.GetTimeoutError:
+                return
+            time.sleep(0.05)  # the kill is on its way: ask again
+
+
 class _Session:
     """The Ray connection this module made: shared by providers, closed by the last one."""
 
@@ -384,6 +401,7 @@ class RayProvider:
             for actor in actors:
                 with contextlib.suppress(Exception):
                     ray.kill(actor, no_restart=True)
+            wait_dead(actors, time.monotonic() + _STOP_TIMEOUT)
         group, self._group = self._group, None
         if group is not None and ray.is_initialized():
             with contextlib.suppress(Exception):

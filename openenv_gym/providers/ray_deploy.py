@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from typing import Any
 
-from openenv_gym.providers.ray import NAMESPACE
+from openenv_gym.providers.ray import NAMESPACE, wait_dead
 
 try:
     import ray
@@ -104,6 +105,7 @@ def remove(deployment: str | None = None) -> list[str]:
     for actor in actors:
         with contextlib.suppress(Exception):
             ray.kill(actor, no_restart=True)
+    wait_dead(actors, time.monotonic() + _STOP_TIMEOUT)
     groups = {server.placement_group for server in servers} - {None}
     for group in groups:
         with contextlib.suppress(Exception):
