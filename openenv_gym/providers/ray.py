@@ -212,6 +212,10 @@ class RayProvider:
         bind: where servers listen (:data:`Bind`); ``"node"`` for clients on other machines.
         name: a name for the servers: actors ``NAME-0``, ``NAME-1``, ... and placement group
             ``NAME`` in namespace :data:`NAMESPACE` (default: unnamed, or a new one if detached).
+        runtime_env: Ray's runtime environment for the server actors (and so their server
+            processes): ``env_vars``, ``py_modules`` or ``working_dir`` with your env code,
+            ``pip``, or on clusters with podman a container (``image_uri``: an image holding
+            the cluster's Ray and Python versions and openenv-gym; see docs/scaling.md).
         detached: outlive this process (Ray's detached lifetime): no cleanup at exit or when
             the driver dies; ``close()`` or ``openenv_gym.providers.ray_deploy.remove`` (the
             ``openenv-gym ray down`` command) removes them.
@@ -241,6 +245,7 @@ class RayProvider:
         server_args: Sequence[str] = (),
         bind: Bind = "auto",
         name: str | None = None,
+        runtime_env: Mapping[str, Any] | None = None,
         detached: bool = False,
     ) -> None:
         if num_servers < 1:
@@ -251,6 +256,8 @@ class RayProvider:
         self.startup_timeout = startup_timeout
         self._args = [*specs, *server_args]
         self._options: dict[str, Any] = {"num_cpus": num_cpus, "resources": dict(resources or {})}
+        if runtime_env is not None:
+            self._options["runtime_env"] = dict(runtime_env)
         self._owns_ray = False
         self._actors: list[Any] = []
         self._group: Any = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -240,6 +241,37 @@ def test_ray_provider_bind_node_serves_on_the_node_address(cluster: Cluster) -> 
             np.testing.assert_array_equal(
                 env.step(np.array(action))[0], local.step(np.array(action))[0]
             )
+        env.close()
+        local.close()
+    finally:
+        provider.close()
+
+
+CUSTOM_ENV = '''
+from gymnasium.envs.classic_control import CartPoleEnv
+
+
+class ShippedCartPole(CartPoleEnv):
+    """Importable only where the runtime env put this file."""
+'''
+
+
+def test_ray_provider_runtime_env_reaches_the_servers(cluster: Cluster, tmp_path: Any) -> None:
+    # Env code that exists only where Ray's runtime env puts it (here: on PYTHONPATH).
+    (tmp_path / "shipped_env_module.py").write_text(CUSTOM_ENV)
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    spec = "shipped_env_module:ShippedCartPole"
+    provider = RayProvider([spec], runtime_env={"env_vars": {"PYTHONPATH": path}})
+    try:
+        env = RemoteVectorEnv(spec, 2, provider=provider)
+        local = gymnasium.vector.SyncVectorEnv(
+            [lambda: gymnasium.make("CartPole-v1").unwrapped for _ in range(2)]
+        )
+        np.testing.assert_array_equal(env.reset(seed=6)[0], local.reset(seed=6)[0])
+        for action in ([1, 0], [0, 0], [1, 1]):
+            got, want = env.step(np.array(action)), local.step(np.array(action))
+            for a, b in zip(got[:4], want[:4], strict=True):
+                np.testing.assert_array_equal(a, b)
         env.close()
         local.close()
     finally:
