@@ -14,10 +14,13 @@ cluster's network in clear text, as Ray's own traffic does. The token is always 
 per provider unless given, handed to each actor as a task argument and to its server through an
 inherited pipe (never argv, environment or a file).
 
-Cleanup: :meth:`RayProvider.close` stops the servers, kills the actors and removes the
-placement group (and shuts down a Ray it started itself); it also runs at interpreter exit. If
-the driver dies, Ray removes its actors and placement groups, and a server dies with its actor
-(``PR_SET_PDEATHSIG``).
+Cleanup: :meth:`RayProvider.close` stops the servers, kills the actors (returning once Ray
+reports them dead) and removes the placement group; the last provider on a Ray connection this
+module made closes it (shutting down a local Ray it started). It also runs at interpreter exit.
+If the driver dies, Ray removes its actors and placement groups, and a server dies with its actor
+(``PR_SET_PDEATHSIG``). Detached providers (``detached=True``, ``openenv-gym ray up``) are the
+exception: named actors in namespace :data:`NAMESPACE` that outlive the driver until
+``close()`` or ``openenv_gym.providers.ray_deploy.remove``.
 """
 
 from __future__ import annotations
