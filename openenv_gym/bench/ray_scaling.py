@@ -15,6 +15,7 @@ import datetime
 import json
 import math
 import platform
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,15 +86,18 @@ def run(
                 started.close()
         if owns_ray:
             ray.shutdown()
-    rates = {(r.backend, r.num_envs): r.steps_per_second for r in results}
-    ratios = {
-        f"ray / local @ {count} server{'s' * (count > 1)}, {n} envs": rates[
-            (_row_name(RAY, count), n)
-        ]
-        / rates[(_row_name(LOCAL, count), n)]
-        for count in servers
-        for n in num_envs
-    }
+    samples = {(r.backend, r.num_envs): r.repeats for r in results}
+    ratios = {}
+    for count in servers:
+        for n in num_envs:
+            # Paired by repeat: each ray row ran right after its local row, so the machine's
+            # drift (other load) cancels in each pair; the median pair is the figure.
+            ray_rates = samples[(_row_name(RAY, count), n)]
+            local_rates = samples[(_row_name(LOCAL, count), n)]
+            label = f"ray / local @ {count} server{'s' * (count > 1)}, {n} envs"
+            ratios[label] = statistics.median(
+                a / b for a, b in zip(ray_rates, local_rates, strict=True)
+            )
     return {
         "env_id": env_id,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -123,7 +127,7 @@ def _markdown(report: dict[str, Any]) -> str:
     for backend, rates in by_backend.items():
         cells = [f"{rates[n]:,.0f}" if n in rates else "-" for n in report["num_envs"]]
         lines.append(f"| {backend} | " + " | ".join(cells) + " |")
-    lines += ["", "Ray-placed against local servers, same run:", ""]
+    lines += ["", "Ray-placed against local servers, same run (median of per-repeat ratios):", ""]
     lines += [f"- {name}: **{value:.3f}x**" for name, value in report["ratios"].items()]
     return "\n".join(lines) + "\n"
 
