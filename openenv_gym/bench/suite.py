@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -209,6 +210,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, help="repeats per measurement (median kept)")
     parser.add_argument("--latency-steps", type=int, help="steps for the latency measurement")
     parser.add_argument("--quick", action="store_true", help="a short run for CI (< 1 min)")
+    parser.add_argument(
+        "--ray", action="store_true", help="instead: Ray-placed against local servers (1, 2, 4)"
+    )
     parser.add_argument("--out", default="benchmarks/results", help="results folder")
     parser.add_argument(
         "--compression",
@@ -244,16 +248,21 @@ def _compression(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+SUITES = {
+    "--harbor": ("openenv_gym.bench.harbor", True),  # Harbor tasks: start-to-ready, parity
+    "--slow": ("openenv_gym.bench.slow", False),  # slow uneven envs: RemoteEnvPool
+    "--ray": ("openenv_gym.bench.ray_scaling", False),  # Ray-placed against local servers
+}
+"""Flags that run another suite instead: flag -> (module with ``main(argv)``, keep the flag)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; return an exit status."""
-    if "--harbor" in (sys.argv[1:] if argv is None else argv):  # its own flags and report
-        from openenv_gym.bench.harbor import main as harbor_main
-
-        return harbor_main(sys.argv[1:] if argv is None else argv)
-    if argv is not None and "--slow" in argv:  # slow uneven envs: openenv_gym/bench/slow.py
-        from openenv_gym.bench import slow
-
-        return slow.main([arg for arg in argv if arg != "--slow"])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for flag, (module, keep_flag) in SUITES.items():
+        if flag in argv:  # a suite of its own, with its own flags and report
+            suite = importlib.import_module(module)
+            return int(suite.main(argv if keep_flag else [a for a in argv if a != flag]))
     args = _parser().parse_args(argv)
     num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
     duration = args.duration or (0.5 if args.quick else 1.0)

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "openenv_gym.cli.docker",
     "openenv_gym.cli.validate",
     "openenv_gym.cli.status",
+    "openenv_gym.cli.ray",
 )
 """Modules adding commands, in ``--help`` order."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -158,7 +159,7 @@ import os, sys, ray
 from openenv_gym.providers.ray import RayProvider
 ray.init(address=sys.argv[1], log_to_driver=False)
 provider = RayProvider(["CartPole-v1"], num_servers=2)
-print(" ".join(map(str, provider.pids)), flush=True)
+print(provider.placement_group_id, *provider.pids, flush=True)
 os.kill(os.getpid(), 9)
 """
 
@@ -171,17 +172,107 @@ def test_ray_driver_death_leaves_no_server(cluster: Cluster) -> None:
         timeout=60,
     )
     assert driver.returncode == -9, driver.stderr[-2000:]
-    pids = [int(pid) for pid in driver.stdout.split()]
+    group_id, *rest = driver.stdout.split()
+    pids = [int(pid) for pid in rest]
     assert len(pids) == 2
     _wait_for(lambda: not _ours_alive(), "the dead driver's actors to die", timeout=40.0)
+
+    def group_removed() -> bool:
+        groups = list_placement_groups(filters=[("placement_group_id", "=", group_id)])
+        return [group.state for group in groups] == ["REMOVED"]
+
+    _wait_for(group_removed, "the dead driver's placement group to be removed", timeout=40.0)
     _wait_for(lambda: all(_gone(pid) for pid in pids), f"server processes {pids} to exit")
 
 
 def test_ray_provider_module_imports_no_client_server_or_gymnasium() -> None:
-    code = "import json, sys, openenv_gym.providers.ray; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, openenv_gym.providers.ray, openenv_gym.providers.ray_deploy; "
+    code += "print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     families = ("openenv_gym.client", "openenv_gym.server", "gymnasium")
     loaded = [m for m in json.loads(out) if any(m == f or m.startswith(f"{f}.") for f in families)]
-    assert not loaded, f"import openenv_gym.providers.ray loads {loaded}"
+    assert not loaded, f"import openenv_gym.providers.ray(_deploy) loads {loaded}"
+
+
+def test_ray_provider_joins_the_running_cluster_and_shares_its_connection(
+    cluster: Cluster,
+) -> None:
+    # What a script gets that starts a cluster and no driver (a bare ray.init() would join the
+    # latest cluster started on this machine): the providers join it rather than fail, share
+    # that connection, and the last one to close disconnects.
+    from ray._private.utils import write_ray_address
+
+    from openenv_gym.ws.handshake import probe
+
+    ray.shutdown()
+    write_ray_address(cluster.gcs_address)  # ours, even if another cluster started since
+    first = second = None
+    try:
+        first = RayProvider(["CartPole-v1"], num_servers=1)
+        second = RayProvider(["CartPole-v1"], num_servers=1)
+        assert ray.get_runtime_context().gcs_address == cluster.gcs_address
+        first.close()
+        assert ray.is_initialized()  # still in use by the second provider
+        probe(second.urls[0], timeout=10.0, token=second.token)
+        second.close()
+        assert not ray.is_initialized()
+    finally:
+        for provider in (first, second):
+            if provider is not None:
+                provider.close()
+        if not ray.is_initialized():
+            ray.init(address=cluster.address, log_to_driver=False)
+    _wait_for(lambda: not _ours_alive(), "the providers' server actors to die")
+
+
+def test_ray_provider_bind_node_serves_on_the_node_address(cluster: Cluster) -> None:
+    # For clients on other machines: the node's address even on the driver's machine, and the
+    # facade sends the token there because its own provider placed the server.
+    provider = RayProvider(["CartPole-v1"], num_servers=1, bind="node")
+    try:
+        (url,) = provider.urls
+        assert not url.startswith("ws://127.0.0.1:") and provider.allow_insecure_token
+        env = RemoteVectorEnv("CartPole-v1", 2, provider=provider)
+        local = gymnasium.make_vec("CartPole-v1", 2, vectorization_mode="sync")
+        np.testing.assert_array_equal(env.reset(seed=4)[0], local.reset(seed=4)[0])
+        for action in ([0, 1], [1, 1], [1, 0]):
+            np.testing.assert_array_equal(
+                env.step(np.array(action))[0], local.step(np.array(action))[0]
+            )
+        env.close()
+        local.close()
+    finally:
+        provider.close()
+
+
+CUSTOM_ENV = '''
+from gymnasium.envs.classic_control import CartPoleEnv
+
+
+class ShippedCartPole(CartPoleEnv):
+    """Importable only where the runtime env put this file."""
+'''
+
+
+def test_ray_provider_runtime_env_reaches_the_servers(cluster: Cluster, tmp_path: Any) -> None:
+    # Env code that exists only where Ray's runtime env puts it (here: on PYTHONPATH).
+    (tmp_path / "shipped_env_module.py").write_text(CUSTOM_ENV)
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    spec = "shipped_env_module:ShippedCartPole"
+    provider = RayProvider([spec], runtime_env={"env_vars": {"PYTHONPATH": path}})
+    try:
+        env = RemoteVectorEnv(spec, 2, provider=provider)
+        local = gymnasium.vector.SyncVectorEnv(
+            [lambda: gymnasium.make("CartPole-v1").unwrapped for _ in range(2)]
+        )
+        np.testing.assert_array_equal(env.reset(seed=6)[0], local.reset(seed=6)[0])
+        for action in ([1, 0], [0, 0], [1, 1]):
+            got, want = env.step(np.array(action)), local.step(np.array(action))
+            for a, b in zip(got[:4], want[:4], strict=True):
+                np.testing.assert_array_equal(a, b)
+        env.close()
+        local.close()
+    finally:
+        provider.close()
