@@ -4,7 +4,11 @@ A server is configured with env specs; a client can only ask for those. A spec i
 
 * a gymnasium id (``"CartPole-v1"``, or ``"module:Env-v0"`` whose module registers it), or
 * an entry point ``"module:attr"`` naming an ``Env`` class or factory, or an OpenEnv
-  ``Environment`` class (hosted through ``interop.openenv.hosted.OpenEnvAsGym``).
+  ``Environment`` class (hosted through ``interop.openenv.hosted.OpenEnvAsGym``), or a
+  ``gymnasium.vector.VectorEnv`` class (hosted natively only), or
+* a native engine, ``"envpool:<task id>"`` or ``"ale:<game>"`` (``server/engines/``; natively
+  only). Any spec may also get the operator's engine as its ``vector_entry_point``
+  (:class:`~openenv_gym.server.hosting.HostedSpec`).
 
 With ``allow_any_id`` a server also hosts ids of gymnasium's registry, but only those whose
 entry point is a plain env class of an installed package (never a factory function, never a
@@ -28,8 +32,20 @@ from typing import Any
 
 import gymnasium
 from gymnasium.envs.registration import EnvSpec, load_env_creator
+from gymnasium.vector import VectorEnv
 
-from openenv_gym.errors import AttributeNotAllowedError, KwargNotAllowedError, UnknownEnvError
+from openenv_gym.errors import (
+    AttributeNotAllowedError,
+    KwargNotAllowedError,
+    UnknownEnvError,
+    VectorizationError,
+)
+from openenv_gym.server.engines import (
+    VectorEntryPoint,
+    engine_spec,
+    is_engine,
+    vector_entry_point,
+)
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 
 __all__ = [
@@ -54,6 +70,8 @@ _ATTRIBUTE_READERS = frozenset({"get_wrapper_attr", "has_wrapper_attr"})
 
 def _resolve_spec(spec: str) -> EnvSpec:
     """Turn a configured spec string into a gymnasium ``EnvSpec``, importing what it names."""
+    if is_engine(spec):
+        return engine_spec(spec)
     module_name, sep, attr = spec.partition(":")
     if not sep:
         return gymnasium.spec(spec)
@@ -63,6 +81,9 @@ def _resolve_spec(spec: str) -> EnvSpec:
         from openenv_gym.interop.openenv.hosted import OpenEnvAsGym, is_openenv_environment
 
         entry_point = getattr(module, attr)
+        if isinstance(entry_point, type) and issubclass(entry_point, VectorEnv):
+            native = VectorEntryPoint(spec, entry_point)
+            return EnvSpec(id=spec, entry_point=None, vector_entry_point=native)
         if is_openenv_environment(entry_point):  # hosted through its gymnasium view
             entry_point = functools.partial(OpenEnvAsGym, entry_point)
         return EnvSpec(id=spec, entry_point=entry_point)
@@ -267,8 +288,16 @@ class HostedEnv:
 
         Raises:
             KwargNotAllowedError: see :meth:`make_kwargs`.
+            VectorizationError: the spec is a native vector engine only (no single env).
 
         """
+        if self.spec.entry_point is None:
+            raise VectorizationError(
+                self.env_id,
+                "sync",
+                "it is hosted as a native vector env only; use "
+                "server_vectorization='vector_entry_point'",
+            )
         kwargs = self.make_kwargs(client_kwargs)
         return functools.partial(gymnasium.make, dataclasses.replace(self.spec), **kwargs)
 
@@ -310,7 +339,10 @@ class EnvCatalog:
             hosted = entry if isinstance(entry, HostedSpec) else HostedSpec(entry)
             try:
                 spec = _resolve_spec(hosted.spec)
-            except (gymnasium.error.Error, ImportError) as exc:
+                if hosted.vector_entry_point is not None:  # the operator's engine for it
+                    engine = vector_entry_point(hosted.vector_entry_point)
+                    spec = dataclasses.replace(spec, vector_entry_point=engine)
+            except (gymnasium.error.Error, ImportError, ValueError) as exc:
                 raise ValueError(f"cannot host {hosted.spec!r}: {exc}") from exc
             gym_id = spec.id != hosted.spec or ":" not in hosted.spec
             self._hosted[hosted.spec] = HostedEnv.build(
