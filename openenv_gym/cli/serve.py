@@ -79,7 +79,6 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     """Add ``serve``'s address, limit and timeout flags; defaults come from ``ServerConfig``."""
     from openenv_gym.server.app import ServerConfig
@@ -147,7 +146,6 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="a Host name admitted besides IP addresses and localhost (repeatable)",
     )
-
 
 
 def _engine_specs(pairs: list[str]) -> list[Any]:

@@ -300,11 +300,11 @@ def _packb(value: Any) -> bytes:
         raise
 
 
-def _unpackb(data: bytes) -> Any:
+def _unpackb(data: bytes | bytearray) -> Any:
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True)
 
 
-def _unpackb_bounded(data: bytes, max_values: int) -> Any:
+def _unpackb_bounded(data: bytes | bytearray, max_values: int) -> Any:
     # No container header may claim more items than the budget (msgpack preallocates them).
     return msgpack.unpackb(
         data,
@@ -345,7 +345,7 @@ for _byte, (_width, _per) in {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4
 _NESTED_EXT_BYTES = frozenset(bytes((code,)) for code in (EXT_TUPLE, EXT_OBJECT_ARRAY, EXT_GRAPH))
 
 
-def count_values(data: bytes, budget: int, *, _depth: int = 0) -> int:
+def count_values(data: bytes | bytearray, budget: int, *, _depth: int = 0) -> int:
     """Count the values one message would build, reading only headers; stop past ``budget``.
 
     Every value counts once at any depth: container, scalar, and the values inside tuple,
@@ -416,7 +416,7 @@ def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
 
 
 def decode(
-    data: bytes,
+    data: bytes | bytearray,
     *,
     max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
     max_values: int | None = None,

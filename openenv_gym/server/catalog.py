@@ -341,7 +341,9 @@ class EnvCatalog:
                 spec = _resolve_spec(hosted.spec)
                 if hosted.vector_entry_point is not None:  # the operator's engine for it
                     engine = vector_entry_point(hosted.vector_entry_point)
-                    spec = dataclasses.replace(spec, vector_entry_point=engine)
+                    # The engine has its own defaults: the id's kwargs are its single env's.
+                    # make_vec still passes the id's max_episode_steps (its time limit).
+                    spec = dataclasses.replace(spec, vector_entry_point=engine, kwargs={})
             except (gymnasium.error.Error, ImportError, ValueError) as exc:
                 raise ValueError(f"cannot host {hosted.spec!r}: {exc}") from exc
             gym_id = spec.id != hosted.spec or ":" not in hosted.spec

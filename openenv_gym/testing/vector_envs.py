@@ -99,11 +99,15 @@ class CountingSameStepVectorEnv(VectorEnv[Any, Any, Any]):
         return self._count[:, None].copy(), actions.astype(np.float64), terminated, truncated, infos
 
 
-def counting_vector_env(num_envs: int, **kwargs: Any) -> CountingSameStepVectorEnv:
+def counting_vector_env(
+    num_envs: int, max_episode_steps: int | None = None, **kwargs: Any
+) -> CountingSameStepVectorEnv:
     """Build the counting engine: a factory ``(num_envs, **kwargs) -> VectorEnv``.
 
     What an operator names with
     ``--vector-entry-point ID=openenv_gym.testing.vector_envs:counting_vector_env``.
+    ``make_vec`` passes the id's ``max_episode_steps``; counters end within 5 steps, so it is
+    never reached and not applied.
     """
     return CountingSameStepVectorEnv(num_envs, **kwargs)
 

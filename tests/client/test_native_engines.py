@@ -180,7 +180,10 @@ def test_native_engines_operator_vector_entry_point_for_an_id(
     [(AutoresetMode.NEXT_STEP, 1), (AutoresetMode.SAME_STEP, 1), (AutoresetMode.SAME_STEP, 2)],
 )
 def test_native_engines_ale_equals_atari_vector_env(
-    remote: Callable[..., RemoteVectorEnv], assert_same: AssertSame, mode: AutoresetMode, shards: int
+    remote: Callable[..., RemoteVectorEnv],
+    assert_same: AssertSame,
+    mode: AutoresetMode,
+    shards: int,
 ) -> None:
     env = remote(PONG, 4, shards=shards, autoreset_mode=mode, **SHORT_PONG)
     assert env.autoreset_mode is mode

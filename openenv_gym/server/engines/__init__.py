@@ -51,9 +51,9 @@ class VectorEntryPoint:
         self.make = make
         self.autoreset_modes = autoreset_modes
 
-    def __call__(self, num_envs: int, **kwargs: Any) -> VectorEnv[Any, Any, Any]:
-        """Build the engine of ``num_envs`` envs."""
-        return self.make(num_envs=num_envs, **kwargs)
+    def __call__(self, **kwargs: Any) -> VectorEnv[Any, Any, Any]:
+        """Build the engine: ``make_vec`` passes ``num_envs`` and the kwargs as keywords."""
+        return self.make(**kwargs)
 
     def __repr__(self) -> str:
         return f"VectorEntryPoint({self.name!r})"

@@ -4,7 +4,8 @@
 frames stacked by 4, frame skip 4, its own threads. It seeds sub-env ``i`` with ``seed + i`` on
 ``reset(seed=seed)``, supports ``options["reset_mask"]`` and runs NEXT_STEP or SAME_STEP
 autoreset (chosen at construction, so the host builds the mode the client asks for). It has no
-``render``.
+``render``. A ``max_episode_steps`` (``make_vec`` passes an id's time limit) becomes
+``max_num_frames_per_episode = max_episode_steps * frameskip``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from openenv_gym.server.engines import VectorEntryPoint
 
 __all__ = ["ale_entry_point"]
+
+_DEFAULT_FRAMESKIP = 4  # AtariVectorEnv's
 
 
 def _atari_class() -> Any:
@@ -50,11 +53,13 @@ def ale_entry_point(game: str) -> VectorEntryPoint:
 
     rom = _rom_id(game, roms.get_all_rom_ids())
 
-
-    def make(num_envs: int, **kwargs: Any) -> VectorEnv[Any, Any, Any]:
+    def make(
+        num_envs: int, max_episode_steps: int | None = None, **kwargs: Any
+    ) -> VectorEnv[Any, Any, Any]:
+        if max_episode_steps is not None:  # a time limit in steps, as ALE counts it: frames
+            frames = max_episode_steps * kwargs.get("frameskip", _DEFAULT_FRAMESKIP)
+            kwargs.setdefault("max_num_frames_per_episode", frames)
         engine: VectorEnv[Any, Any, Any] = atari(game=rom, num_envs=num_envs, **kwargs)
         return engine
 
-    return VectorEntryPoint(
-        f"ale:{game}", make, (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
-    )
+    return VectorEntryPoint(f"ale:{game}", make, (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP))

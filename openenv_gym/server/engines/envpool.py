@@ -88,8 +88,7 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
         self.num_envs = num_envs
         self._kwargs = kwargs
         self._pool: Any = None
-        self._build(kwargs.get("seed"))
-        pool = self._pool
+        pool = self._build(kwargs.get("seed"))
         self.single_observation_space = pool.single_observation_space
         self.single_action_space = pool.single_action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -98,13 +97,14 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
         self.config = dict(pool.config)
         self._last_obs: Any = None
 
-    def _build(self, seed: int | None) -> None:
+    def _build(self, seed: int | None) -> Any:
         if self._pool is not None:
             self._pool.close()
         kwargs = dict(self._kwargs)
         if seed is not None:
             kwargs["seed"] = seed
         self._pool = _envpool().make_gymnasium(self.task_id, num_envs=self.num_envs, **kwargs)
+        return self._pool
 
     def reset(
         self,

@@ -148,7 +148,11 @@ def attack_native_engine_named_by_client(target: Target) -> AttackResult:
         for env_id in names:
             connection = Connection(target.url, token=target.token, call_timeout=30)
             try:
-                body = {"env_id": env_id, "num_envs": 2, "server_vectorization": "vector_entry_point"}
+                body = {
+                    "env_id": env_id,
+                    "num_envs": 2,
+                    "server_vectorization": "vector_entry_point",
+                }
                 connection.request(Op.MAKE, body)
                 errors[env_id] = "built"
             except UnknownEnvError as exc:
@@ -162,7 +166,7 @@ def attack_native_engine_named_by_client(target: Target) -> AttackResult:
     return result(
         name,
         {f"{env_id} refused as unknown": errors[env_id].startswith("unknown") for env_id in names},
-        {"replies": errors},
+        {"replies": ", ".join(f"{env_id}: {reply}" for env_id, reply in errors.items())},
     )
 
 
