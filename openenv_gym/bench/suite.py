@@ -214,7 +214,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the suite; return an exit status."""
+    """Run the suite; return an exit status (``--native``: the native engines' benchmark)."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--native" in given:
+        from openenv_gym.bench import native
+
+        return native.main([arg for arg in given if arg != "--native"])
     args = _parser().parse_args(argv)
     num_envs = args.num_envs or (QUICK_NUM_ENVS if args.quick else FULL_NUM_ENVS)
     duration = args.duration or (0.5 if args.quick else 1.0)

@@ -103,7 +103,11 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
         kwargs = dict(self._kwargs)
         if seed is not None:
             kwargs["seed"] = seed
-        self._pool = _envpool().make_gymnasium(self.task_id, num_envs=self.num_envs, **kwargs)
+        with warnings.catch_warnings():
+            # envpool declares float64 Box bounds for float32 spaces: gymnasium warns each time.
+            warnings.simplefilter("ignore", UserWarning)
+            self._pool = _envpool().make_gymnasium(self.task_id, num_envs=self.num_envs, **kwargs)
+        self._fresh_seed: int | None = int(self._pool.config["seed"])
         return self._pool
 
     def reset(
@@ -125,8 +129,9 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
                 f"got {type(seed).__name__}"
             )
         mask = None if options is None else options.get("reset_mask")
+        fresh, self._fresh_seed = self._fresh_seed, None
         if mask is None:
-            if seed is not None:
+            if seed is not None and seed != fresh:  # a pool never used equals a new one
                 self._build(seed)
             obs, info = self._pool.reset()
             self._last_obs = obs
@@ -142,6 +147,7 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Step every env (NEXT_STEP autoreset: envpool's own)."""
+        self._fresh_seed = None
         obs, rewards, terminations, truncations, info = self._pool.step(np.asarray(actions))
         self._last_obs = obs
         return obs, rewards, terminations, truncations, vector_infos(info, None, self.num_envs)
