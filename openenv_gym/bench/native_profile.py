@@ -63,11 +63,14 @@ def _receive(sock: socket.socket, buffer: bytearray) -> None:
 def tcp_round_trip(request_bytes: int, reply_bytes: int, *, count: int, repeats: int) -> float:
     """Median seconds of a raw loopback TCP round trip of these sizes between two processes."""
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)  # the echo side never waits for ever
+    address = listener.getsockname()[:2]
     total = count * (repeats + 1)
     pid = os.fork()
     if pid == 0:  # the echo side: a bounded number of round trips, then exit
         try:
             peer, _ = listener.accept()
+            peer.settimeout(30)
             peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             request, reply = bytearray(request_bytes), bytes(reply_bytes)
             for _ in range(total):
@@ -77,7 +80,7 @@ def tcp_round_trip(request_bytes: int, reply_bytes: int, *, count: int, repeats:
             os._exit(0)
     listener.close()
     try:
-        with socket.create_connection(listener.getsockname()[:2], timeout=30) as sock:
+        with socket.create_connection(address, timeout=30) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             request, reply = bytes(request_bytes), bytearray(reply_bytes)
 
