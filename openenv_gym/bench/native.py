@@ -180,7 +180,9 @@ def main(argv: Sequence[str]) -> int:
     """Run the native benchmark; return an exit status."""
     args = _parser().parse_args(argv)
     specs = ["CartPole-v1"] if args.no_engines else ["CartPole-v1", "ale:pong", "envpool:Pong-v5"]
+    most = str(2 * max([*args.num_envs, *args.pong_num_envs]))  # above the 4096 default
     server_args = ["--max-message-bytes", str(MAX_MESSAGE_BYTES)]
+    server_args += ["--max-envs-per-session", most, "--max-envs", most]
     with LocalProvider(specs, num_servers=2, extra_args=server_args) as provider:
         cartpole = throughput.run_throughput(
             "CartPole-v1",
