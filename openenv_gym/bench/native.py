@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import gymnasium
 import numpy as np
@@ -35,7 +35,7 @@ __all__ = ["main", "wire_bytes"]
 
 CARTPOLE_NUM_ENVS = [256, 4096, 16384]
 PONG_NUM_ENVS = [16, 64]
-NATIVE = "vector_entry_point"
+NATIVE: Final = "vector_entry_point"
 IN_PROCESS = "native in-process"
 SYNC = "SyncVectorEnv"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # 64 Pong envs' frames are 1.8 MB a step; room above

@@ -21,7 +21,7 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import gymnasium
 import numpy as np
@@ -35,7 +35,7 @@ from openenv_gym.server.session import Session
 
 __all__ = ["profile_step", "tcp_round_trip"]
 
-NATIVE = "vector_entry_point"
+NATIVE: Final = "vector_entry_point"
 
 
 def _per_call(call: Callable[[], Any], count: int, repeats: int) -> float:
@@ -82,11 +82,11 @@ def tcp_round_trip(request_bytes: int, reply_bytes: int, *, count: int, repeats:
     try:
         with socket.create_connection(address, timeout=30) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            request, reply = bytes(request_bytes), bytearray(reply_bytes)
+            message, answer = bytes(request_bytes), bytearray(reply_bytes)
 
             def trip() -> None:
-                sock.sendall(request)
-                _receive(sock, reply)
+                sock.sendall(message)
+                _receive(sock, answer)
 
             times = []
             for index in range(repeats + 1):
