@@ -252,6 +252,7 @@ SUITES = {
     "--harbor": ("openenv_gym.bench.harbor", True),  # Harbor tasks: start-to-ready, parity
     "--slow": ("openenv_gym.bench.slow", False),  # slow uneven envs: RemoteEnvPool
     "--ray": ("openenv_gym.bench.ray_scaling", False),  # Ray-placed against local servers
+    "--native": ("openenv_gym.bench.native", False),  # native engines: CartPole, Pong
 }
 """Flags that run another suite instead: flag -> (module with ``main(argv)``, keep the flag)."""
 

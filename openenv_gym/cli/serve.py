@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         specs = [*args.specs, *(load_hosting_file(args.hosting) if args.hosting else [])]
+        specs += _engine_specs(args.vector_entry_point)
     except (ValueError, OSError) as exc:
         print(f"openenv-gym serve: {exc}", file=sys.stderr)
         return 2
@@ -179,6 +180,24 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _engine_specs(pairs: list[str]) -> list[Any]:
+    """Turn ``--vector-entry-point ID=ENGINE`` pairs into hosted specs.
+
+    Raises:
+        ValueError: a pair has no ``=``.
+
+    """
+    from openenv_gym.server.hosting import HostedSpec
+
+    hosted = []
+    for pair in pairs:
+        spec, sep, engine = pair.partition("=")
+        if not (sep and spec and engine):
+            raise ValueError(f"--vector-entry-point {pair!r}: expected ID=ENGINE")
+        hosted.append(HostedSpec(spec, vector_entry_point=engine))
+    return hosted
+
+
 def add_commands(commands: Any) -> None:
     """Add ``serve`` to the command parser."""
     serve = commands.add_parser("serve", help="run an environment server")
@@ -192,6 +211,14 @@ def add_commands(commands: Any) -> None:
         "--hosting",
         metavar="FILE",
         help="a TOML/JSON hosting file: specs with allowed and fixed kwargs (server/hosting.py)",
+    )
+    serve.add_argument(
+        "--vector-entry-point",
+        action="append",
+        default=[],
+        metavar="ID=ENGINE",
+        help="host ID with this native engine for server_vectorization='vector_entry_point': "
+        "envpool:<task>, ale:<game> or module:attr (a VectorEnv class or factory)",
     )
     serve.add_argument(
         "--env-kwargs-allow",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, overload
 
 from openenv_gym.errors import DecodeError, MessageTooLargeError
 
@@ -52,7 +52,7 @@ about twice the speed (``openenv-gym bench --compression`` measures both)."""
 
 def is_compressed(frame: bytes) -> bool:
     """Return whether ``frame`` starts like a compressed message (of any codec)."""
-    return frame[:4] in _MAGICS
+    return bytes(frame[:4]) in _MAGICS
 
 
 def available_codecs() -> tuple[CodecName, ...]:
@@ -100,7 +100,12 @@ class Compressor:
         packed = self.compress_frame(message)
         return packed if len(packed) < len(message) else message
 
-    def decompress(self, frame: bytes, *, max_bytes: int) -> bytes:
+    @overload
+    def decompress(self, frame: bytes, *, max_bytes: int) -> bytes: ...
+    @overload
+    def decompress(self, frame: bytes | bytearray, *, max_bytes: int) -> bytes | bytearray: ...
+
+    def decompress(self, frame: bytes | bytearray, *, max_bytes: int) -> bytes | bytearray:
         """Return the message in ``frame``: plain frames as they are, compressed ones inflated.
 
         Args:
@@ -113,12 +118,14 @@ class Compressor:
             MessageTooLargeError: it declares more than ``max_bytes``.
 
         """
-        codec = _MAGICS.get(frame[:4])
+        codec = _MAGICS.get(bytes(frame[:4]))  # large frames arrive as bytearray (ws/client.py)
         if codec is None:
             return frame
         if codec != self.codec:
             raise DecodeError(f"a {codec} frame on a session that agreed on {self.codec}")
-        return self.decompress_frame(frame, max_bytes)
+        return self.decompress_frame(
+            bytes(frame) if isinstance(frame, bytearray) else frame, max_bytes
+        )
 
 
 def make_compressor(codec: CodecName, *, threshold: int = DEFAULT_THRESHOLD) -> Compressor:

@@ -4,7 +4,11 @@ A server is configured with env specs; a client can only ask for those. A spec i
 
 * a gymnasium id (``"CartPole-v1"``, or ``"module:Env-v0"`` whose module registers it), or
 * an entry point ``"module:attr"`` naming an ``Env`` class or factory, or an OpenEnv
-  ``Environment`` class (hosted through ``interop.openenv.hosted.OpenEnvAsGym``).
+  ``Environment`` class (hosted through ``interop.openenv.hosted.OpenEnvAsGym``), or a
+  ``gymnasium.vector.VectorEnv`` class (hosted natively only), or
+* a native engine, ``"envpool:<task id>"`` or ``"ale:<game>"`` (``server/engines/``; natively
+  only). Any spec may also get the operator's engine as its ``vector_entry_point``
+  (:class:`~openenv_gym.server.hosting.HostedSpec`).
 
 With ``allow_any_id`` a server also hosts ids of gymnasium's registry, but only those whose
 entry point is a plain env class of an installed package (never a factory function, never a
@@ -28,8 +32,20 @@ from typing import Any
 
 import gymnasium
 from gymnasium.envs.registration import EnvSpec, load_env_creator
+from gymnasium.vector import VectorEnv
 
-from openenv_gym.errors import AttributeNotAllowedError, KwargNotAllowedError, UnknownEnvError
+from openenv_gym.errors import (
+    AttributeNotAllowedError,
+    KwargNotAllowedError,
+    UnknownEnvError,
+    VectorizationError,
+)
+from openenv_gym.server.engines import (
+    VectorEntryPoint,
+    engine_spec,
+    is_engine,
+    vector_entry_point,
+)
 from openenv_gym.server.hosting import HostedSpec, HostingPolicy
 
 __all__ = [
@@ -58,6 +74,8 @@ def _resolve_spec(spec: str) -> EnvSpec:
         from openenv_gym.interop.harbor.hosting import harbor_spec
 
         return harbor_spec(spec)
+    if is_engine(spec):
+        return engine_spec(spec)
     module_name, sep, attr = spec.partition(":")
     if not sep:
         return gymnasium.spec(spec)
@@ -71,6 +89,9 @@ def _resolve_spec(spec: str) -> EnvSpec:
         from openenv_gym.interop.openenv.hosted import OpenEnvAsGym, is_openenv_environment
 
         entry_point = getattr(module, attr)
+        if isinstance(entry_point, type) and issubclass(entry_point, VectorEnv):
+            native = VectorEntryPoint(spec, entry_point)
+            return EnvSpec(id=spec, entry_point=None, vector_entry_point=native)
         if is_openenv_environment(entry_point):  # hosted through its gymnasium view
             entry_point = functools.partial(OpenEnvAsGym, entry_point)
         return EnvSpec(id=spec, entry_point=entry_point)
@@ -275,8 +296,16 @@ class HostedEnv:
 
         Raises:
             KwargNotAllowedError: see :meth:`make_kwargs`.
+            VectorizationError: the spec is a native vector engine only (no single env).
 
         """
+        if self.spec.entry_point is None:
+            raise VectorizationError(
+                self.env_id,
+                "sync",
+                "it is hosted as a native vector env only; use "
+                "server_vectorization='vector_entry_point'",
+            )
         kwargs = self.make_kwargs(client_kwargs)
         return functools.partial(gymnasium.make, dataclasses.replace(self.spec), **kwargs)
 
@@ -318,7 +347,12 @@ class EnvCatalog:
             hosted = entry if isinstance(entry, HostedSpec) else HostedSpec(entry)
             try:
                 spec = _resolve_spec(hosted.spec)
-            except (gymnasium.error.Error, ImportError) as exc:
+                if hosted.vector_entry_point is not None:  # the operator's engine for it
+                    engine = vector_entry_point(hosted.vector_entry_point)
+                    # The engine has its own defaults: the id's kwargs are its single env's.
+                    # make_vec still passes the id's max_episode_steps (its time limit).
+                    spec = dataclasses.replace(spec, vector_entry_point=engine, kwargs={})
+            except (gymnasium.error.Error, ImportError, ValueError) as exc:
                 raise ValueError(f"cannot host {hosted.spec!r}: {exc}") from exc
             gym_id = spec.id != hosted.spec or ":" not in hosted.spec
             if hosted.spec.startswith("harbor:"):  # clients name it by its id (no "/" in ids)

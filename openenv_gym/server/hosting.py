@@ -28,6 +28,10 @@ Policies come from the command line (``--env-kwargs-allow``, ``--set-attr-allow`
     step_timeout = 30.0          # pool sessions: default deadline of a step
     step_isolation = "process"   # pool sessions: each env in a child killed at its deadline
 
+    [[env]]
+    spec = "CartPole-v1"
+    vector_entry_point = "mypkg.fast:make_cartpole_vec"   # or envpool:CartPole-v1
+
 Nothing a client sends can change a policy.
 """
 
@@ -79,9 +83,10 @@ class HostingPolicy:
 
         """
         known = {"allow_kwargs", "kwargs", "set_attrs", "render_modes", *_POOL_FIELDS}
-        unknown = set(data) - known - {"spec"}
+        entry = {"spec", "vector_entry_point"}  # HostedSpec's own fields
+        unknown = set(data) - known - entry
         if unknown:
-            expected = ", ".join(sorted(known | {"spec"}))
+            expected = ", ".join(sorted(known | entry))
             raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; expected: {expected}")
         fixed = data.get("kwargs", {})
         if not isinstance(fixed, Mapping):
@@ -119,10 +124,21 @@ class HostingPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class HostedSpec:
-    """A spec the operator hosts and its policy (one entry of a hosting file)."""
+    """A spec the operator hosts and its policy (one entry of a hosting file).
+
+    Attributes:
+        spec: the spec (see ``server/catalog.py``).
+        policy: what clients may do with it.
+        vector_entry_point: the native engine sessions asking for
+            ``server_vectorization="vector_entry_point"`` get instead of the spec's own:
+            ``envpool:<task>``, ``ale:<game>`` or ``module:attr`` (a VectorEnv class or a
+            factory ``(num_envs, **kwargs) -> VectorEnv``; see ``server/engines/``).
+
+    """
 
     spec: str
     policy: HostingPolicy = HostingPolicy()
+    vector_entry_point: str | None = None
 
 
 _POOL_FIELDS = ("concurrent_steps", "step_timeout", "step_isolation")
@@ -200,5 +216,9 @@ def load_hosting_file(path: str | Path) -> list[HostedSpec]:
         where = f"{path}: env #{index + 1}"
         if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str):
             raise ValueError(f"{where}: each [[env]] needs a spec string")
-        hosted.append(HostedSpec(entry["spec"], HostingPolicy.from_data(entry, where=where)))
+        engine = entry.get("vector_entry_point")
+        if engine is not None and not isinstance(engine, str):
+            raise ValueError(f"{where}: vector_entry_point must be a string, got {engine!r}")
+        policy = HostingPolicy.from_data(entry, where=where)
+        hosted.append(HostedSpec(entry["spec"], policy, vector_entry_point=engine))
     return hosted

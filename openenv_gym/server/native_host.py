@@ -79,6 +79,8 @@ class NativeHost(EnvHost):
                 f"its spec {spec.id!r} has no vector_entry_point; use server_vectorization='sync'",
             )
         kwargs = hosted.make_kwargs(client_kwargs)
+        if autoreset_mode in getattr(spec.vector_entry_point, "autoreset_modes", ()):
+            kwargs["autoreset_mode"] = autoreset_mode  # an engine that builds several modes
         for name in _MAKE_ONLY_KWARGS:
             kwargs.pop(name, None)
         if kwargs.get("max_episode_steps", 0) is None:
@@ -96,8 +98,11 @@ class NativeHost(EnvHost):
         self.envs = []
         self.num_envs = num_envs
         self._session_id = uuid.uuid4().hex
-        self._episodes = np.zeros(num_envs, dtype=np.int64)  # episode number of each env
-        self._step_counts = np.zeros(num_envs, dtype=np.int64)
+        # Per env: episode number, and the step number its episode started at (so a step
+        # touches only the envs whose episode ends, never all of them).
+        self._episodes = np.zeros(num_envs, dtype=np.int64)
+        self._starts = np.zeros(num_envs, dtype=np.int64)
+        self._steps = 0
         self._was_done = np.zeros(num_envs, dtype=bool)
 
     def _active(self) -> VectorEnv[Any, Any, Any]:
@@ -121,8 +126,10 @@ class NativeHost(EnvHost):
         }
 
     def _new_episodes(self, mask: np.ndarray[Any, Any]) -> None:
-        self._step_counts[mask] = 0
-        self._episodes[mask] += 1
+        started = np.flatnonzero(mask)
+        if started.size:
+            self._starts[started] = self._steps
+            self._episodes[started] += 1
 
     def reset(
         self, seed: int | list[int | None] | None, options: dict[str, Any] | None
@@ -144,10 +151,9 @@ class NativeHost(EnvHost):
     def step(self, actions: Any) -> list[Any]:
         """Step the engine and return ``[obs, rewards, terminations, truncations, infos]``."""
         obs, rewards, terminations, truncations, infos = self._active().step(actions)
-        self._step_counts += 1
+        self._steps += 1
         if self.autoreset_mode is AutoresetMode.NEXT_STEP:
-            if self._was_done.any():
-                self._new_episodes(self._was_done)
+            self._new_episodes(self._was_done)
             self._was_done = np.logical_or(terminations, truncations)
         elif self.autoreset_mode is AutoresetMode.SAME_STEP:
             self._new_episodes(np.logical_or(terminations, truncations))
@@ -197,7 +203,7 @@ class NativeHost(EnvHost):
                 "step_count": int(steps),
             }
             for index, (episode, steps) in enumerate(
-                zip(self._episodes, self._step_counts, strict=True)
+                zip(self._episodes, self._steps - self._starts, strict=True)
             )
         ]
 

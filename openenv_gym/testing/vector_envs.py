@@ -16,7 +16,12 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["COUNTING_SAME_STEP", "CountingEnv", "CountingSameStepVectorEnv"]
+__all__ = [
+    "COUNTING_SAME_STEP",
+    "CountingEnv",
+    "CountingSameStepVectorEnv",
+    "counting_vector_env",
+]
 
 COUNTING_SAME_STEP = "CountingSameStep-v0"
 
@@ -92,6 +97,19 @@ class CountingSameStepVectorEnv(VectorEnv[Any, Any, Any]):
             infos.update(final_obs=final_obs, _final_obs=terminated.copy())
             self._start(terminated)
         return self._count[:, None].copy(), actions.astype(np.float64), terminated, truncated, infos
+
+
+def counting_vector_env(
+    num_envs: int, max_episode_steps: int | None = None, **kwargs: Any
+) -> CountingSameStepVectorEnv:
+    """Build the counting engine: a factory ``(num_envs, **kwargs) -> VectorEnv``.
+
+    What an operator names with
+    ``--vector-entry-point ID=openenv_gym.testing.vector_envs:counting_vector_env``.
+    ``make_vec`` passes the id's ``max_episode_steps``; counters end within 5 steps, so it is
+    never reached and not applied.
+    """
+    return CountingSameStepVectorEnv(num_envs, **kwargs)
 
 
 if COUNTING_SAME_STEP not in gymnasium.registry:

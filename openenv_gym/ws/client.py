@@ -25,7 +25,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from openenv_gym.errors import TransportError
-from openenv_gym.ws.frames import binary_frame, parse_binary_frame
+from openenv_gym.ws.frames import binary_frame, large_frame_start, parse_binary_frame
 
 __all__ = ["BlockingWebSocket", "TransportError"]
 
@@ -77,8 +77,9 @@ class BlockingWebSocket:
         self._poller.register(self._sock, select.POLLIN)
         self._max_size = max_size
         self._protocol = ClientProtocol(uri, max_size=max_size)
-        self._messages: deque[bytes | str] = deque()
+        self._messages: deque[bytes | bytearray | str] = deque()
         self._fragments: list[bytes] = []
+        self._large: tuple[bytearray, int] | None = None  # a large frame part received
         self._first_opcode = Opcode.BINARY
         self._response: Response | None = None
         try:
@@ -111,7 +112,7 @@ class BlockingWebSocket:
             raise self._closed()
         self._write(binary_frame(data, mask=True))
 
-    def recv(self, timeout: float | None = None) -> bytes | str:
+    def recv(self, timeout: float | None = None) -> bytes | bytearray | str:
         """Return the next message, waiting at most ``timeout`` seconds (``None``: forever).
 
         Raises:
@@ -171,6 +172,9 @@ class BlockingWebSocket:
             remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0 or not self._poller.poll(remaining_ms):
                 raise TimeoutError("timed out")
+        if self._large is not None:  # a large frame that timed out part way
+            self._fill_large(deadline)
+            return
         try:
             data = self._sock.recv(_READ_SIZE)
         except OSError:
@@ -179,6 +183,14 @@ class BlockingWebSocket:
             payload = parse_binary_frame(data, masked=False, max_size=self._max_size)
             if payload is not None:
                 self._messages.append(payload)
+                return
+            start = large_frame_start(data, max_size=self._max_size)
+            if start is not None:
+                offset, length = start
+                message = bytearray(length)
+                message[: len(data) - offset] = memoryview(data)[offset:]
+                self._large = (message, len(data) - offset)
+                self._fill_large(deadline)
                 return
         if data:
             self._protocol.receive_data(data)
@@ -193,6 +205,41 @@ class BlockingWebSocket:
         if not data:
             self._sock.close()
             raise self._closed()
+
+    def _fill_large(self, deadline: float | None) -> None:
+        """Receive the rest of a large binary frame straight into its one buffer.
+
+        The message is that ``bytearray``, fresh for each message (never reused), so a decoder
+        may hand out views of it. A timeout keeps what was read (the next read resumes).
+
+        Raises:
+            TimeoutError: the frame did not complete in time.
+            ConnectionClosed: the connection closed mid-frame.
+
+        """
+        assert self._large is not None
+        message, got = self._large
+        view = memoryview(message)
+        sock = self._sock
+        try:
+            while got < len(message):
+                tls_buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+                if deadline is not None and not tls_buffered:
+                    remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+                    if remaining_ms <= 0 or not self._poller.poll(remaining_ms):
+                        raise TimeoutError("timed out")
+                try:
+                    count = sock.recv_into(view[got:])
+                except OSError:
+                    count = 0
+                if not count:
+                    self._protocol.receive_eof()
+                    self._sock.close()
+                    raise self._closed()
+                got += count
+        finally:
+            self._large = None if got == len(message) else (message, got)
+        self._messages.append(message)
 
     def _simple_frames_only(self) -> bool:
         """Tell whether no partial frame is pending, so a whole frame may bypass the protocol."""

@@ -18,7 +18,13 @@ try:
 except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["FrameBoundary", "apply_mask", "binary_frame", "parse_binary_frame"]
+__all__ = [
+    "FrameBoundary",
+    "apply_mask",
+    "binary_frame",
+    "large_frame_start",
+    "parse_binary_frame",
+]
 
 _FIN_BINARY = 0x82
 _MASK_BIT = 0x80
@@ -73,6 +79,29 @@ def parse_binary_frame(chunk: bytes, *, masked: bool, max_size: int | None) -> b
     if len(chunk) != offset + 4 + length:
         return None
     return apply_mask(chunk[offset + 4 :], chunk[offset : offset + 4])
+
+
+def large_frame_start(chunk: bytes, *, max_size: int | None) -> tuple[int, int] | None:
+    """Return ``(payload offset, payload length)`` if ``chunk`` starts a longer binary frame.
+
+    For an unmasked (server-sent) final binary frame whose payload runs past the end of
+    ``chunk``, so that the reader may receive the rest straight into one buffer of the
+    payload's size; ``None`` for anything else (the general parser's business).
+    """
+    if len(chunk) < 10 or chunk[0] != _FIN_BINARY or chunk[1] & _MASK_BIT:
+        return None
+    length = chunk[1] & 0x7F
+    if length == 126:
+        (length,) = _U16.unpack_from(chunk, 2)
+        offset = 4
+    elif length == 127:
+        (length,) = _U64.unpack_from(chunk, 2)
+        offset = 10
+    else:
+        return None  # a frame under 126 bytes fits any read
+    if (max_size is not None and length > max_size) or offset + length <= len(chunk):
+        return None
+    return offset, length
 
 
 class FrameBoundary:

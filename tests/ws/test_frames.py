@@ -83,3 +83,17 @@ def test_frame_boundary_tracks_frames_split_anywhere() -> None:
     boundary = FrameBoundary()
     boundary.feed(header_only)
     assert not boundary.at_boundary  # the attack: a header, then a "frame" inside its payload
+
+
+def test_frames_large_frame_start_only_for_a_longer_server_frame() -> None:
+    from openenv_gym.ws.frames import large_frame_start
+
+    for size in (126, 70_000, 200_000):
+        frame = binary_frame(b"z" * size, mask=False)
+        offset = len(frame) - size
+        assert large_frame_start(frame[: offset + 10], max_size=None) == (offset, size)
+        assert large_frame_start(frame, max_size=None) is None  # whole: parse_binary_frame's
+        assert large_frame_start(frame[: offset + 10], max_size=size - 1) is None  # too big
+    masked = binary_frame(b"z" * 70_000, mask=True)
+    assert large_frame_start(masked[:100], max_size=None) is None  # client frames: not here
+    assert large_frame_start(binary_frame(b"z" * 100, mask=False)[:50], max_size=None) is None

@@ -32,7 +32,7 @@ import gymnasium
 import numpy as np
 
 from openenv_gym.client.connection import Connection
-from openenv_gym.errors import OpenEnvError
+from openenv_gym.errors import OpenEnvError, UnknownEnvError
 from openenv_gym.protocol.messages import Op
 from openenv_gym.testing.compliance._support import (
     AttackResult,
@@ -83,6 +83,7 @@ __all__ = [
     "attack_mcp_slow_tool",
     "attack_mcp_without_token",
     "attack_msgpack_maps_before_hello",
+    "attack_native_engine_named_by_client",
     "attack_observe_huge_request",
     "attack_observe_origin_and_host",
     "attack_observe_scrape_storm",
@@ -137,6 +138,47 @@ def attack_remote_id_runs_no_code(target: Target) -> AttackResult:
         name,
         {"MAKE answered an error": error is not None, "the command did not run": not ran},
         {"marker_created": ran, "reply": (error or "ok (the env was built)")[:160]},
+    )
+
+
+def attack_native_engine_named_by_client(target: Target) -> AttackResult:
+    """MAKE engines the operator did not host, natively: every one refused as unknown.
+
+    ``envpool:<task>``, ``ale:<game>``, a ``module:attr`` VectorEnv class and ``os:system``
+    with ``server_vectorization="vector_entry_point"``: an engine is the operator's to name,
+    so even ``--allow-any-id`` (the target's flag) admits none of them.
+    """
+    name = "native_engine_named_by_client"
+    names = [
+        "envpool:CartPole-v1",
+        "ale:pong",
+        "openenv_gym.testing.vector_envs:CountingSameStepVectorEnv",
+        "os:system",
+    ]
+    errors: dict[str, str] = {}
+    try:
+        for env_id in names:
+            connection = Connection(target.url, token=target.token, call_timeout=30)
+            try:
+                body = {
+                    "env_id": env_id,
+                    "num_envs": 2,
+                    "server_vectorization": "vector_entry_point",
+                }
+                connection.request(Op.MAKE, body)
+                errors[env_id] = "built"
+            except UnknownEnvError as exc:
+                errors[env_id] = f"unknown: {type(exc).__name__}"
+            except OpenEnvError as exc:
+                errors[env_id] = type(exc).__name__
+            finally:
+                connection.close()
+    except OpenEnvError as exc:
+        return failed(name, exc)
+    return result(
+        name,
+        {f"{env_id} refused as unknown": errors[env_id].startswith("unknown") for env_id in names},
+        {"replies": ", ".join(f"{env_id}: {reply}" for env_id, reply in errors.items())},
     )
 
 

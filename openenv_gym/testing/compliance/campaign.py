@@ -97,6 +97,11 @@ _POOL_ARGS = ("--concurrent-steps", "4")
 ATTACKS: tuple[Attack, ...] = (
     Attack("remote_id_runs_no_code", a.attack_remote_id_runs_no_code, args=("--allow-any-id",)),
     Attack("remote_id_dials_no_url", a.attack_remote_id_dials_no_url, args=("--allow-any-id",)),
+    Attack(
+        "native_engine_named_by_client",
+        a.attack_native_engine_named_by_client,
+        args=("--allow-any-id",),
+    ),
     Attack("safety_kwargs", a.attack_safety_kwargs, specs=(a.TERMINAL,)),
     Attack("set_attr_safety", a.attack_set_attr_safety, specs=(), hosting=_TERMINAL_HOSTING),
     Attack("origin_and_host", a.attack_origin_and_host),

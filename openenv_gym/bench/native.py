@@ -1,0 +1,234 @@
+"""``openenv-gym bench --native``: native engines remote against the same engines in-process.
+
+CartPole-v1 at 256/4096/16384 envs: ``RemoteVectorEnv(..., server_vectorization=
+"vector_entry_point")`` on 1 and 2 local servers against gymnasium's own vector env
+in-process, ``SyncVectorEnv`` and envpool; Atari Pong at 16/64 envs: remote over ale-py's
+``AtariVectorEnv`` (``ale:pong``) and envpool (``envpool:Pong-v5``) against the same engine
+in-process, with the bytes per env-step on the wire. Backends are interleaved within each
+repeat (machine noise hits them alike) and every ratio divides two rates of the same run.
+Writes ``native.json`` and ``native.md`` to the results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import gymnasium
+import numpy as np
+from gymnasium.vector import VectorEnv
+
+from openenv_gym.bench import throughput
+from openenv_gym.bench.throughput import Backend, ThroughputResult
+from openenv_gym.client.vector_env import RemoteVectorEnv
+from openenv_gym.protocol import codec
+from openenv_gym.providers.local import LocalProvider
+
+__all__ = ["main", "wire_bytes"]
+
+CARTPOLE_NUM_ENVS = [256, 4096, 16384]
+PONG_NUM_ENVS = [16, 64]
+NATIVE: Final = "vector_entry_point"
+IN_PROCESS = "native in-process"
+SYNC = "SyncVectorEnv"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # 64 Pong envs' frames are 1.8 MB a step; room above
+
+
+def _remote(urls: list[str], token: str | None, env_id: str) -> Callable[[str, int], Any]:
+    def make(_: str, num_envs: int) -> VectorEnv[Any, Any, Any]:
+        return RemoteVectorEnv(
+            env_id, num_envs, urls=urls, token=token, server_vectorization=NATIVE
+        )
+
+    return make
+
+
+def _envpool(task: str) -> Callable[[str, int], Any]:
+    def make(_: str, num_envs: int) -> VectorEnv[Any, Any, Any]:
+        from openenv_gym.server.engines.envpool import EnvpoolVectorEnv
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # envpool's float32 Box bounds
+            return EnvpoolVectorEnv(task, num_envs)
+
+    return make
+
+
+def _atari(_: str, num_envs: int) -> VectorEnv[Any, Any, Any]:
+    from ale_py.vector_env import AtariVectorEnv
+
+    engine: VectorEnv[Any, Any, Any] = AtariVectorEnv("pong", num_envs)
+    return engine
+
+
+def _cartpole_backends(provider: LocalProvider, engines: bool) -> list[Backend]:
+    urls, token = provider.urls, provider.token
+    chosen = [
+        Backend(
+            IN_PROCESS, lambda env_id, n: gymnasium.make_vec(env_id, n, vectorization_mode=NATIVE)
+        ),
+        Backend("native remote (1 server)", _remote(urls[:1], token, "CartPole-v1")),
+        Backend("native remote (2 servers)", _remote(urls[:2], token, "CartPole-v1")),
+        Backend(SYNC, lambda env_id, n: gymnasium.make_vec(env_id, n, vectorization_mode="sync")),
+    ]
+    if engines:
+        chosen.append(Backend("envpool (in-process)", _envpool("CartPole-v1")))
+    return chosen
+
+
+def _pong_backends(provider: LocalProvider) -> list[Backend]:
+    urls, token = provider.urls, provider.token
+    return [
+        Backend("AtariVectorEnv (in-process)", _atari),
+        Backend("ale:pong remote (1 server)", _remote(urls[:1], token, "ale:pong")),
+        Backend("envpool Pong (in-process)", _envpool("Pong-v5")),
+        Backend("envpool:Pong-v5 remote (1 server)", _remote(urls[:1], token, "envpool:Pong-v5")),
+    ]
+
+
+def wire_bytes(make: Callable[[str, int], Any], num_envs: int) -> float:
+    """Return the bytes per env-step of one step (request + reply) as the protocol sends them."""
+    env = make("", num_envs)
+    try:
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        actions = env.action_space.sample()
+        reply = list(env.step(actions))
+    finally:
+        env.close()
+    request = codec.encode([4, 1, np.asarray(actions)])
+    return (len(request) + len(codec.encode([0, 1, reply]))) / num_envs
+
+
+def _ratios(results: list[ThroughputResult]) -> dict[str, float]:
+    rates = {(r.backend, r.num_envs): r.steps_per_second for r in results}
+    pairs = [
+        ("native remote (1 server)", IN_PROCESS),
+        ("native remote (2 servers)", IN_PROCESS),
+        ("native remote (1 server)", SYNC),
+        ("native remote (1 server)", "envpool (in-process)"),
+        ("ale:pong remote (1 server)", "AtariVectorEnv (in-process)"),
+        ("envpool:Pong-v5 remote (1 server)", "envpool Pong (in-process)"),
+    ]
+    ratios = {}
+    for ours, theirs in pairs:
+        for (backend, num_envs), rate in rates.items():
+            baseline = rates.get((theirs, num_envs))
+            if backend == ours and baseline:
+                ratios[f"{ours} / {theirs} @ {num_envs}"] = rate / baseline
+    return ratios
+
+
+def _table(title: str, rows: list[dict[str, Any]], sizes: Sequence[int]) -> list[str]:
+    lines = [f"## {title} (env-steps/s, median of repeats)", ""]
+    lines += ["| backend | " + " | ".join(f"{n} envs" for n in sizes) + " |"]
+    lines += ["|---|" + "---:|" * len(sizes)]
+    by_backend: dict[str, dict[int, float]] = {}
+    for row in rows:
+        by_backend.setdefault(row["backend"], {})[row["num_envs"]] = row["steps_per_second"]
+    for backend, rates in by_backend.items():
+        cells = [f"{rates[n]:,.0f}" if n in rates else "-" for n in sizes]
+        lines.append(f"| {backend} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# openenv-gym bench --native",
+        "",
+        f"{report['date']}, {report['cores']} cores, Python {report['python']}; "
+        f"command: `{report['command']}`",
+        "",
+    ]
+    lines += _table("CartPole-v1", report["cartpole"], report["cartpole_num_envs"])
+    if report["pong"]:
+        lines += _table("Atari Pong (84x84x4 frames)", report["pong"], report["pong_num_envs"])
+        lines += [f"- bytes per env-step on the wire: {report['pong_wire']}", ""]
+    lines += ["## Ratios of the same run", ""]
+    lines += [f"- {name}: **{value:.2f}x**" for name, value in report["ratios"].items()]
+    profile = report.get("profile")
+    if profile:
+        lines += ["", f"## One step at {profile['num_envs']} envs, taken apart (µs)", ""]
+        lines += [
+            f"- {name}: {value:,.0f}" for name, value in profile.items() if name != "num_envs"
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openenv-gym bench --native", description=__doc__)
+    parser.add_argument("--num-envs", type=int, nargs="+", default=CARTPOLE_NUM_ENVS)
+    parser.add_argument("--pong-num-envs", type=int, nargs="+", default=PONG_NUM_ENVS)
+    parser.add_argument("--no-engines", action="store_true", help="skip envpool and Pong rows")
+    parser.add_argument("--duration", type=float, default=1.5, help="seconds per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats (median kept)")
+    parser.add_argument("--out", default="benchmarks/results", help="results folder")
+    parser.add_argument(
+        "--profile", type=int, metavar="N", help="also take one step at N envs apart"
+    )
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the native benchmark; return an exit status."""
+    args = _parser().parse_args(argv)
+    specs = ["CartPole-v1"] if args.no_engines else ["CartPole-v1", "ale:pong", "envpool:Pong-v5"]
+    most = str(2 * max([*args.num_envs, *args.pong_num_envs]))  # above the 4096 default
+    server_args = ["--max-message-bytes", str(MAX_MESSAGE_BYTES)]
+    server_args += ["--max-envs-per-session", most, "--max-envs", most]
+    with LocalProvider(specs, num_servers=2, extra_args=server_args) as provider:
+        cartpole = throughput.run_throughput(
+            "CartPole-v1",
+            args.num_envs,
+            _cartpole_backends(provider, not args.no_engines),
+            duration=args.duration,
+            repeats=args.repeats,
+            progress=lambda label: print(label, file=sys.stderr, flush=True),
+        )
+        pong: list[ThroughputResult] = []
+        pong_wire: dict[str, float] = {}
+        if not args.no_engines:
+            backends = _pong_backends(provider)
+            pong = throughput.run_throughput(
+                "pong",
+                args.pong_num_envs,
+                backends,
+                duration=args.duration,
+                repeats=args.repeats,
+                progress=lambda label: print(label, file=sys.stderr, flush=True),
+            )
+            size = args.pong_num_envs[0]
+            pong_wire = {f"{b.name} @ {size}": wire_bytes(b.make, size) for b in backends[::2]}
+    results = cartpole + pong
+    profile = None
+    if args.profile:
+        from openenv_gym.bench.native_profile import profile_step
+
+        profile = {"num_envs": args.profile, **profile_step(args.profile)}
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cores": throughput.cores(),
+        "python": platform.python_version(),
+        "command": "openenv-gym bench --native " + " ".join(argv),
+        "cartpole_num_envs": args.num_envs,
+        "pong_num_envs": args.pong_num_envs,
+        "cartpole": [vars(r) for r in cartpole],
+        "pong": [vars(r) for r in pong],
+        "pong_wire": {k: round(v, 1) for k, v in pong_wire.items()},
+        "ratios": _ratios(results),
+        "profile": profile,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "native.json").write_text(json.dumps(report, indent=2))
+    markdown = _markdown(report)
+    (out / "native.md").write_text(markdown)
+    print(markdown)
+    return 0
