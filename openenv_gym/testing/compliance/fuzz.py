@@ -54,6 +54,7 @@ __all__ = [
 MAX_SESSIONS = 32  # small limits make leaked sessions and envs countable exactly
 MAX_ENVS_PER_SESSION = 4096  # the server's default
 SMALL_LIMIT = 65536
+OPS = frozenset(int(op) for op in Op)  # every op of the protocol: an envelope naming one is valid
 _LIMITS = ("--max-sessions", str(MAX_SESSIONS), "--max-envs", str(MAX_ENVS))
 _BLOB = ("--set-attr-allow", "blob")  # the attribute the size checks set and get
 FUZZ_SERVER_ARGS = ("--workers", "1", *_LIMITS, *_BLOB)
@@ -245,7 +246,7 @@ class Fuzzer:
             self.open(ws, kind)
             outcome = self.send(ws, frame)
             expect(not outcome.closed, "an envelope never closes the connection")
-            valid = type(op) is int and 0 <= op <= 9 and type(request_id) is int and request_id >= 1
+            valid = type(op) is int and op in OPS and type(request_id) is int and request_id >= 1
             if valid:
                 expect(outcome.request_id == request_id, outcome)
             else:
