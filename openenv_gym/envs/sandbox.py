@@ -451,8 +451,10 @@ class Sandbox:
         return _collect(process, timeout, capture_limit, lambda: self._kill(process))
 
     def _kill(self, process: subprocess.Popen[bytes]) -> None:
-        if self.mode == "namespaces" and process.poll() is not None:
+        if self.mode == "namespaces" and process.poll() is not None and self.uid is None:
             # bwrap exits after its pid namespace is empty: its processes cannot leave it.
+            # (With an episode uid, still sweep it: killed processes of the namespace may not
+            # have finished exiting when bwrap returns; the sweep waits until none is live.)
             return
         if self.uid is not None:
             _kill_uid(self.uid)  # needs no CAP_KILL (the container's server has none)
