@@ -206,12 +206,7 @@ class Connection:
                 raise CallTimeoutError(self.url, operation, timeout or 0.0) from None
             except ConnectionClosed as exc:
                 raise self._lost(operation, exc) from exc
-            if isinstance(frame, str):
-                raise DecodeError(f"{self.url}: text frame received, the protocol is binary")
-            self.bytes_received += len(frame)
-            if self._compressor is not None:
-                frame = self._compressor.decompress(frame, max_bytes=self.max_message_bytes)
-            status, reply_id, body = parse_reply(codec.decode(frame, max_bytes=None))
+            status, reply_id, body = parse_reply(self._decode(frame))
             if reply_id == request_id or reply_id == 0:
                 break
             # A reply to an earlier request that timed out: drop it, keep waiting.
@@ -256,15 +251,25 @@ class Connection:
             frame = ws.recv(timeout=timeout)
         except ConnectionClosed as exc:
             raise self._lost(operation, exc) from exc
+        message = self._decode(frame)
+        if not (isinstance(message, list) and len(message) == 3 and type(message[0]) is int):
+            raise DecodeError(f"{self.url}: a message must be [status, id, body]")
+        return message
+
+    def _decode(self, frame: bytes | bytearray | str) -> Any:
+        """Count, inflate (if the session compresses) and decode one received message.
+
+        Raises:
+            DecodeError: a text frame, or bytes that are no valid (compressed) message.
+            MessageTooLargeError: a compressed frame declares more than the message limit.
+
+        """
         if isinstance(frame, str):
             raise DecodeError(f"{self.url}: text frame received, the protocol is binary")
         self.bytes_received += len(frame)
         if self._compressor is not None:
             frame = self._compressor.decompress(frame, max_bytes=self.max_message_bytes)
-        message = codec.decode(frame, max_bytes=None)
-        if not (isinstance(message, list) and len(message) == 3 and type(message[0]) is int):
-            raise DecodeError(f"{self.url}: a message must be [status, id, body]")
-        return message
+        return codec.decode(frame, max_bytes=None)
 
     def close(self) -> None:
         """Close the connection (not the session's envs: send CLOSE first); idempotent."""
