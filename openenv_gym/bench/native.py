@@ -68,14 +68,13 @@ def _atari(_: str, num_envs: int) -> VectorEnv[Any, Any, Any]:
     return engine
 
 
-def _cartpole_backends(provider: LocalProvider, engines: bool) -> list[Backend]:
-    urls, token = provider.urls, provider.token
+def _cartpole_backends(single: LocalProvider, pair: LocalProvider, engines: bool) -> list[Backend]:
     chosen = [
         Backend(
             IN_PROCESS, lambda env_id, n: gymnasium.make_vec(env_id, n, vectorization_mode=NATIVE)
         ),
-        Backend("native remote (1 server)", _remote(urls[:1], token, "CartPole-v1")),
-        Backend("native remote (2 servers)", _remote(urls[:2], token, "CartPole-v1")),
+        Backend("native remote (1 server)", _remote(single.urls, single.token, "CartPole-v1")),
+        Backend("native remote (2 servers)", _remote(pair.urls, pair.token, "CartPole-v1")),
         Backend(SYNC, lambda env_id, n: gymnasium.make_vec(env_id, n, vectorization_mode="sync")),
     ]
     if engines:
@@ -183,11 +182,16 @@ def main(argv: Sequence[str]) -> int:
     most = str(2 * max([*args.num_envs, *args.pong_num_envs]))  # above the 4096 default
     server_args = ["--max-message-bytes", str(MAX_MESSAGE_BYTES)]
     server_args += ["--max-envs-per-session", most, "--max-envs", most]
-    with LocalProvider(specs, num_servers=2, extra_args=server_args) as provider:
+    # As a user would start them: LocalProvider gives one server on this machine a core to
+    # poll on (--busy-wait), and two servers on two cores none.
+    with (
+        LocalProvider(specs, num_servers=1, extra_args=server_args) as provider,
+        LocalProvider(["CartPole-v1"], num_servers=2, extra_args=server_args) as pair,
+    ):
         cartpole = throughput.run_throughput(
             "CartPole-v1",
             args.num_envs,
-            _cartpole_backends(provider, not args.no_engines),
+            _cartpole_backends(provider, pair, not args.no_engines),
             duration=args.duration,
             repeats=args.repeats,
             progress=lambda label: print(label, file=sys.stderr, flush=True),

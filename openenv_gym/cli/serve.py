@@ -73,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
         openenv=args.openenv,
         compression=tuple(args.compression),
         keepalive_ping=args.keepalive_ping,
+        busy_wait=args.busy_wait,
     )
 
     def ready(url: str) -> None:
@@ -93,6 +94,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"openenv-gym serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _seconds(text: str) -> float:
+    """Parse a number of seconds >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
 
 
 def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
@@ -297,6 +309,14 @@ def add_commands(commands: Any) -> None:
         default=ServerConfig.keepalive_ping,
         metavar="SECONDS",
         help="ping clients whose pool steps run this often (keepalive of long steps)",
+    )
+    serve.add_argument(
+        "--busy-wait",
+        type=_seconds,
+        default=ServerConfig.busy_wait,
+        metavar="SECONDS",
+        help="after each reply, poll this long for the next request instead of sleeping "
+        "(saves a wake-up per step; keeps a core busy meanwhile; default 0: off)",
     )
     serve.add_argument(
         "--announce",

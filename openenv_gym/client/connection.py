@@ -7,8 +7,10 @@ shard before it waits for any.
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from websockets.exceptions import ConnectionClosed
@@ -41,10 +43,13 @@ from openenv_gym.ws.handshake import (
 
 __all__ = [
     "ALLOW_INSECURE_TOKEN_ENV",
+    "AUTO_BUSY_WAIT",
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "BusyWaitOption",
     "CompressionOption",
     "Connection",
+    "busy_wait_seconds",
     "offered_codecs",
     "probe",
     "token_allowed",
@@ -55,6 +60,35 @@ DEFAULT_CALL_TIMEOUT = 300.0
 
 CompressionOption = Literal["auto", "zstd", "lz4"] | None
 """What a client asks for at HELLO (see :class:`Connection`'s ``compression``)."""
+
+
+BusyWaitOption = float | Literal["auto"]
+"""How long a wait for a reply polls before it sleeps (see :func:`busy_wait_seconds`)."""
+
+AUTO_BUSY_WAIT = 0.002
+"""Seconds of ``busy_wait="auto"``: covers a fast step's round trip (CartPole at 4096 envs
+takes ~1 ms); a slower reply costs at most this much CPU before the wait sleeps."""
+
+
+def busy_wait_seconds(option: BusyWaitOption, urls: Sequence[str]) -> float:
+    """Return the seconds each wait for a reply from ``urls`` polls before sleeping.
+
+    A client that sleeps while its server steps is woken by the scheduler when the reply
+    lands, ~0.1-0.2 ms later on a VM; polling meanwhile takes the reply at once, but keeps a
+    core busy. ``"auto"`` polls :data:`AUTO_BUSY_WAIT` seconds unless the loopback servers
+    among ``urls`` are as many as this process's cores: those servers then need every core,
+    and a polling client would slow them down. A number is the seconds (``0``: never poll).
+
+    Raises:
+        ValueError: ``option`` is neither ``"auto"`` nor a number of seconds >= 0.
+
+    """
+    if option == "auto":
+        local = sum(1 for url in urls if is_loopback(url))
+        return AUTO_BUSY_WAIT if local < len(os.sched_getaffinity(0)) else 0.0
+    if isinstance(option, bool) or not isinstance(option, (int, float)) or not option >= 0:
+        raise ValueError(f"busy_wait must be 'auto' or seconds >= 0, got {option!r}")
+    return float(option)
 
 
 def offered_codecs(url: str, compression: CompressionOption) -> tuple[CodecName, ...]:
@@ -98,6 +132,8 @@ class Connection:
             is cheaper than compressing); ``"zstd"`` or ``"lz4"`` offers that one; ``None``
             none. The server chooses; :attr:`compression` is what it chose.
         compression_threshold: the smallest message either side compresses.
+        busy_wait: seconds each wait for a reply polls before it sleeps (see
+            :func:`busy_wait_seconds`; ``"auto"`` decides for this one URL).
 
     Raises:
         InsecureTokenError: there is a token, the URL is plain ``ws://`` to a host that is not
@@ -122,7 +158,9 @@ class Connection:
         allow_insecure_token: bool = False,
         compression: CompressionOption = "auto",
         compression_threshold: int = DEFAULT_THRESHOLD,
+        busy_wait: BusyWaitOption = "auto",
     ) -> None:
+        seconds = busy_wait_seconds(busy_wait, [url])  # a bad value fails before connecting
         self.url = url
         self.call_timeout = call_timeout
         self.max_message_bytes = max_message_bytes
@@ -138,6 +176,7 @@ class Connection:
             compression=offered_codecs(url, compression),
             compression_threshold=compression_threshold,
         )
+        self._ws.busy_wait = seconds
         self.bytes_sent = 0
         """Bytes of messages sent after HELLO, as on the wire (compressed or not)."""
         self.bytes_received = 0

@@ -12,7 +12,7 @@ import gymnasium
 from gymnasium.core import ActType, ObsType, RenderFrame
 from gymnasium.envs.registration import EnvSpec
 
-from openenv_gym.client.connection import CompressionOption, Connection
+from openenv_gym.client.connection import BusyWaitOption, CompressionOption, Connection
 from openenv_gym.client.options import UNSET, ClientOptions, Unset
 from openenv_gym.client.pool import embedded_pool
 from openenv_gym.errors import CallTimeoutError, StepTimeoutError
@@ -106,8 +106,8 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         render_mode: passed to the env on the server.
         options: how to connect and how long to wait (:class:`ClientOptions`; its
             ``ssl_context`` is not pickled: an unpickled env uses the default).
-        token, ssl_context, connect_timeout, call_timeout, compression: override the field of
-            ``options`` of the same name (see :class:`ClientOptions`).
+        token, ssl_context, connect_timeout, call_timeout, compression, busy_wait: override the
+            field of ``options`` of the same name (see :class:`ClientOptions`).
         **env_kwargs: keyword arguments for the env's constructor (``gymnasium.make``'s,
             including ``max_episode_steps``).
 
@@ -135,6 +135,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
         connect_timeout: float | Unset = UNSET,
         call_timeout: float | Unset | None = UNSET,
         compression: CompressionOption | Unset = UNSET,
+        busy_wait: BusyWaitOption | Unset = UNSET,
         **env_kwargs: Any,
     ) -> None:
         options = ClientOptions.resolve(
@@ -144,6 +145,7 @@ class RemoteEnv(gymnasium.Env[ObsType, ActType]):
             connect_timeout=connect_timeout,
             call_timeout=call_timeout,
             compression=compression,
+            busy_wait=busy_wait,
         )
         self.options = options
         self._init_args = dict(

@@ -29,7 +29,7 @@ from openenv_gym.client.batching import (
     slice_batch,
     vector_seeds,
 )
-from openenv_gym.client.connection import CompressionOption, Connection
+from openenv_gym.client.connection import BusyWaitOption, CompressionOption, Connection
 from openenv_gym.client.env import open_session
 from openenv_gym.client.native import engine_results, join_vector_infos, shard_seed
 from openenv_gym.client.options import UNSET, ClientOptions, Unset
@@ -87,8 +87,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             of its size under that seed (``client/native.py``: also call, attrs, render).
         render_mode: passed to every env.
         options: how to connect and how long to wait (:class:`ClientOptions`).
-        token, ssl_context, connect_timeout, call_timeout, compression: override the field of
-            ``options`` of the same name (see :class:`ClientOptions`).
+        token, ssl_context, connect_timeout, call_timeout, compression, busy_wait: override the
+            field of ``options`` of the same name (see :class:`ClientOptions`).
         reconnect: when a shard's server goes away, re-open its session (on the same URL, or
             on a replacement server when this env owns its servers) and continue: that
             shard's envs start fresh episodes, reported as truncated and flagged in
@@ -127,6 +127,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         connect_timeout: float | Unset = UNSET,
         call_timeout: float | Unset | None = UNSET,
         compression: CompressionOption | Unset = UNSET,
+        busy_wait: BusyWaitOption | Unset = UNSET,
         reconnect: bool = False,
         **env_kwargs: Any,
     ) -> None:
@@ -172,11 +173,14 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             connect_timeout=connect_timeout,
             call_timeout=call_timeout,
             compression=compression,
+            busy_wait=busy_wait,
         )
         self.options = options.with_default_token(
             None if self._provider is None else self._provider.token,
             insecure_ok=bool(getattr(self._provider, "allow_insecure_token", False)),
         )
+        # What the connections use: busy_wait="auto" decided for this env's servers.
+        self._connect_options = self.options.for_urls(targets[: len(bounds)])
         try:
             replies = []
             for (start, stop), url in zip(bounds, targets, strict=False):
@@ -207,7 +211,7 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
             num_envs=num_envs,
             autoreset_mode=None if self._requested_mode is None else self._requested_mode.value,
             env_kwargs=self._env_kwargs,
-            options=self.options,
+            options=self._connect_options,
             server_vectorization=self.server_vectorization,
         )
 

@@ -31,12 +31,15 @@ from typing import IO
 from openenv_gym.errors import OpenEnvError, ServerStartError
 from openenv_gym.ws.handshake import probe
 
-__all__ = ["LocalProvider", "read_token_fd"]
+__all__ = ["LOCAL_BUSY_WAIT", "LocalProvider", "read_token_fd"]
 
 logger = logging.getLogger("openenv_gym.providers")
 
 READY_PREFIX = "openenv-gym ready "
 """What a server started with ``--announce`` prints, followed by its URL."""
+
+LOCAL_BUSY_WAIT = 0.002
+"""``--busy-wait`` of local servers that have a core each (see ``ws/awake.py``)."""
 
 _MAX_TOKEN_BYTES = 4096
 _TOKEN_ENV = "OPENENV_GYM_TOKEN"
@@ -189,7 +192,10 @@ class LocalProvider:
         specs: env ids / ``module:attr`` entry points the servers host.
         num_servers: how many server processes.
         startup_timeout: seconds for all of them to become ready.
-        extra_args: more ``openenv-gym serve`` options (e.g. ``["--debug"]``).
+        extra_args: more ``openenv-gym serve`` options (e.g. ``["--debug"]``). Unless they
+            say ``--busy-wait``, servers fewer than this process's cores get
+            ``--busy-wait`` :data:`LOCAL_BUSY_WAIT` (each has a core to itself; more would
+            take cores from each other).
         token: a shared secret the servers require (and the readiness handshake presents);
             handed over through a pipe, out of the servers' argv and environment.
 
@@ -213,6 +219,10 @@ class LocalProvider:
     ) -> None:
         args = [sys.executable, "-m", "openenv_gym", "serve", *specs]
         args += ["--host", "127.0.0.1", "--port", "0", "--announce", *extra_args]
+        if num_servers < len(os.sched_getaffinity(0)) and not any(
+            arg.split("=")[0] == "--busy-wait" for arg in extra_args
+        ):
+            args += ["--busy-wait", str(LOCAL_BUSY_WAIT)]
         self.token = token
         self._processes = [_Process(args, token) for _ in range(num_servers)]
         _live.add(self)

@@ -240,6 +240,7 @@ class _App:
             handshake_timeout=config.handshake_timeout,
             close_timeout=config.close_timeout,
             connections=self.connection_table,
+            busy_wait=config.busy_wait,
         )
 
     def _new_connection(self) -> WebSocketConnection:

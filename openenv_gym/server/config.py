@@ -66,6 +66,10 @@ class ServerConfig:
         compression: the codecs a client may choose at HELLO for its session's messages
             (``protocol/compression.py``), in the server's order of preference; those whose
             package is not installed are left out. ``()``: none.
+        busy_wait: seconds the event loop keeps polling, instead of sleeping, after each
+            binary reply, so that a client stepping in a tight loop has its next request
+            taken without a scheduler wake-up (``ws/awake.py``). It keeps a core busy while
+            it lasts: worth it when the server has a core to itself. ``0``: off.
 
     """
 
@@ -95,6 +99,7 @@ class ServerConfig:
     compression: tuple[str, ...] = CODECS
     keepalive_ping: float = KEEPALIVE_PING
     """Seconds between WebSocket pings to clients whose pool steps are in flight."""
+    busy_wait: float = 0.0
 
     def catalog(self) -> EnvCatalog:
         """Return the catalog of what this server hosts, under the operator's policy.

@@ -36,6 +36,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from openenv_gym.errors import CapacityError
+from openenv_gym.ws.awake import keep_awake
 from openenv_gym.ws.frames import FrameBoundary, binary_frame, parse_binary_frame
 from openenv_gym.ws.http import HttpError, PlainRequest, PlainRequestReader, is_plain_request
 
@@ -164,6 +165,9 @@ class ConnectionOptions:
             admitted); past them the connection is aborted.
         close_timeout: seconds a closing handshake may take before the connection is aborted.
         connections: the process's connection caps; ``None``: uncounted.
+        busy_wait: seconds the event loop polls instead of sleeping after each binary reply,
+            so that a client's next request is taken without a scheduler wake-up
+            (``ws/awake.py``); ``0``: sleep at once.
 
     """
 
@@ -173,6 +177,7 @@ class ConnectionOptions:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     connections: ConnectionCaps | None = None
+    busy_wait: float = 0.0
 
 
 class WebSocketConnection(asyncio.BufferedProtocol):
@@ -550,6 +555,8 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._flush()
         else:
             self._transport.write(binary_frame(reply, mask=False))
+            if self._options.busy_wait:
+                keep_awake(self._options.busy_wait)
         if session.closed:
             self._protocol.send_close(1000, "session closed")
             self._flush()

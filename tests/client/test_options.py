@@ -23,7 +23,14 @@ from openenv_gym.protocol.messages import MakeReply
 from openenv_gym.protocol.spaces import space_to_data
 from openenv_gym.providers.local import LocalProvider
 
-OPTION_KWARGS = ("token", "ssl_context", "connect_timeout", "call_timeout")
+OPTION_KWARGS = (
+    "token",
+    "ssl_context",
+    "connect_timeout",
+    "call_timeout",
+    "compression",
+    "busy_wait",
+)
 
 
 @pytest.fixture(scope="module")
