@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Final
 
 import gymnasium
 import numpy as np
@@ -25,7 +26,7 @@ from openenv_gym.errors import CallTimeoutError
 from openenv_gym.providers.local import LOCAL_BUSY_WAIT, LocalProvider
 
 CORES = len(os.sched_getaffinity(0))
-NATIVE = "vector_entry_point"
+NATIVE: Final = "vector_entry_point"
 
 
 def _cpu_seconds(pid: int) -> float:
