@@ -77,7 +77,9 @@ def busy_wait_seconds(option: BusyWaitOption, urls: Sequence[str]) -> float:
     lands, ~0.1-0.2 ms later on a VM; polling meanwhile takes the reply at once, but keeps a
     core busy. ``"auto"`` polls :data:`AUTO_BUSY_WAIT` seconds unless the loopback servers
     among ``urls`` are as many as this process's cores: those servers then need every core,
-    and a polling client would slow them down. A number is the seconds (``0``: never poll).
+    and a polling client would slow them down. (A connection also polls under ``"auto"`` only
+    while its process has one Python thread; see ``BlockingWebSocket.busy_wait_alone``.) A
+    number is the seconds, polled whatever the threads (``0``: never poll).
 
     Raises:
         ValueError: ``option`` is neither ``"auto"`` nor a number of seconds >= 0.
@@ -177,6 +179,7 @@ class Connection:
             compression_threshold=compression_threshold,
         )
         self._ws.busy_wait = seconds
+        self._ws.busy_wait_alone = busy_wait == "auto"
         self.bytes_sent = 0
         """Bytes of messages sent after HELLO, as on the wire (compressed or not)."""
         self.bytes_received = 0

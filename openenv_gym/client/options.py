@@ -59,8 +59,8 @@ class ClientOptions:
         compression_threshold: the smallest message either side compresses.
         busy_wait: seconds each wait for a reply polls the socket before it sleeps, to take
             the reply without a scheduler wake-up (~0.1-0.2 ms on a VM): ``"auto"`` (poll up
-            to 2 ms unless the env's loopback servers are as many as this process's cores),
-            or seconds (``0``: never; see
+            to 2 ms unless the env's loopback servers are as many as this process's cores, and
+            only while the process has one Python thread), or seconds (``0``: never; see
             :func:`~openenv_gym.client.connection.busy_wait_seconds`).
 
     """
@@ -107,14 +107,16 @@ class ClientOptions:
         )
 
     def for_urls(self, urls: list[str]) -> ClientOptions:
-        """Return these options with ``busy_wait="auto"`` decided for one env's ``urls``.
+        """Return these options with ``busy_wait="auto"`` turned off if ``urls`` need it off.
 
         Raises:
             ValueError: ``busy_wait`` is no option.
 
         """
         seconds = busy_wait_seconds(self.busy_wait, urls)
-        return self if seconds == self.busy_wait else dataclasses.replace(self, busy_wait=seconds)
+        if self.busy_wait == "auto" and seconds == 0:
+            return dataclasses.replace(self, busy_wait=0.0)
+        return self  # "auto" stays: each connection then polls only in a one-thread process
 
     def picklable(self) -> ClientOptions:
         """Return these options without the ``ssl_context`` (it cannot be pickled)."""

@@ -67,9 +67,10 @@ class ServerConfig:
             (``protocol/compression.py``), in the server's order of preference; those whose
             package is not installed are left out. ``()``: none.
         busy_wait: seconds the event loop keeps polling, instead of sleeping, after each
-            binary reply, so that a client stepping in a tight loop has its next request
-            taken without a scheduler wake-up (``ws/awake.py``). It keeps a core busy while
-            it lasts: worth it when the server has a core to itself. ``0``: off.
+            binary reply served in less than that, so that a client stepping in a tight loop
+            has its next request taken without a scheduler wake-up (``ws/awake.py``). It keeps
+            a core busy while it lasts: worth it when the server has a core to itself. Slower
+            requests (a multi-threaded engine's) are not followed by polling. ``0``: off.
 
     """
 

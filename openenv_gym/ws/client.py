@@ -14,6 +14,7 @@ import math
 import select
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 
@@ -78,6 +79,10 @@ class BlockingWebSocket:
         self._max_size = max_size
         self.busy_wait = 0.0
         """Seconds each wait for a message polls before it sleeps (see ``_wait_readable``)."""
+        self._quick = True  # the last wait for a message ended within busy_wait
+        self.busy_wait_alone = False
+        """Poll only while the calling thread is the process's one Python thread: threads that
+        poll contend for the GIL with the others (with 64 env threads, all of them)."""
         self._protocol = ClientProtocol(uri, max_size=max_size)
         self._messages: deque[bytes | bytearray | str] = deque()
         self._fragments: list[bytes] = []
@@ -122,9 +127,15 @@ class BlockingWebSocket:
             ConnectionClosed: the connection closed before a message arrived.
 
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._messages:
-            self._read(deadline)
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        if not self._messages:
+            try:
+                while not self._messages:
+                    self._read(deadline)
+            finally:
+                budget = self.busy_wait
+                self._quick = budget <= 0 or time.monotonic() - started <= budget
         return self._messages.popleft()
 
     def fileno(self) -> int:
@@ -239,8 +250,10 @@ class BlockingWebSocket:
 
         First polls without sleeping for up to :attr:`busy_wait` seconds: a process that sleeps
         waiting for a reply takes a scheduler wake-up to get it, which on a VM (an idle virtual
-        CPU halts) costs ~0.1-0.2 ms, a fifth of a fast step. The socket stays blocking;
-        ``poll()`` bounds the wait without toggling its mode.
+        CPU halts) costs ~0.1-0.2 ms, a fifth of a fast step. Only after a message that came
+        within that budget: when replies take longer (a slow or multi-threaded env), polling
+        would buy little and take a core the env may use, so waits sleep until one is quick
+        again. The socket stays blocking; ``poll()`` bounds the wait without toggling its mode.
 
         Raises:
             TimeoutError: nothing to read by ``deadline``.
@@ -250,13 +263,18 @@ class BlockingWebSocket:
         if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
             return
         poll = self._poller.poll
-        if self.busy_wait > 0:
+        if (
+            self.busy_wait > 0
+            and self._quick
+            and (not self.busy_wait_alone or threading.active_count() == 1)
+        ):
             spin_end = time.monotonic() + self.busy_wait
             if deadline is not None:
                 spin_end = min(spin_end, deadline)
             while not poll(0):
                 if time.monotonic() >= spin_end:
                     break
+
             else:
                 return
         if deadline is not None:

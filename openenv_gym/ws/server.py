@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -165,9 +166,9 @@ class ConnectionOptions:
             admitted); past them the connection is aborted.
         close_timeout: seconds a closing handshake may take before the connection is aborted.
         connections: the process's connection caps; ``None``: uncounted.
-        busy_wait: seconds the event loop polls instead of sleeping after each binary reply,
-            so that a client's next request is taken without a scheduler wake-up
-            (``ws/awake.py``); ``0``: sleep at once.
+        busy_wait: seconds the event loop polls instead of sleeping after each binary reply
+            that took less than that to serve, so that a client's next request is taken
+            without a scheduler wake-up (``ws/awake.py``); ``0``: sleep at once.
 
     """
 
@@ -507,7 +508,13 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             # Served in order once the running request returns or the client reads again.
             self._pending.append((message, text))
         elif self._options.executor is None:
+            started = time.monotonic()
             self._reply(session, _answer(session, message, text))
+            budget = self._options.busy_wait
+            # Only after a quick request: past the budget a wake-up is a small share of the
+            # step, and the env may have threads a polling loop would take a core from.
+            if budget and not text and time.monotonic() - started < budget:
+                keep_awake(budget)
             self._admitted(session)
         else:
             self._submit(session, message, text)
@@ -555,8 +562,6 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._flush()
         else:
             self._transport.write(binary_frame(reply, mask=False))
-            if self._options.busy_wait:
-                keep_awake(self._options.busy_wait)
         if session.closed:
             self._protocol.send_close(1000, "session closed")
             self._flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Final
@@ -22,7 +23,8 @@ import pytest
 from openenv_gym.client.connection import AUTO_BUSY_WAIT, Connection, busy_wait_seconds
 from openenv_gym.client.options import ClientOptions
 from openenv_gym.client.vector_env import RemoteVectorEnv
-from openenv_gym.errors import CallTimeoutError
+from openenv_gym.errors import CallTimeoutError, RemoteError
+from openenv_gym.protocol.messages import Op
 from openenv_gym.providers.local import LOCAL_BUSY_WAIT, LocalProvider
 
 CORES = len(os.sched_getaffinity(0))
@@ -83,6 +85,7 @@ def test_env_options_keep_auto_and_connections_get_the_seconds(
         assert env.options.busy_wait == "auto"  # as given: equal options compare equal
         assert env._shards[0].connection._ws is not None
         assert env._shards[0].connection._ws.busy_wait == AUTO_BUSY_WAIT
+        assert env._shards[0].connection._ws.busy_wait_alone
     options = ClientOptions(busy_wait=0.0)
     with RemoteVectorEnv(
         "CartPole-v1", 8, urls=polling_server.urls, token=polling_server.token, options=options
@@ -179,3 +182,50 @@ def test_serve_refuses_a_bad_busy_wait(bad: str) -> None:
     )
     assert result.returncode == 2
     assert "--busy-wait" in result.stderr and "expected seconds" in result.stderr
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_auto_polls_only_in_a_one_thread_process(
+    polling_server: LocalProvider, alone: bool
+) -> None:
+    connection = Connection(polling_server.urls[0], token=polling_server.token)
+    ws = connection._ws
+    assert ws is not None and ws.busy_wait_alone
+    ws.busy_wait = 0.4  # the "auto" rule, with a budget long enough to see in CPU time
+    stop = threading.Event()
+    other = None if alone else threading.Thread(target=stop.wait, daemon=True)
+    try:
+        if other is not None:
+            other.start()
+        started = time.process_time()
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.5)  # nothing was asked: the wait runs to its deadline
+        used = time.process_time() - started
+    finally:
+        stop.set()
+        connection.close()
+    if alone:
+        assert used >= 0.2, f"one thread: the wait polled for only {used:.2f} s"
+    else:
+        assert used < 0.1, f"another thread alive: the wait polled for {used:.2f} s"
+
+
+def test_after_a_slow_reply_waits_sleep_until_one_is_quick(polling_server: LocalProvider) -> None:
+    connection = Connection(polling_server.urls[0], token=polling_server.token, busy_wait=0.4)
+    ws = connection._ws
+    assert ws is not None
+    try:
+        started = time.process_time()
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.5)  # slower than the budget: polled 0.4 s, then slept
+        assert time.process_time() - started >= 0.2
+        started = time.process_time()
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.5)  # replies are slow here: this wait sleeps at once
+        assert time.process_time() - started < 0.1
+        # A quick reply (a refused MAKE, answered in well under 0.4 s) re-enables polling.
+        with pytest.raises(RemoteError):
+            connection.request(Op.MAKE, {"env_id": "NoSuchEnv-v0", "num_envs": 1}, timeout=5.0)
+        assert ws._quick
+    finally:
+        connection.close()
