@@ -508,9 +508,9 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             # Served in order once the running request returns or the client reads again.
             self._pending.append((message, text))
         elif self._options.executor is None:
-            started = time.monotonic()
-            self._reply(session, _answer(session, message, text))
             budget = self._options.busy_wait
+            started = time.monotonic() if budget else 0.0
+            self._reply(session, _answer(session, message, text))
             # Only after a quick request: past the budget a wake-up is a small share of the
             # step, and the env may have threads a polling loop would take a core from.
             if budget and not text and time.monotonic() - started < budget:
