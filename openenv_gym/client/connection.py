@@ -77,9 +77,10 @@ def busy_wait_seconds(option: BusyWaitOption, urls: Sequence[str]) -> float:
     lands, ~0.1-0.2 ms later on a VM; polling meanwhile takes the reply at once, but keeps a
     core busy. ``"auto"`` polls :data:`AUTO_BUSY_WAIT` seconds unless the loopback servers
     among ``urls`` are as many as this process's cores: those servers then need every core,
-    and a polling client would slow them down. (A connection also polls under ``"auto"`` only
-    while its process has one Python thread; see ``BlockingWebSocket.busy_wait_alone``.) A
-    number is the seconds, polled whatever the threads (``0``: never poll).
+    and a polling client would slow them down. (Under ``"auto"`` a connection also stops
+    polling while other Python threads compete for the GIL; see
+    ``BlockingWebSocket.busy_wait_alone``.) A number is the seconds, polled whatever the
+    threads (``0``: never poll).
 
     Raises:
         ValueError: ``option`` is neither ``"auto"`` nor a number of seconds >= 0.

@@ -60,7 +60,7 @@ class ClientOptions:
         busy_wait: seconds each wait for a reply polls the socket before it sleeps, to take
             the reply without a scheduler wake-up (~0.1-0.2 ms on a VM): ``"auto"`` (poll up
             to 2 ms unless the env's loopback servers are as many as this process's cores, and
-            only while the process has one Python thread), or seconds (``0``: never; see
+            only while no other Python thread competes for the GIL), or seconds (``0``: never; see
             :func:`~openenv_gym.client.connection.busy_wait_seconds`).
 
     """
@@ -116,7 +116,7 @@ class ClientOptions:
         seconds = busy_wait_seconds(self.busy_wait, urls)
         if self.busy_wait == "auto" and seconds == 0:
             return dataclasses.replace(self, busy_wait=0.0)
-        return self  # "auto" stays: each connection then polls only in a one-thread process
+        return self  # "auto" stays: each connection then watches its process's threads
 
     def picklable(self) -> ClientOptions:
         """Return these options without the ``ssl_context`` (it cannot be pickled)."""

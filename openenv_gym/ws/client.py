@@ -14,6 +14,7 @@ import math
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -31,6 +32,14 @@ from openenv_gym.ws.frames import binary_frame, large_frame_start, parse_binary_
 __all__ = ["BlockingWebSocket", "TransportError"]
 
 _READ_SIZE = 1 << 16  # under malloc's mmap threshold: a larger buffer costs a mapping per read
+_POLLING_THREADS = 4
+"""Under ``busy_wait_alone``: the most Python threads a process may have for a wait to poll."""
+_CONTENDED_SHARE = 0.8
+"""A poll held up for this share of ``sys.getswitchinterval()`` (5 ms) counts as contended:
+``poll(0)`` takes ~1 µs, a thread that took the GIL meanwhile keeps it for the whole interval,
+and a preemption by the scheduler is mostly shorter."""
+_CONTENTION_BACKOFF = 1.0
+"""Seconds waits sleep at once after a contended poll (under ``busy_wait_alone``)."""
 
 
 class BlockingWebSocket:
@@ -81,8 +90,10 @@ class BlockingWebSocket:
         """Seconds each wait for a message polls before it sleeps (see ``_wait_readable``)."""
         self._quick = True  # the last wait for a message ended within busy_wait
         self.busy_wait_alone = False
-        """Poll only while the calling thread is the process's one Python thread: threads that
-        poll contend for the GIL with the others (with 64 env threads, all of them)."""
+        """Poll only while no other Python thread competes for the GIL (``busy_wait="auto"``):
+        the process has at most a few threads, and no poll of the last second was held up by
+        one of them (see :meth:`_may_poll`)."""
+        self._poll_after = 0.0  # under busy_wait_alone: monotonic time polling may resume
         self._protocol = ClientProtocol(uri, max_size=max_size)
         self._messages: deque[bytes | bytearray | str] = deque()
         self._fragments: list[bytes] = []
@@ -263,24 +274,44 @@ class BlockingWebSocket:
         if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
             return
         poll = self._poller.poll
-        if (
-            self.busy_wait > 0
-            and self._quick
-            and (not self.busy_wait_alone or threading.active_count() == 1)
-        ):
-            spin_end = time.monotonic() + self.busy_wait
+        if self.busy_wait > 0 and self._quick and self._may_poll():
+            now = time.monotonic()
+            spin_end = now + self.busy_wait
             if deadline is not None:
                 spin_end = min(spin_end, deadline)
+            watch = self.busy_wait_alone and threading.active_count() > 1
+            held_up = _CONTENDED_SHARE * sys.getswitchinterval() if watch else math.inf
             while not poll(0):
-                if time.monotonic() >= spin_end:
+                polled, now = now, time.monotonic()
+                if now - polled > held_up:
+                    self._poll_after = now + _CONTENTION_BACKOFF
                     break
-
+                if now >= spin_end:
+                    break
             else:
                 return
         if deadline is not None:
             remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0 or not poll(remaining_ms):
                 raise TimeoutError("timed out")
+
+    def _may_poll(self) -> bool:
+        """Tell whether a wait may poll now (always, unless :attr:`busy_wait_alone`).
+
+        Under :attr:`busy_wait_alone` a polling thread must not fight other threads for the
+        GIL: each poll releases it, a thread that runs Python takes it, and the reply then
+        waits for that thread's switch interval. Idle threads (a watchdog, a reader blocked
+        on a pipe) take nothing, so a process with a few of them polls; a poll held up for
+        most of a switch interval (a busy thread took the GIL) stops polling for
+        :data:`_CONTENTION_BACKOFF` seconds; a process of many threads (a thread per env)
+        never polls.
+        """
+        if not self.busy_wait_alone:
+            return True
+        threads = threading.active_count()
+        if threads == 1:
+            return True
+        return threads <= _POLLING_THREADS and time.monotonic() >= self._poll_after
 
     def _simple_frames_only(self) -> bool:
         """Tell whether no partial frame is pending, so a whole frame may bypass the protocol."""
