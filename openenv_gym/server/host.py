@@ -153,6 +153,15 @@ class EnvHost(abc.ABC):
     def close(self) -> None:
         """Close every env; idempotent."""
 
+    def settle(self) -> None:
+        """Do the bookkeeping the last request deferred until its reply was written.
+
+        The server calls this once the reply is on its way, so that work no reply needs stays
+        off the round trip; every other method settles first, so nothing depends on the call.
+        A host that defers nothing (the default) has nothing to do.
+        """
+        return
+
     def _new_episodes(self, mask: np.ndarray[Any, Any]) -> None:
         self._step_counts[mask] = 0
         for index in np.flatnonzero(mask):

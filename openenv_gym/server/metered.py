@@ -171,6 +171,12 @@ class MeteredSession:
         if kind == "step":
             counts.step(elapsed, 1)
 
+    def after_reply(self) -> None:
+        """Let the wrapped session do what it left until the reply was written."""
+        after_reply = getattr(self.inner, "after_reply", None)
+        if after_reply is not None:
+            after_reply()
+
     def refuse(self, reason: str) -> bytes:
         """Return the wrapped session's refusal of a frame, counted as an error."""
         self._stats.error(self.counts, "DecodeError", reason)

@@ -104,9 +104,12 @@ class NativeHost(EnvHost):
         self._starts = np.zeros(num_envs, dtype=np.int64)
         self._steps = 0
         self._was_done = np.zeros(num_envs, dtype=bool)
+        self._unsettled: tuple[Any, Any] | None = None  # the last step's flags, not yet counted
 
     def _active(self) -> VectorEnv[Any, Any, Any]:
+        """Return the engine, the last step settled: its flags may be the engine's buffers."""
         assert self._engine is not None, "the host is closed"
+        self.settle()
         return self._engine
 
     def describe(self) -> dict[str, Any]:
@@ -149,15 +152,27 @@ class NativeHost(EnvHost):
         return [obs, infos]
 
     def step(self, actions: Any) -> list[Any]:
-        """Step the engine and return ``[obs, rewards, terminations, truncations, infos]``."""
+        """Step the engine and return ``[obs, rewards, terminations, truncations, infos]``.
+
+        The episode bookkeeping of the step waits for :meth:`settle` (the server's call once
+        the reply is written, or the next request's).
+        """
         obs, rewards, terminations, truncations, infos = self._active().step(actions)
         self._steps += 1
+        self._unsettled = (terminations, truncations)
+        return [obs, rewards, terminations, truncations, infos]
+
+    def settle(self) -> None:
+        """Count the episodes the last step ended and started (touching only those envs)."""
+        flags, self._unsettled = self._unsettled, None
+        if flags is None:
+            return
+        terminations, truncations = flags
         if self.autoreset_mode is AutoresetMode.NEXT_STEP:
             self._new_episodes(self._was_done)
             self._was_done = np.logical_or(terminations, truncations)
         elif self.autoreset_mode is AutoresetMode.SAME_STEP:
             self._new_episodes(np.logical_or(terminations, truncations))
-        return [obs, rewards, terminations, truncations, infos]
 
     def render(self, *, max_bytes: int | None = None) -> Any:
         """Return the engine's frames.
@@ -197,6 +212,7 @@ class NativeHost(EnvHost):
 
     def state(self) -> list[dict[str, Any]]:
         """Return every env's episode state (``episode_id``, ``step_count``), in env order."""
+        self.settle()
         return [
             {
                 "episode_id": f"{self._session_id}-{index}-{int(episode)}" if episode else None,

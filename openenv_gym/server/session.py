@@ -246,6 +246,16 @@ class Session:
             self._bounds[op] = bounds
         return bounds
 
+    def after_reply(self) -> None:
+        """Do the bookkeeping the last request left until its reply was written; never raises."""
+        host = self.host
+        if host is None:
+            return
+        try:
+            host.settle()
+        except Exception:  # a bug in the bookkeeping: the session and server live on
+            logger.exception("settling a step's bookkeeping failed")
+
     def refuse(self, reason: str) -> bytes:
         """Return the error reply for a frame refused before decoding (e.g. a text frame)."""
         return self._error_reply(0, DecodeError(reason))

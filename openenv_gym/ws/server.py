@@ -105,6 +105,9 @@ class ServedSession(Protocol):
     def close(self) -> None:
         """Release what the session holds; idempotent."""
 
+    # Optional: ``after_reply()``, called once an inline request's reply is written (work the
+    # reply did not need); ``attach(notify)`` and ``events()``, for sessions that push messages.
+
 
 class Router(Protocol):
     """What a server decides for each connection; ``server/app.py`` implements it."""
@@ -511,6 +514,9 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             budget = self._options.busy_wait
             started = time.monotonic() if budget else 0.0
             self._reply(session, _answer(session, message, text))
+            after_reply = getattr(session, "after_reply", None)
+            if after_reply is not None:  # work the reply did not need, once it is on its way
+                after_reply()
             # Only after a quick request: past the budget a wake-up is a small share of the
             # step, and the env may have threads a polling loop would take a core from.
             if budget and not text and time.monotonic() - started < budget:

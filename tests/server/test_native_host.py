@@ -123,3 +123,56 @@ def test_native_host_same_step_engine_partial_reset_state_and_attrs() -> None:
     with pytest.raises(ValueError, match=r"one 'tag' for its 4 envs"):
         host.set_attr("tag", [1, 2, 3, 4], per_env=True)
     host.close()
+
+
+def _episode_states(host: NativeHost) -> list[tuple[int, int]]:
+    """(episode number, step count) per env: the session-independent part of ``state()``."""
+    return [
+        (int(s["episode_id"].rsplit("-", 1)[1]) if s["episode_id"] else 0, s["step_count"])
+        for s in host.state()
+    ]
+
+
+@pytest.mark.parametrize("engine", ["CartPole-v1", COUNTING])
+def test_native_host_bookkeeping_waits_for_the_reply_and_never_changes_state(engine: str) -> None:
+    # The server settles a step's bookkeeping once its reply is written (after_reply); a host
+    # nobody settles must still count every episode, from its next request on.
+    settled, unsettled = (
+        NativeHost(_catalog().hosted(engine), {}, num_envs=8, autoreset_mode=None) for _ in range(2)
+    )
+    rng = np.random.default_rng(0)
+    ends = last = 0
+    for host in (settled, unsettled):
+        host.reset(0, None)
+    for step in range(120):
+        actions = rng.integers(0, 2, size=8)
+        flags = [host.step(actions)[2:4] for host in (settled, unsettled)]
+        assert settled._unsettled is not None  # the step's flags wait for the reply
+        settled.settle()
+        assert settled._unsettled is None
+        if engine == "CartPole-v1":
+            last = int(np.logical_or(*flags[0]).sum())
+            ends += last
+        if step % 40 == 39:  # state() settles the host nobody settled
+            assert _episode_states(unsettled) == _episode_states(settled)
+    assert _episode_states(unsettled) == _episode_states(settled)
+    if engine == "CartPole-v1":  # NEXT_STEP: an episode ended by the last step starts later
+        assert ends > 8
+        assert sum(number for number, _ in _episode_states(settled)) == 8 + ends - last
+    for host in (settled, unsettled):
+        host.close()
+
+
+def test_session_after_reply_settles_its_host() -> None:
+    session, (status, _) = _session(
+        {"env_id": "CartPole-v1", "num_envs": 4, "server_vectorization": "vector_entry_point"}
+    )
+    assert status == Status.OK
+    _request(session, Op.RESET, {"seed": 0})
+    _request(session, Op.STEP, np.zeros(4, dtype=np.int64))
+    host = session.host
+    assert isinstance(host, NativeHost) and host._unsettled is not None
+    session.after_reply()
+    assert host._unsettled is None
+    session.close()
+    session.after_reply()  # a closed session has nothing left: no error
