@@ -101,38 +101,39 @@ class MeteredSession:
 
     def handle(self, message: bytes) -> bytes:
         """Answer ``message`` through the wrapped session and count it (never raises)."""
+        return codec.join_parts(self.handle_parts(message))
+
+    def handle_parts(self, message: bytes) -> codec.Parts:
+        """Answer ``message`` as :meth:`handle` does, the reply as parts to write in order."""
         op = REQUEST_PREFIXES.get(message[:2])
-        if op is None and not self._text:
+        if self._text:
+            started = time.monotonic()
+            reply = self.inner.handle(message)
+            self._count_openenv(message, reply, time.monotonic() - started)
+            return [reply]
+        inner: Any = self.inner
+        if op is None:
             # Not a plain request's first bytes (compressed, or encoded unusually): the
             # session tells what it decoded.
-            return self._handle_unusual(message)
+            inner.last_op = None
+        handle_parts = getattr(inner, "handle_parts", None)
         started = time.monotonic()  # one clock for latency and idle time (ns on Linux)
-        reply = self.inner.handle(message)
+        parts: codec.Parts = (
+            [inner.handle(message)] if handle_parts is None else handle_parts(message)
+        )
         elapsed = time.monotonic() - started
-        if self._text:
-            self._count_openenv(message, reply, elapsed)
-            return reply
-        self._count_binary(op, message, reply, started, elapsed)
-        return reply
-
-    def _handle_unusual(self, message: bytes) -> bytes:
-        inner: Any = self.inner
-        inner.last_op = None
-        started = time.monotonic()
-        reply = self.inner.handle(message)
-        elapsed = time.monotonic() - started
-        self._count_binary(inner.last_op, message, reply, started, elapsed)
-        return reply
+        self._count_binary(inner.last_op if op is None else op, message, parts, started, elapsed)
+        return parts
 
     def _count_binary(
-        self, op: int | None, message: bytes, reply: bytes, started: float, elapsed: float
+        self, op: int | None, message: bytes, parts: codec.Parts, started: float, elapsed: float
     ) -> None:
         counts = self.counts
         counts.last_request = started
         name = "binary/unknown" if op is None else _BINARY_OPS.get(op, "binary/unknown")
-        counts.request(name, len(message), len(reply))
-        if reply[:2] == _ERROR_PREFIX:
-            self._binary_error(reply)
+        counts.request(name, len(message), sum(map(len, parts)))
+        if bytes(parts[0][:2]) == _ERROR_PREFIX:
+            self._binary_error(parts[0])
         elif op == _STEP:
             counts.step(elapsed, counts.num_envs)
         elif op == _MAKE:

@@ -199,6 +199,14 @@ class Session:
 
     def handle(self, frame: bytes) -> bytes:
         """Serve one request frame and return the reply frame (never raises)."""
+        return codec.join_parts(self.handle_parts(frame))
+
+    def handle_parts(self, frame: bytes) -> codec.Parts:
+        """Serve one request frame; return the reply as parts to write in order (never raises).
+
+        Large arrays of the reply are views of the env's (``codec.encode_parts``): write the
+        parts before the session's next request.
+        """
         request_id = 0
         compressor = self.compressor
         try:
@@ -216,11 +224,15 @@ class Session:
                 )
             result = self._handlers[op](body)
             # Plain ints: an IntEnum goes through the codec's Python fallback (~1 µs a message).
-            reply = codec.encode([_OK, request_id, result], max_bytes=self.max_message_bytes)
+            reply = codec.encode_parts(
+                [_OK, request_id, result], max_bytes=self.max_message_bytes
+            )
             # Replies compress under the codec in force when the request came (not HELLO's).
-            return reply if compressor is None else compressor.compress(reply)
+            if compressor is None:
+                return reply
+            return [compressor.compress(codec.join_parts(reply))]
         except (Exception, SystemExit) as exc:  # an error reply; the session and server live on
-            return self._error_reply(request_id, exc)
+            return [self._error_reply(request_id, exc)]
 
     def _request_bounds(self, frame: bytes) -> tuple[int, int]:
         """Return the largest size and the most values ``frame`` may have, before decoding it."""

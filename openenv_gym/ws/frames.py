@@ -22,6 +22,7 @@ __all__ = [
     "FrameBoundary",
     "apply_mask",
     "binary_frame",
+    "binary_header",
     "large_frame_start",
     "parse_binary_frame",
 ]
@@ -32,16 +33,19 @@ _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
 
-def binary_frame(payload: bytes, *, mask: bool) -> bytes:
-    """Build one final binary frame; clients MUST mask (``mask=True``), servers MUST NOT."""
-    length = len(payload)
+def binary_header(length: int, *, mask: bool) -> bytes:
+    """Return the header of one final binary frame of ``length`` bytes (without a mask key)."""
     mask_bit = _MASK_BIT if mask else 0
     if length < 126:
-        header = bytes((_FIN_BINARY, mask_bit | length))
-    elif length < 65536:
-        header = bytes((_FIN_BINARY, mask_bit | 126)) + _U16.pack(length)
-    else:
-        header = bytes((_FIN_BINARY, mask_bit | 127)) + _U64.pack(length)
+        return bytes((_FIN_BINARY, mask_bit | length))
+    if length < 65536:
+        return bytes((_FIN_BINARY, mask_bit | 126)) + _U16.pack(length)
+    return bytes((_FIN_BINARY, mask_bit | 127)) + _U64.pack(length)
+
+
+def binary_frame(payload: bytes, *, mask: bool) -> bytes:
+    """Build one final binary frame; clients MUST mask (``mask=True``), servers MUST NOT."""
+    header = binary_header(len(payload), mask=mask)
     if not mask:
         return header + payload
     key = os.urandom(4)

@@ -24,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -37,8 +38,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from openenv_gym.errors import CapacityError
+from openenv_gym.protocol.codec import Parts
 from openenv_gym.ws.awake import keep_awake
-from openenv_gym.ws.frames import FrameBoundary, binary_frame, parse_binary_frame
+from openenv_gym.ws.frames import FrameBoundary, binary_frame, binary_header, parse_binary_frame
 from openenv_gym.ws.http import HttpError, PlainRequest, PlainRequestReader, is_plain_request
 
 __all__ = [
@@ -105,8 +107,10 @@ class ServedSession(Protocol):
     def close(self) -> None:
         """Release what the session holds; idempotent."""
 
-    # Optional: ``after_reply()``, called once an inline request's reply is written (work the
-    # reply did not need); ``attach(notify)`` and ``events()``, for sessions that push messages.
+    # Optional: ``handle_parts(message)``, the reply as parts to write in order (views of large
+    # arrays, valid until the next request); ``after_reply()``, called once an inline request's
+    # reply is written (work the reply did not need); ``attach(notify)`` and ``events()``, for
+    # sessions that push messages.
 
 
 class Router(Protocol):
@@ -214,6 +218,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         self._paused = False
         self.last_activity = 0.0
         self._transport: asyncio.Transport | None = None
+        self._fd: int | None = None  # the socket, for gathering writes (not over TLS)
         self._session: ServedSession | None = None
         self._fragments = bytearray()
         self._fragment_count = 0
@@ -239,6 +244,8 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd = sock.fileno()  # gathering writes go straight to a plain TCP socket
         if self._options.keepalive is not None and sock is not None:
             _enable_keepalive(sock, *self._options.keepalive)
         self._arm(self._options.handshake_timeout, "no handshake and first message")
@@ -549,7 +556,7 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         future = loop.run_in_executor(self._options.executor, _answer, session, message, text)
         future.add_done_callback(lambda done: self._on_answered(session, done))
 
-    def _on_answered(self, session: ServedSession, done: asyncio.Future[bytes]) -> None:
+    def _on_answered(self, session: ServedSession, done: asyncio.Future[Parts]) -> None:
         self._busy = False
         if done.cancelled() or self._session is not session:
             session.close()  # the connection went away meanwhile
@@ -560,17 +567,38 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._drain()
         self._update_reading()
 
-    def _reply(self, session: ServedSession, reply: bytes) -> None:
+    def _reply(self, session: ServedSession, reply: Parts) -> None:
         if self._transport is None or self._protocol.state is not State.OPEN:
             return
         if session.text_protocol:
-            self._protocol.send_text(reply)
+            self._protocol.send_text(b"".join(reply))
             self._flush()
+        elif len(reply) == 1:
+            self._transport.write(binary_frame(reply[0], mask=False))
         else:
-            self._transport.write(binary_frame(reply, mask=False))
+            self._write_parts(self._transport, reply)
         if session.closed:
             self._protocol.send_close(1000, "session closed")
             self._flush()
+
+    def _write_parts(self, transport: asyncio.Transport, parts: Parts) -> None:
+        """Write one binary frame of ``parts`` without joining them: one gathering write.
+
+        Straight to the socket while the transport has nothing buffered (as asyncio's own
+        ``writelines`` does from Python 3.12); what the socket does not take, and any write
+        over TLS, goes through the transport.
+        """
+        chunks = [binary_header(sum(map(len, parts)), mask=False), *parts]
+        sent = 0
+        idle = self._fd is not None and not transport.is_closing()
+        if idle and not transport.get_write_buffer_size():
+            assert self._fd is not None
+            try:
+                sent = os.writev(self._fd, chunks)
+            except OSError:  # would block, or a broken connection the write below reports
+                sent = 0
+        if sent < sum(map(len, chunks)):
+            transport.write(memoryview(b"".join(chunks))[sent:])
 
     def _push_events(self) -> None:
         """Write the messages the session pushes unasked (``session.events()``), in order."""
@@ -627,14 +655,17 @@ class WebSocketConnection(asyncio.BufferedProtocol):
             self._close_transport()  # after the closing handshake the server closes TCP first
 
 
-def _answer(session: ServedSession, message: bytes, text: bool) -> bytes:
+def _answer(session: ServedSession, message: bytes, text: bool) -> Parts:
     if text != session.text_protocol:
-        return session.refuse(
-            "OpenEnv messages on /ws are JSON text frames"
-            if session.text_protocol
-            else "text frames are refused: the protocol is binary msgpack"
-        )
-    return session.handle(message)
+        return [
+            session.refuse(
+                "OpenEnv messages on /ws are JSON text frames"
+                if session.text_protocol
+                else "text frames are refused: the protocol is binary msgpack"
+            )
+        ]
+    handle_parts = getattr(session, "handle_parts", None)  # a reply with views of large arrays
+    return [session.handle(message)] if handle_parts is None else handle_parts(message)
 
 
 def _json_response(status: int, body: dict[str, Any]) -> Response:

@@ -936,3 +936,47 @@ def test_codec_module_ext_codes_match_documented_layout() -> None:
     frame = ext_frame(EXT_NDARRAY, array_header("<i4", (2, 2)) + array.tobytes())
     assert frame == encode(array)
     assert_identical(array, decode(frame))
+
+
+# --------------------------------------------------------------------------- gathered encoding
+
+
+@contextlib.contextmanager
+def _gathering_from(size: int) -> Any:
+    saved, codec.GATHER_MIN_BYTES = codec.GATHER_MIN_BYTES, size
+    try:
+        yield
+    finally:
+        codec.GATHER_MIN_BYTES = saved
+
+
+@PROPERTY
+@given(values)
+def test_encode_parts_make_exactly_the_bytes_of_encode(value: Any) -> None:
+    with _gathering_from(1):  # every array with a byte is a view
+        parts = codec.encode_parts([0, 7, value])
+    assert codec.join_parts(parts) == encode([0, 7, value])
+    assert_identical([0, 7, value], decode(codec.join_parts(parts)))
+
+
+def test_encode_parts_leave_large_arrays_as_views_of_their_memory() -> None:
+    frames = np.arange(64 * 4 * 84 * 84, dtype=np.uint64).astype(np.uint8).reshape(64, 4, 84, 84)
+    transposed = np.asfortranarray(np.ones((40_000, 4), dtype=np.float32))
+    reply = [0, 3, [frames, np.zeros(64, np.float32), transposed, {"pixels": frames[:32]}]]
+    parts = codec.encode_parts(reply)
+    views = [part for part in parts if isinstance(part, memoryview)]
+    assert len(views) == 3 and len(parts) == 6  # packed bytes between views, joined
+    assert np.shares_memory(np.asarray(views[0]), frames)  # no copy of the frames
+    assert np.shares_memory(np.asarray(views[2]), frames)
+    assert not np.shares_memory(np.asarray(views[1]), transposed)  # C-ordered once
+    assert codec.join_parts(parts) == encode(reply)
+    with pytest.raises(MessageTooLargeError):
+        codec.encode_parts(reply, max_bytes=len(encode(reply)) - 1)
+
+
+def test_encode_parts_pack_small_and_long_containers_whole() -> None:
+    large = np.zeros(codec.GATHER_MIN_BYTES, dtype=np.uint8)
+    for value in ([0, 1, [np.zeros(10)] * 3], [0, 1, [large] * 16], {"k": [[[large]]]}):
+        parts = codec.encode_parts(value)
+        assert parts == [encode(value)]  # one part: nothing gathered
+    assert codec.join_parts([b"ab"]) == b"ab"

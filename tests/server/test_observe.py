@@ -258,8 +258,19 @@ def test_metrics_of_every_worker_are_merged_with_a_worker_label() -> None:
             document = json.loads(_get(url, "/status.json")[2])
             return sum(s["steps"] for s in document["sessions"]) == 24
 
+        scrapes: list[Any] = []
+
+        def scraped() -> bool:
+            # Each request may reach either worker, and each sees the other's counts through
+            # a snapshot up to 1 s old: wait until a scrape has them all.
+            scrapes.append(_families(url))
+            return bool(
+                _value(scrapes[-1], "openenv_gym_env_steps", "openenv_gym_env_steps_total") == 24
+            )
+
         assert wait_for(merged, 15) is not None  # other workers' snapshots are <= 1 s old
-        families = _families(url)
+        assert wait_for(scraped, 15) is not None, "no scrape of /metrics counted the 24 steps"
+        families = scrapes[-1]
         workers = {
             s.labels["worker"] for s in families["openenv_gym_worker_start_time_seconds"].samples
         }

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import openenv_gym
@@ -73,6 +74,8 @@ def tls_url(certificate: tuple[Path, Path]) -> Iterator[str]:
             str(cert),
             "--keyfile",
             str(key),
+            "--set-attr-allow",
+            "payload",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -102,6 +105,20 @@ def test_tls_server_serves_wss_to_a_client_that_trusts_it(
         "CartPole-v1", 4, urls=[tls_url, tls_url], ssl_context=trusted
     ) as envs:
         assert envs.reset(seed=0)[0].shape == (4, 4)
+
+
+def test_tls_carries_replies_of_large_arrays_encrypted(
+    tls_url: str, certificate: tuple[Path, Path]
+) -> None:
+    # A reply with a large array is written as parts (views of the array); over TLS they must
+    # go through the encrypting transport, never straight to the socket.
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+    big = np.random.default_rng(0).random((512, 512))  # 2 MB: gathered, over any socket buffer
+    with openenv_gym.RemoteEnv("CartPole-v1", url=tls_url, ssl_context=trusted) as env:
+        env.set_attr("payload", big)
+        for _ in range(3):
+            np.testing.assert_array_equal(env.get_attr("payload"), big)
+        assert env.reset(seed=0)[0].shape == (4,)  # the connection is still in step
 
 
 def test_tls_client_refuses_an_untrusted_certificate(tls_url: str) -> None:
