@@ -133,7 +133,7 @@ class MeteredSession:
         name = "binary/unknown" if op is None else _BINARY_OPS.get(op, "binary/unknown")
         counts.request(name, len(message), sum(map(len, parts)))
         if bytes(parts[0][:2]) == _ERROR_PREFIX:
-            self._binary_error(parts[0])
+            self._binary_error(codec.join_parts(parts))
         elif op == _STEP:
             counts.step(elapsed, counts.num_envs)
         elif op == _MAKE:

@@ -224,9 +224,7 @@ class Session:
                 )
             result = self._handlers[op](body)
             # Plain ints: an IntEnum goes through the codec's Python fallback (~1 µs a message).
-            reply = codec.encode_parts(
-                [_OK, request_id, result], max_bytes=self.max_message_bytes
-            )
+            reply = codec.encode_parts([_OK, request_id, result], max_bytes=self.max_message_bytes)
             # Replies compress under the codec in force when the request came (not HELLO's).
             if compressor is None:
                 return reply

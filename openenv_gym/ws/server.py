@@ -38,7 +38,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from openenv_gym.errors import CapacityError
-from openenv_gym.protocol.codec import Parts
+from openenv_gym.protocol.codec import Parts, join_parts
 from openenv_gym.ws.awake import keep_awake
 from openenv_gym.ws.frames import FrameBoundary, binary_frame, binary_header, parse_binary_frame
 from openenv_gym.ws.http import HttpError, PlainRequest, PlainRequestReader, is_plain_request
@@ -571,10 +571,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         if self._transport is None or self._protocol.state is not State.OPEN:
             return
         if session.text_protocol:
-            self._protocol.send_text(b"".join(reply))
+            self._protocol.send_text(join_parts(reply))
             self._flush()
         elif len(reply) == 1:
-            self._transport.write(binary_frame(reply[0], mask=False))
+            self._transport.write(binary_frame(join_parts(reply), mask=False))
         else:
             self._write_parts(self._transport, reply)
         if session.closed:
