@@ -9,7 +9,10 @@ The codec carries what environments exchange: ``None``, ``bool``, ``int``, ``flo
 * ``tuple`` (distinct from ``list``) and ``gymnasium.spaces.GraphInstance``.
 
 Decoding builds only these types: it never imports or calls anything named by the peer, and
-object dtypes or structured dtypes are refused. Decoded arrays are fresh and writable.
+object dtypes or structured dtypes are refused. Decoded arrays are writable and share memory
+with nothing else: fresh copies, or, in a large message handed over as a ``bytearray`` (a
+client's received frame), numeric arrays of over :data:`GATHER_MIN_BYTES` are views of that
+buffer, which the caller must then leave alone.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import msgpack
@@ -63,6 +67,9 @@ EXT_NPSCALAR = 2
 EXT_TUPLE = 3
 EXT_OBJECT_ARRAY = 4
 EXT_GRAPH = 5
+EXT_VIEW = 127
+"""Never on the wire: the reference :func:`decode` puts in place of a large array it hands out
+as a view of the message (a peer's message holding it is refused as an unknown type)."""
 
 # Byte order, kind, item size and optional datetime unit; nothing else reaches np.dtype().
 _DTYPE_PATTERN = re.compile(r"[<>|=]?[biufcUSMm]\d+(\[\w+\])?")
@@ -114,7 +121,7 @@ def safe_dtype(name: str) -> np.dtype[Any]:
     return np.dtype(name)
 
 
-def _unpack_dtype_shape(data: bytes) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+def _unpack_dtype_shape(data: bytes | memoryview) -> tuple[np.dtype[Any], tuple[int, ...], int]:
     """Return the dtype, the shape and the offset of the raw bytes in an array payload."""
     try:
         dtype_len = data[0]
@@ -156,7 +163,12 @@ def _c_order(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return out
 
 
-def _decode_array(data: bytes) -> np.ndarray[Any, Any]:
+def _decode_array(data: bytes | memoryview, *, view: bool = False) -> np.ndarray[Any, Any]:
+    """Return the array of an extension payload, a fresh copy.
+
+    With ``view`` (``data`` is a writable buffer the caller hands over), a numeric array whose
+    numbers are aligned is a view of ``data`` instead.
+    """
     dtype, shape, offset = _unpack_dtype_shape(data)
     count = math.prod(shape)
     if len(data) - offset != count * dtype.itemsize:
@@ -181,8 +193,79 @@ def _decode_array(data: bytes) -> np.ndarray[Any, Any]:
         > 0x10FFFF
     ):
         raise DecodeError("unicode array holds a code point above U+10FFFF")
+    if view and dtype.kind in "biufc" and flat.flags.aligned and flat.flags.writeable:
+        return flat.reshape(shape)
     result: np.ndarray[Any, Any] = flat.reshape(shape).copy()
     return result
+
+
+_VIEW_WALK_LIMIT = 256
+"""Values :func:`_skeleton` reads before it leaves a message to the plain decoder."""
+
+
+def _skeleton(data: bytearray) -> tuple[bytes, list[tuple[int, int]]] | None:
+    """Return ``data`` with each large array extension replaced by a reference, and their spans.
+
+    The references are :data:`EXT_VIEW` extensions holding an index into the spans (start
+    and size of each array payload in ``data``), decoded as views of ``data`` (see
+    :func:`decode`). Only values outside extension payloads are walked, at most
+    :data:`_VIEW_WALK_LIMIT` of them. ``None``: no large array, a walk past the limit, or
+    bytes that are not exactly one plain message (the plain decoder then reads, or refuses,
+    them).
+    """
+    headers = _VALUE_HEADERS
+    pos, pending, end, steps, copied = 0, 1, len(data), 0, 0
+    pieces: list[bytes | bytearray] = []
+    spans: list[tuple[int, int]] = []
+    while pending > 0:
+        if pos >= end or steps >= _VIEW_WALK_LIMIT:
+            return None
+        steps += 1
+        pending -= 1
+        skip, contains, kind = headers[data[pos]]
+        if kind == 0:
+            pos += skip
+            pending += contains
+            continue
+        field = int.from_bytes(data[pos + 1 : pos + skip - (kind == 3)], "big")
+        if kind == 1:
+            pos += skip + field
+        elif kind == 2:
+            pos += skip
+            pending += contains * field
+        elif kind == 3:
+            size = contains or field
+            start = pos + skip
+            code = data[start - 1] if start <= end else -1
+            if code == EXT_VIEW:
+                return None  # never on the wire: the plain decoder refuses it
+            if code == EXT_NDARRAY and size >= GATHER_MIN_BYTES and start + size <= end:
+                reference = bytes((0xD6, EXT_VIEW)) + len(spans).to_bytes(4, "big")  # fixext 4
+                pieces += (data[copied:pos], reference)
+                spans.append((start, size))
+                copied = start + size
+            pos = start + size
+        else:
+            return None
+    if not spans or pos != end:
+        return None
+    pieces.append(data[copied:end])
+    return b"".join(pieces), spans
+
+
+def _decode_view(data: bytes) -> np.ndarray[Any, Any]:
+    """Resolve an :data:`EXT_VIEW` reference of the skeleton being decoded (only there)."""
+    views = getattr(_local, "views", None)
+    # Depth 1: a reference in the skeleton itself, not one inside a tuple's payload.
+    if views is None or getattr(_local, "depth", 0) != 1 or len(data) != 4:
+        raise DecodeError(f"unknown extension type {EXT_VIEW}")
+    message, spans, used = views
+    index = int.from_bytes(data, "big")
+    if index >= len(spans) or index in used:
+        raise DecodeError(f"unknown extension type {EXT_VIEW}")
+    used.add(index)
+    start, size = spans[index]
+    return _decode_array(memoryview(message)[start : start + size], view=True)
 
 
 def _decode_object_array(data: bytes) -> np.ndarray[Any, Any]:
@@ -265,12 +348,13 @@ def _decode_tuple(data: bytes) -> tuple[Any, ...]:
     return tuple(items)
 
 
-_EXT_DECODERS = {
+_EXT_DECODERS: dict[int, Callable[[bytes], Any]] = {
     EXT_NDARRAY: _decode_array,
     EXT_NPSCALAR: _decode_scalar,
     EXT_TUPLE: _decode_tuple,
     EXT_OBJECT_ARRAY: _decode_object_array,
     EXT_GRAPH: _decode_graph,
+    EXT_VIEW: _decode_view,
 }
 
 
@@ -547,7 +631,8 @@ def decode(
     of containers each under the limit multiplies without bound.
 
     Args:
-        data: the message bytes.
+        data: the message bytes; a ``bytearray`` is handed over: large numeric arrays may be
+            views of it (see the module docstring), so it must not be reused.
         max_bytes: refuse messages larger than this many bytes (``None``: no limit).
         max_values: refuse messages that would build more values than this, at any depth and
             inside extension payloads (``None``: no limit).
@@ -562,6 +647,20 @@ def decode(
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise MessageTooLargeError(len(data), max_bytes)
+    skeleton = None
+    if isinstance(data, bytearray) and len(data) >= GATHER_MIN_BYTES:
+        skeleton = _skeleton(data)  # a large message handed over: large arrays become views
+
+    if skeleton is None:
+        return _decode_values(data, max_values)
+    _local.views = (data, skeleton[1], set())
+    try:
+        return _decode_values(skeleton[0], max_values)
+    finally:
+        _local.views = None
+
+
+def _decode_values(data: bytes | bytearray, max_values: int | None) -> Any:
     try:
         # Each value takes at least one byte: a message this short cannot hold too many (and
         # msgpack's own length limits default to the message size).

@@ -35,9 +35,10 @@ _READ_SIZE = 1 << 16  # under malloc's mmap threshold: a larger buffer costs a m
 _POLLING_THREADS = 4
 """Under ``busy_wait_alone``: the most Python threads a process may have for a wait to poll."""
 _CONTENDED_SHARE = 0.8
-"""A poll held up for this share of ``sys.getswitchinterval()`` (5 ms) counts as contended:
-``poll(0)`` takes ~1 µs, a thread that took the GIL meanwhile keeps it for the whole interval,
-and a preemption by the scheduler is mostly shorter."""
+"""A poll held up for this share of ``sys.getswitchinterval()`` (5 ms) counts as held up:
+``poll(0)`` takes ~1 µs, and a thread that took the GIL meanwhile keeps it for the whole
+interval. Two in a row mean contention: a busy thread holds up every poll, a preemption by
+the scheduler one now and then."""
 _CONTENTION_BACKOFF = 1.0
 """Seconds waits sleep at once after a contended poll (under ``busy_wait_alone``)."""
 
@@ -94,6 +95,7 @@ class BlockingWebSocket:
         the process has at most a few threads, and no poll of the last second was held up by
         one of them (see :meth:`_may_poll`)."""
         self._poll_after = 0.0  # under busy_wait_alone: monotonic time polling may resume
+        self._held_up = 0  # polls held up in a row (see _CONTENDED_SHARE)
         self._protocol = ClientProtocol(uri, max_size=max_size)
         self._messages: deque[bytes | bytearray | str] = deque()
         self._fragments: list[bytes] = []
@@ -281,15 +283,18 @@ class BlockingWebSocket:
                 spin_end = min(spin_end, deadline)
             watch = self.busy_wait_alone and threading.active_count() > 1
             held_up = _CONTENDED_SHARE * sys.getswitchinterval() if watch else math.inf
-            while not poll(0):
+            while True:
+                ready = poll(0)
                 polled, now = now, time.monotonic()
-                if now - polled > held_up:
+                self._held_up = self._held_up + 1 if now - polled > held_up else 0
+                if ready:
+                    return
+                if self._held_up >= 2:
+                    self._held_up = 0
                     self._poll_after = now + _CONTENTION_BACKOFF
                     break
                 if now >= spin_end:
                     break
-            else:
-                return
         if deadline is not None:
             remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0 or not poll(remaining_ms):
@@ -301,8 +306,8 @@ class BlockingWebSocket:
         Under :attr:`busy_wait_alone` a polling thread must not fight other threads for the
         GIL: each poll releases it, a thread that runs Python takes it, and the reply then
         waits for that thread's switch interval. Idle threads (a watchdog, a reader blocked
-        on a pipe) take nothing, so a process with a few of them polls; a poll held up for
-        most of a switch interval (a busy thread took the GIL) stops polling for
+        on a pipe) take nothing, so a process with a few of them polls; two polls in a row
+        held up for most of a switch interval (a busy thread took the GIL) stop polling for
         :data:`_CONTENTION_BACKOFF` seconds; a process of many threads (a thread per env)
         never polls.
         """

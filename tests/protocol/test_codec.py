@@ -980,3 +980,48 @@ def test_encode_parts_pack_small_and_long_containers_whole() -> None:
         parts = codec.encode_parts(value)
         assert parts == [encode(value)]  # one part: nothing gathered
     assert codec.join_parts([b"ab"]) == b"ab"
+
+
+@PROPERTY
+@given(values)
+def test_decode_of_a_handed_over_bytearray_keeps_exact_types(value: Any) -> None:
+    with _gathering_from(1):  # every array extension a view candidate
+        message = bytearray(encode([0, 7, value]))
+        decoded = decode(message, max_values=10_000)
+    assert_identical([0, 7, value], decoded)
+
+
+def _arrays(value: Any) -> list[np.ndarray]:
+    if isinstance(value, np.ndarray):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value
+    return [a for item in items for a in _arrays(item)] if isinstance(value, (list, dict)) else []
+
+
+def test_decode_hands_out_large_arrays_as_views_of_the_received_buffer() -> None:
+    frames = np.arange(16 * 4 * 84 * 84, dtype=np.int64).astype(np.uint8).reshape(16, 4, 84, 84)
+    wide = np.linspace(0, 1, 40_000)  # float64: a view only where its bytes are 8-aligned
+    reply = [0, 3, [frames, np.arange(16, dtype=np.float32), {"depth": wide}]]
+    message = bytearray(encode(reply))
+    decoded = decode(message, max_bytes=None)
+    assert_identical(reply, decoded)
+    got_frames, got_wide = decoded[2][0], decoded[2][2]["depth"]
+    buffer = np.frombuffer(message, np.uint8)
+    assert np.shares_memory(got_frames, buffer) and got_frames.flags.writeable
+    assert got_wide.flags.aligned and got_wide.flags.writeable
+    assert not np.shares_memory(decoded[2][1], buffer)  # small: a copy, as ever
+    # The same message as bytes: every array a fresh copy.
+    assert not any(np.shares_memory(a, buffer) for a in _arrays(decode(bytes(message))))
+
+
+def test_decode_refuses_a_view_reference_sent_by_a_peer() -> None:
+    large = encode(np.zeros(codec.GATHER_MIN_BYTES, np.uint8))
+    reference = bytes((0xD6, codec.EXT_VIEW)) + (0).to_bytes(4, "big")
+    for crafted in (
+        b"\x92" + large + reference,  # beside a real large array, at the top level
+        b"\x92" + large + bytes((0xC7, 7, codec.EXT_TUPLE)) + b"\x91" + reference,  # in a tuple
+        reference,
+    ):
+        for message in (crafted, bytearray(crafted)):
+            with pytest.raises(DecodeError, match="unknown extension type 127"):
+                decode(message)
