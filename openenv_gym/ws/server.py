@@ -586,7 +586,8 @@ class WebSocketConnection(asyncio.BufferedProtocol):
 
         Straight to the socket while the transport has nothing buffered (as asyncio's own
         ``writelines`` does from Python 3.12); what the socket does not take, and any write
-        over TLS, goes through the transport.
+        over TLS, goes through the transport, copied: the parts may be views of the env's
+        arrays, which the next step may change.
         """
         chunks = [binary_header(sum(map(len, parts)), mask=False), *parts]
         sent = 0
@@ -597,8 +598,17 @@ class WebSocketConnection(asyncio.BufferedProtocol):
                 sent = os.writev(self._fd, chunks)
             except OSError:  # would block, or a broken connection the write below reports
                 sent = 0
-        if sent < sum(map(len, chunks)):
-            transport.write(memoryview(b"".join(chunks))[sent:])
+        rest = []
+        for chunk in chunks:
+            if sent >= len(chunk):
+                sent -= len(chunk)
+                continue
+            rest.append(memoryview(chunk)[sent:] if sent else chunk)
+            sent = 0
+        if rest:
+            # What the socket did not take, as bytes of its own: a transport may keep what it
+            # is given until sent (Python 3.12's does), and the views are the env's arrays.
+            transport.write(b"".join(rest))
 
     def _push_events(self) -> None:
         """Write the messages the session pushes unasked (``session.events()``), in order."""
