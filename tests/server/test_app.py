@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.parse
 from collections.abc import Iterator
 
@@ -139,3 +141,57 @@ def test_remote_env_moves_large_arrays_both_ways(server: LocalProvider) -> None:
         big = np.random.default_rng(0).random((512, 1024))  # 4 MB
         env.set_attr("payload", big)
         np.testing.assert_array_equal(env.get_attr("payload"), big)
+
+
+def test_large_replies_a_slow_reader_leaves_in_the_socket_arrive_whole_and_in_order(
+    server: LocalProvider,
+) -> None:
+    # A reply with a 4 MB array is one gathering write of views; a client that reads slowly
+    # (a 4 KiB receive buffer, two requests in flight) leaves most of it to the transport.
+    from openenv_gym.testing.rawws import (
+        client_frame,
+        opening_handshake,
+        port_of,
+        read_frames,
+        split_server_frames,
+    )
+
+    big = np.random.default_rng(1).random((512, 1024))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port_of(server.urls[0])))
+    try:
+        sock.sendall(opening_handshake())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(1)
+        assert response.startswith(b"HTTP/1.1 101")
+        requests = [
+            (Op.HELLO, {"protocol_version": PROTOCOL_VERSION}),
+            (Op.MAKE, {"env_id": "CartPole-v1"}),
+            (Op.SET_ATTR, {"name": "payload", "values": big}),
+        ]
+        for request_id, (op, body) in enumerate(requests, 1):
+            sock.sendall(client_frame(codec.encode([int(op), request_id, body])))
+            assert codec.decode(read_frames(sock, 1, 30)[0][1])[0] == Status.OK
+        for request_id in (10, 11):  # both in flight before the first reply is read
+            sock.sendall(
+                client_frame(codec.encode([int(Op.GET_ATTR), request_id, {"name": "payload"}]))
+            )
+        time.sleep(0.5)  # the server has written what the socket takes and buffered the rest
+        expected = 2 * (len(codec.encode([int(Status.OK), 10, big])) + 10)  # two frames
+        chunks, received = [], 0
+        while received < expected:
+            chunk = sock.recv(1 << 16)
+            assert chunk, f"EOF after {received} of {expected} bytes"
+            chunks.append(chunk)
+            received += len(chunk)
+        frames, rest = split_server_frames(b"".join(chunks))
+        assert rest == b"" and len(frames) == 2
+        replies = [codec.decode(payload, max_bytes=None) for _, payload in frames]
+    finally:
+        sock.close()
+    assert [reply[:2] for reply in replies] == [[Status.OK, 10], [Status.OK, 11]]
+    for reply in replies:
+        np.testing.assert_array_equal(reply[2], big)
