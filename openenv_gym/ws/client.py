@@ -40,7 +40,7 @@ _CONTENDED_SHARE = 0.8
 interval. Two in a row mean contention: a busy thread holds up every poll, a preemption by
 the scheduler one now and then."""
 _CONTENTION_BACKOFF = 1.0
-"""Seconds waits sleep at once after a contended poll (under ``busy_wait_alone``)."""
+"""Seconds waits sleep at once after two held-up polls in a row (under ``busy_wait_alone``)."""
 
 
 class BlockingWebSocket:
@@ -92,8 +92,8 @@ class BlockingWebSocket:
         self._quick = True  # the last wait for a message ended within busy_wait
         self.busy_wait_alone = False
         """Poll only while no other Python thread competes for the GIL (``busy_wait="auto"``):
-        the process has at most a few threads, and no poll of the last second was held up by
-        one of them (see :meth:`_may_poll`)."""
+        the process has at most a few threads, and none of them held up two polls in a row in
+        the last second (see :meth:`_may_poll`)."""
         self._poll_after = 0.0  # under busy_wait_alone: monotonic time polling may resume
         self._held_up = 0  # polls held up in a row (see _CONTENDED_SHARE)
         self._protocol = ClientProtocol(uri, max_size=max_size)

@@ -590,12 +590,10 @@ class WebSocketConnection(asyncio.BufferedProtocol):
         arrays, which the next step may change.
         """
         chunks = [binary_header(sum(map(len, parts)), mask=False), *parts]
-        sent = 0
-        idle = self._fd is not None and not transport.is_closing()
-        if idle and not transport.get_write_buffer_size():
-            assert self._fd is not None
+        sent, fd = 0, self._fd
+        if fd is not None and not transport.is_closing() and not transport.get_write_buffer_size():
             try:
-                sent = os.writev(self._fd, chunks)
+                sent = os.writev(fd, chunks)
             except OSError:  # would block, or a broken connection the write below reports
                 sent = 0
         rest = []
