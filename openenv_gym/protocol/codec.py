@@ -391,13 +391,28 @@ def _packb_nested(value: Any) -> bytes:
         _local.pack_depth = depth
 
 
-def _packb(value: Any) -> bytes:
+class _LargeArray(Exception):
+    """Raised by :func:`_default_or_gather` at a large array: the message goes out as parts."""
+
+
+def _default_or_gather(value: Any) -> Any:
+    """:func:`_default`, but stop at an array :func:`encode_parts` leaves out of the packing."""
+    if type(value) is np.ndarray and value.nbytes >= GATHER_MIN_BYTES:
+        raise _LargeArray  # (an object array too: _gathers then tells it apart)
+    return _default(value)
+
+
+def _packb(value: Any, *, gathering: bool = False) -> bytes:
     # One Packer per thread: building one per message costs more than packing a small step.
-    packer = getattr(_local, "packer", None)
+    name = "gathering_packer" if gathering else "packer"
+    packer = getattr(_local, name, None)
     if packer is None:
-        packer = _local.packer = msgpack.Packer(
-            default=_default, strict_types=True, use_bin_type=True
+        packer = msgpack.Packer(
+            default=_default_or_gather if gathering else _default,
+            strict_types=True,
+            use_bin_type=True,
         )
+        setattr(_local, name, packer)
     try:
         return packer.pack(value)  # type: ignore[no-any-return]
     except BaseException:
@@ -509,9 +524,13 @@ def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
         MessageTooLargeError: the message is over ``max_bytes``.
 
     """
+    return _encode(value, max_bytes, gathering=False)
+
+
+def _encode(value: Any, max_bytes: int | None, *, gathering: bool) -> bytes:
     try:
-        data = _packb(value)
-    except EncodeError:
+        data = _packb(value, gathering=gathering)
+    except (EncodeError, _LargeArray):
         raise
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise EncodeError(f"cannot encode value: {type(exc).__name__}: {exc}") from exc
@@ -532,7 +551,11 @@ def encode_parts(value: Any, *, max_bytes: int | None = None) -> Parts:
         EncodeError, MessageTooLargeError: as :func:`encode`.
 
     """
-    if not _gathers(value, 0):
+    try:  # msgpack's own speed until a large array turns up (most messages hold none)
+        return [_encode(value, max_bytes, gathering=True)]
+    except _LargeArray:
+        pass
+    if not _gathers(value, 0):  # in a place the parts do not reach (a long list, a tuple)
         return [encode(value, max_bytes=max_bytes)]
     parts: Parts = []
     try:

@@ -976,7 +976,14 @@ def test_encode_parts_leave_large_arrays_as_views_of_their_memory() -> None:
 
 def test_encode_parts_pack_small_and_long_containers_whole() -> None:
     large = np.zeros(codec.GATHER_MIN_BYTES, dtype=np.uint8)
-    for value in ([0, 1, [np.zeros(10)] * 3], [0, 1, [large] * 16], {"k": [[[large]]]}):
+    objects = np.arange(codec.GATHER_MIN_BYTES // 8).astype(object)  # 128 KiB of pointers
+    for value in (
+        [0, 1, [np.zeros(10)] * 3],
+        [0, 1, [large] * 16],
+        {"k": [[[large]]]},
+        [0, 1, (large, large)],
+        [0, 1, [objects]],
+    ):
         parts = codec.encode_parts(value)
         assert parts == [encode(value)]  # one part: nothing gathered
     assert codec.join_parts([b"ab"]) == b"ab"
