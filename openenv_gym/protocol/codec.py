@@ -11,8 +11,8 @@ The codec carries what environments exchange: ``None``, ``bool``, ``int``, ``flo
 Decoding builds only these types: it never imports or calls anything named by the peer, and
 object dtypes or structured dtypes are refused. Decoded arrays are writable and share memory
 with nothing else: fresh copies, or, in a large message handed over as a ``bytearray`` (a
-client's received frame), numeric arrays of over :data:`GATHER_MIN_BYTES` are views of that
-buffer, which the caller must then leave alone.
+client's received frame), numeric arrays of :data:`GATHER_MIN_BYTES` or more are views of
+that buffer, which the caller must then leave alone.
 """
 
 from __future__ import annotations
@@ -673,7 +673,6 @@ def decode(
     skeleton = None
     if isinstance(data, bytearray) and len(data) >= GATHER_MIN_BYTES:
         skeleton = _skeleton(data)  # a large message handed over: large arrays become views
-
     if skeleton is None:
         return _decode_values(data, max_values)
     _local.views = (data, skeleton[1], set())
