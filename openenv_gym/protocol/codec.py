@@ -70,6 +70,7 @@ EXT_GRAPH = 5
 EXT_VIEW = 127
 """Never on the wire: the reference :func:`decode` puts in place of a large array it hands out
 as a view of the message (a peer's message holding it is refused as an unknown type)."""
+_EXT_NDARRAY_CODE, _EXT_VIEW_CODE = bytes((EXT_NDARRAY,)), bytes((EXT_VIEW,))
 
 # Byte order, kind, item size and optional datetime unit; nothing else reaches np.dtype().
 _DTYPE_PATTERN = re.compile(r"[<>|=]?[biufcUSMm]\d+(\[\w+\])?")
@@ -213,44 +214,28 @@ def _skeleton(data: bytearray) -> tuple[bytes, list[tuple[int, int]]] | None:
     bytes that are not exactly one plain message (the plain decoder then reads, or refuses,
     them).
     """
-    headers = _VALUE_HEADERS
-    pos, pending, end, steps, copied = 0, 1, len(data), 0, 0
-    pieces: list[bytes | bytearray] = []
-    spans: list[tuple[int, int]] = []
-    while pending > 0:
-        if pos >= end or steps >= _VIEW_WALK_LIMIT:
-            return None
-        steps += 1
-        pending -= 1
-        skip, contains, kind = headers[data[pos]]
-        if kind == 0:
-            pos += skip
-            pending += contains
-            continue
-        field = int.from_bytes(data[pos + 1 : pos + skip - (kind == 3)], "big")
-        if kind == 1:
-            pos += skip + field
-        elif kind == 2:
-            pos += skip
-            pending += contains * field
-        elif kind == 3:
-            size = contains or field
-            start = pos + skip
-            code = data[start - 1] if start <= end else -1
-            if code == EXT_VIEW:
-                return None  # never on the wire: the plain decoder refuses it
-            if code == EXT_NDARRAY and size >= GATHER_MIN_BYTES and start + size <= end:
-                reference = bytes((0xD6, EXT_VIEW)) + len(spans).to_bytes(4, "big")  # fixext 4
-                pieces += (data[copied:pos], reference)
-                spans.append((start, size))
-                copied = start + size
-            pos = start + size
-        else:
-            return None
-    if not spans or pos != end:
+    found: list[tuple[int, int, int]] = []  # (header offset, payload offset, payload size)
+    codes: set[bytes] = set()
+
+    def note(offset: int, start: int, size: int, _: int) -> int:
+        code = bytes(data[start - 1 : start])
+        codes.add(code)
+        if code == _EXT_NDARRAY_CODE and size >= GATHER_MIN_BYTES and start + size <= len(data):
+            found.append((offset, start, size))
+        return 0
+
+    _, reached, pending = _walk(data, _VIEW_WALK_LIMIT, note)
+    # Never on the wire: a message that holds EXT_VIEW is the plain decoder's to refuse.
+    if not found or pending or reached != len(data) or _EXT_VIEW_CODE in codes:
         return None
-    pieces.append(data[copied:end])
-    return b"".join(pieces), spans
+    pieces: list[bytes | bytearray] = []
+    copied = 0
+    for index, (offset, start, size) in enumerate(found):
+        reference = bytes((0xD6, EXT_VIEW)) + index.to_bytes(4, "big")  # fixext 4
+        pieces += (data[copied:offset], reference)
+        copied = start + size
+    pieces.append(data[copied:])
+    return b"".join(pieces), [(start, size) for _, start, size in found]
 
 
 def _decode_view(data: bytes) -> np.ndarray[Any, Any]:
@@ -481,6 +466,30 @@ def count_values(data: bytes | bytearray, budget: int, *, _depth: int = 0) -> in
         truncated bytes stop the count early (the decoder then refuses them).
 
     """
+
+    def nested(_: int, start: int, size: int, counted: int) -> int:
+        if data[start - 1 : start] in _NESTED_EXT_BYTES and _depth < MAX_EXT_DEPTH:
+            return count_values(data[start : start + size], budget - counted, _depth=_depth + 1)
+        return 0
+
+    return _walk(data, budget, nested)[0]
+
+
+def _walk(
+    data: bytes | bytearray, budget: int, on_ext: Callable[[int, int, int, int], int]
+) -> tuple[int, int, int]:
+    """Read the headers of one message's values in order, until more than ``budget`` are read.
+
+    Strings, binaries and extension payloads are skipped whole; ``on_ext(offset, start, size,
+    count)`` is told of each extension (the offsets of its header and payload in ``data``, the
+    payload's size, the values counted so far) and returns how many values it counts inside.
+    Malformed or truncated bytes stop the walk early.
+
+    Returns:
+        ``(values counted, offset reached, values still pending)``: a whole message read is
+        ``(n, len(data), 0)``.
+
+    """
     headers = _VALUE_HEADERS
     pos, count, pending, end = 0, 0, 1, len(data)
     while pending > 0 and count <= budget and pos < end:
@@ -500,13 +509,11 @@ def count_values(data: bytes | bytearray, budget: int, *, _depth: int = 0) -> in
         elif kind == 3:
             size = contains or field
             start = pos + skip
-            if data[start - 1 : start] in _NESTED_EXT_BYTES and _depth < MAX_EXT_DEPTH:
-                nested = data[start : start + size]
-                count += count_values(nested, budget - count, _depth=_depth + 1)
+            count += on_ext(pos, start, size, count)
             pos = start + size
         else:
             break
-    return count
+    return count, pos, pending
 
 
 def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
