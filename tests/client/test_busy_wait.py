@@ -196,7 +196,8 @@ def spin():  # Python that runs: it wants the GIL whenever the waiting thread le
     while not stop.is_set():
         sum(range(100))
 
-threads = {"alone": [], "idle": [stop.wait], "busy": [spin], "many": [stop.wait] * 8}[company]
+# Two busy threads: one of them wants the GIL even while the scheduler has the other off a core.
+threads = {"alone": [], "idle": [stop.wait], "busy": [spin] * 2, "many": [stop.wait] * 8}[company]
 for target in threads:
     threading.Thread(target=target, daemon=True).start()
 waits = []
@@ -231,10 +232,12 @@ def test_auto_polls_unless_other_threads_compete_for_the_gil(
         check=True,
     )
     first, second = map(float, result.stdout.strip().splitlines()[-1].split())
+    # A sleeping wait takes ~0 s of CPU; one that polls its 0.4 s budget takes it all, or at
+    # least a quarter of it on a loaded machine (other processes share the cores).
     if polls:  # the main thread alone, or beside an idle thread: both waits poll their budget
-        assert min(first, second) >= 0.2, f"{company}: the waits polled {first:.2f}, {second:.2f} s"
-    elif company == "busy":  # the first poll held up: that wait and the next one sleep
-        assert first < 0.1 and second < 0.1, f"busy thread: polled {first:.2f}, {second:.2f} s"
+        assert min(first, second) >= 0.1, f"{company}: the waits polled {first:.2f}, {second:.2f} s"
+    elif company == "busy":  # polls held up: the first wait stops early, the next one sleeps
+        assert first < 0.3 and second < 0.05, f"busy threads: polled {first:.2f}, {second:.2f} s"
     else:  # a thread per env: never polls
         assert first < 0.05 and second < 0.05, f"9 threads: polled {first:.2f}, {second:.2f} s"
 
