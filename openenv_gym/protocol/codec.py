@@ -17,13 +17,14 @@ that buffer, which the caller must then leave alone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 import msgpack
@@ -215,18 +216,19 @@ def _skeleton(data: bytearray) -> tuple[bytes, list[tuple[int, int]]] | None:
     them).
     """
     found: list[tuple[int, int, int]] = []  # (header offset, payload offset, payload size)
-    codes: set[bytes] = set()
+    peer_views: list[int] = []  # EXT_VIEW in the message: never sent by a reference peer
 
     def note(offset: int, start: int, size: int, _: int) -> int:
         code = bytes(data[start - 1 : start])
-        codes.add(code)
+        if code == _EXT_VIEW_CODE:
+            peer_views.append(offset)
         if code == _EXT_NDARRAY_CODE and size >= GATHER_MIN_BYTES and start + size <= len(data):
             found.append((offset, start, size))
         return 0
 
     _, reached, pending = _walk(data, _VIEW_WALK_LIMIT, note)
-    # Never on the wire: a message that holds EXT_VIEW is the plain decoder's to refuse.
-    if not found or pending or reached != len(data) or _EXT_VIEW_CODE in codes:
+    # A message that holds EXT_VIEW is the plain decoder's to refuse.
+    if not found or pending or reached != len(data) or peer_views:
         return None
     pieces: list[bytes | bytearray] = []
     copied = 0
@@ -534,13 +536,20 @@ def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
     return _encode(value, max_bytes, gathering=False)
 
 
-def _encode(value: Any, max_bytes: int | None, *, gathering: bool) -> bytes:
+@contextlib.contextmanager
+def _encode_errors() -> Iterator[None]:
+    """Turn what msgpack raises for a value it cannot pack into an :class:`EncodeError`."""
     try:
-        data = _packb(value, gathering=gathering)
+        yield
     except (EncodeError, _LargeArray):
         raise
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise EncodeError(f"cannot encode value: {type(exc).__name__}: {exc}") from exc
+
+
+def _encode(value: Any, max_bytes: int | None, *, gathering: bool) -> bytes:
+    with _encode_errors():
+        data = _packb(value, gathering=gathering)
     if max_bytes is not None and len(data) > max_bytes:
         raise MessageTooLargeError(len(data), max_bytes)
     return data
@@ -565,12 +574,8 @@ def encode_parts(value: Any, *, max_bytes: int | None = None) -> Parts:
     if not _gathers(value, 0):  # in a place the parts do not reach (a long list, a tuple)
         return [encode(value, max_bytes=max_bytes)]
     parts: Parts = []
-    try:
+    with _encode_errors():
         _gather(value, parts, 0)
-    except EncodeError:
-        raise
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise EncodeError(f"cannot encode value: {type(exc).__name__}: {exc}") from exc
     size = sum(map(len, parts))  # the views are flat bytes: len() is their size
     if max_bytes is not None and size > max_bytes:
         raise MessageTooLargeError(size, max_bytes)
