@@ -31,7 +31,7 @@ from openenv_gym.client.vector_env import RemoteVectorEnv
 from openenv_gym.protocol import codec
 from openenv_gym.providers.local import LocalProvider
 
-__all__ = ["main", "wire_bytes"]
+__all__ = ["main", "pong_cpu", "wire_bytes"]
 
 CARTPOLE_NUM_ENVS = [256, 4096, 16384]
 PONG_NUM_ENVS = [16, 64]
@@ -152,6 +152,25 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += [f"- bytes per env-step on the wire: {report['pong_wire']}", ""]
     lines += ["## Ratios of the same run", ""]
     lines += [f"- {name}: **{value:.2f}x**" for name, value in report["ratios"].items()]
+    cpu = report.get("pong_cpu")
+    if cpu:
+        lines += ["", f"## Pong at {cpu['num_envs']} envs: CPU per step by thread (ms)", ""]
+        lines += [
+            "| backend | wall | engine threads (busy) | stepping thread (kernel) "
+            "| server main thread (kernel) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, row in cpu.items():
+            if name == "num_envs":
+                continue
+            server = "-"
+            if row["server_main_ms"] is not None:
+                server = f"{row['server_main_ms']:.2f} ({row['server_main_kernel_ms']:.2f})"
+            lines.append(
+                f"| {name} | {row['wall_ms']:.2f} | {row['engine_ms']:.2f} "
+                f"({row['engine_threads']} at {row['engine_busy']:.0%}) "
+                f"| {row['stepping_ms']:.2f} ({row['stepping_kernel_ms']:.2f}) | {server} |"
+            )
     profile = report.get("profile")
     if profile:
         lines += ["", f"## One step at {profile['num_envs']} envs, taken apart (µs)", ""]
@@ -172,7 +191,31 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", type=int, metavar="N", help="also take one step at N envs apart"
     )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also count each thread's CPU per Pong step, in-process and remote",
+    )
     return parser
+
+
+def pong_cpu(provider: LocalProvider, num_envs: int, duration: float) -> dict[str, Any]:
+    """Each Pong backend's CPU per step by kind of thread (``bench/native_cpu.py``), by name.
+
+    The remote backends step on ``provider``'s first server, whose process is counted.
+    """
+    from openenv_gym.bench.native_cpu import cpu_per_step
+
+    figures = {}
+    for backend in _pong_backends(provider):
+        remote = "remote" in backend.name
+        env = backend.make("pong", num_envs)
+        try:
+            measured = cpu_per_step(env, duration, server_pid=provider.pids[0] if remote else None)
+        finally:
+            env.close()
+        figures[backend.name] = {**vars(measured), "engine_busy": measured.engine_busy}
+    return figures
 
 
 def main(argv: Sequence[str]) -> int:
@@ -198,6 +241,7 @@ def main(argv: Sequence[str]) -> int:
         )
         pong: list[ThroughputResult] = []
         pong_wire: dict[str, float] = {}
+        cpu: dict[str, Any] | None = None
         if not args.no_engines:
             backends = _pong_backends(provider)
             pong = throughput.run_throughput(
@@ -210,6 +254,8 @@ def main(argv: Sequence[str]) -> int:
             )
             size = args.pong_num_envs[0]
             pong_wire = {f"{b.name} @ {size}": wire_bytes(b.make, size) for b in backends[::2]}
+            if args.cpu:
+                cpu = {"num_envs": size, **pong_cpu(provider, size, max(2.0, args.duration))}
     results = cartpole + pong
     profile = None
     if args.profile:
@@ -228,6 +274,7 @@ def main(argv: Sequence[str]) -> int:
         "pong_wire": {k: round(v, 1) for k, v in pong_wire.items()},
         "ratios": _ratios(results),
         "profile": profile,
+        "pong_cpu": cpu,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium
 import pytest
 
+from openenv_gym.bench.native import pong_cpu
+from openenv_gym.bench.native_cpu import cpu_per_step
 from openenv_gym.bench.native_profile import profile_step
 from openenv_gym.cli import main
+from openenv_gym.client.vector_env import RemoteVectorEnv
+from openenv_gym.providers.local import LocalProvider
+from openenv_gym.testing.optional import require_module
 
 
 def test_native_bench_reports_ratios_of_the_rates_it_measured(
@@ -42,3 +48,63 @@ def test_native_profile_parts_add_up_to_the_measured_step() -> None:
     assert sum(figures[name] for name in parts) == pytest.approx(figures["remote step (measured)"])
     assert figures["env"] > 0 and figures["syscalls + wire (raw TCP round trip)"] > 0
     assert figures["reply bytes"] > 256 * (4 * 4 + 4 + 2)  # obs, rewards, flags of 256 envs
+
+
+def test_native_cpu_counts_a_single_threaded_engine_on_the_stepping_thread() -> None:
+    env = gymnasium.make_vec("CartPole-v1", 1024, vectorization_mode="vector_entry_point")
+    try:
+        figures = cpu_per_step(env, 0.5)
+    finally:
+        env.close()
+    assert figures.steps > 0 and figures.server_main_ms is None
+    # gymnasium's CartPole steps on the caller's thread: no engine thread, the caller busy.
+    assert figures.engine_threads == 0 and figures.engine_ms == 0 and figures.engine_busy == 0
+    assert figures.stepping_ms >= 0.5 * figures.wall_ms
+
+
+def test_native_cpu_counts_engine_threads_in_process_and_on_the_server() -> None:
+    require_module("ale_py", family="ale", install="pip install 'openenv-gym[ale]'")
+    from ale_py.vector_env import AtariVectorEnv
+
+    local = AtariVectorEnv("pong", 4, num_threads=2)
+    try:
+        in_process = cpu_per_step(local, 1.0)
+    finally:
+        local.close()
+    assert in_process.engine_threads >= 1 and in_process.engine_ms > 0
+    assert 0 < in_process.engine_busy <= 1.1  # CPU of n threads cannot pass n x wall (ticks)
+    assert in_process.server_main_ms is None
+    with LocalProvider(["ale:pong"]) as provider:
+        remote_env = RemoteVectorEnv(
+            "ale:pong",
+            4,
+            urls=provider.urls,
+            token=provider.token,
+            server_vectorization="vector_entry_point",
+        )
+        try:
+            remote = cpu_per_step(remote_env, 1.0, server_pid=provider.pids[0])
+        finally:
+            remote_env.close()
+    # The engine's threads are the server's now; its main thread and the client both work.
+    assert remote.engine_threads >= 1 and remote.engine_ms > 0
+    assert remote.server_main_ms is not None and remote.server_main_ms > 0
+    assert remote.server_main_kernel_ms is not None
+    assert 0 <= remote.server_main_kernel_ms <= remote.server_main_ms
+    assert remote.stepping_ms > 0 and 0 <= remote.stepping_kernel_ms <= remote.stepping_ms
+
+
+def test_native_pong_cpu_counts_every_pong_backend_remote_ones_on_their_server() -> None:
+    require_module("ale_py", family="ale", install="pip install 'openenv-gym[ale]'")
+    require_module("envpool", family="envpool", install="pip install 'openenv-gym[envpool]'")
+    with LocalProvider(["ale:pong", "envpool:Pong-v5"]) as provider:
+        figures = pong_cpu(provider, 4, 0.3)
+    assert set(figures) == {
+        "AtariVectorEnv (in-process)",
+        "ale:pong remote (1 server)",
+        "envpool Pong (in-process)",
+        "envpool:Pong-v5 remote (1 server)",
+    }
+    for name, row in figures.items():
+        assert row["steps"] > 0 and row["engine_threads"] >= 1, (name, row)
+        assert (row["server_main_ms"] is None) == ("in-process" in name), (name, row)

@@ -1,0 +1,129 @@
+"""Where a threaded engine's step goes: ``openenv-gym bench --native --cpu``.
+
+Pong's engines (ale-py's ``AtariVectorEnv``, envpool) step their envs on threads of their own,
+which take every core of a small machine. Stepped remote, each step adds a serial part (the
+client's and the server's Python, the wire) during which those threads wait for actions. This
+counts, over a timed run of the same engine in-process and remote (one local server), the CPU
+time each thread used per step (``psutil``'s per-thread times, from ``/proc``):
+
+* **wall**: milliseconds per step;
+* **engine threads**: the CPU of the threads other than the stepping one (in-process: of this
+  process; remote: of the server's), and how busy they were: CPU / (wall * threads);
+* **stepping thread**: the thread that calls ``step`` (this one; remote: the client's);
+* **server main thread**: the server's event loop, codec and the engine's Python (remote only);
+* of the last two, the **kernel** share (system time: syscalls, the loopback's copies).
+
+Only threads that used CPU during the run count as the engine's (an idle watchdog does not).
+The kernel counts thread time in ticks (10 ms), so runs of a few seconds are the useful ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from typing import Any
+
+from gymnasium.vector import VectorEnv
+
+__all__ = ["CpuPerStep", "cpu_per_step"]
+
+_BUSY_SHARE = 0.01
+"""A thread counts as the engine's if its CPU grew by this share of the run's wall time."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuPerStep:
+    """CPU milliseconds per step of each kind of thread, over one timed run of one env."""
+
+    steps: int
+    wall_ms: float
+    engine_ms: float
+    engine_threads: int
+    stepping_ms: float
+    stepping_kernel_ms: float
+    server_main_ms: float | None = None
+    server_main_kernel_ms: float | None = None
+
+    @property
+    def engine_busy(self) -> float:
+        """The engine threads' CPU / (wall * their number): 1.0 is never waiting."""
+        return self.engine_ms / (self.wall_ms * self.engine_threads) if self.engine_threads else 0.0
+
+
+def _psutil() -> Any:
+    try:
+        import psutil
+    except ImportError as exc:
+        raise ImportError(
+            f"per-thread CPU times need psutil: pip install 'openenv-gym[bench]' ({exc})"
+        ) from exc
+    return psutil
+
+
+def _thread_seconds(pid: int) -> dict[int, tuple[float, float]]:
+    """Return the CPU seconds (user, system) of every thread of process ``pid``."""
+    threads = _psutil().Process(pid).threads()
+    return {thread.id: (thread.user_time, thread.system_time) for thread in threads}
+
+
+def _grown(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> dict[int, tuple[float, float]]:
+    """Each thread's (user, system) seconds from ``before`` to ``after`` (new threads: all)."""
+    return {
+        tid: (user - before.get(tid, (0.0, 0.0))[0], system - before.get(tid, (0.0, 0.0))[1])
+        for tid, (user, system) in after.items()
+    }
+
+
+def cpu_per_step(
+    env: VectorEnv[Any, Any, Any],
+    duration: float,
+    *,
+    server_pid: int | None = None,
+    warmup_steps: int = 20,
+) -> CpuPerStep:
+    """Step ``env`` for ``duration`` seconds; return each kind of thread's CPU per step.
+
+    Args:
+        env: the vector env; reset with seed 0 and stepped with one seeded sample of its action
+            space, as :func:`openenv_gym.bench.throughput.measure` does.
+        duration: seconds of timed stepping (at least one step).
+        warmup_steps: untimed steps before.
+        server_pid: the process of the server ``env`` is stepped on (its engine threads and
+            main thread are counted); ``None``: the engine is in this process.
+
+    """
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = env.action_space.sample()
+    for _ in range(warmup_steps):
+        env.step(actions)
+    client, stepping = os.getpid(), threading.get_native_id()
+    engine_pid = client if server_pid is None else server_pid
+    engine_before, client_before = _thread_seconds(engine_pid), _thread_seconds(client)
+    steps, started = 0, time.perf_counter()
+    deadline = started + duration
+    while time.perf_counter() < deadline or not steps:
+        env.step(actions)
+        steps += 1
+    wall = time.perf_counter() - started
+    engine = _grown(engine_before, _thread_seconds(engine_pid))
+    user, system = _grown(client_before, _thread_seconds(client)).get(stepping, (0.0, 0.0))
+    main = stepping if server_pid is None else server_pid  # a process's main thread id is its pid
+    workers = [sum(t) for tid, t in engine.items() if tid != main and sum(t) >= _BUSY_SHARE * wall]
+    per_step = 1e3 / steps
+    server_user, server_system = engine.get(main, (0.0, 0.0))
+    remote = server_pid is not None
+    return CpuPerStep(
+        steps=steps,
+        wall_ms=wall * per_step,
+        engine_ms=sum(workers) * per_step,
+        engine_threads=len(workers),
+        stepping_ms=(user + system) * per_step,
+        stepping_kernel_ms=system * per_step,
+        server_main_ms=(server_user + server_system) * per_step if remote else None,
+        server_main_kernel_ms=server_system * per_step if remote else None,
+    )
