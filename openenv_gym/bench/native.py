@@ -31,7 +31,7 @@ from openenv_gym.client.vector_env import RemoteVectorEnv
 from openenv_gym.protocol import codec
 from openenv_gym.providers.local import LocalProvider
 
-__all__ = ["main", "pong_cpu", "wire_bytes"]
+__all__ = ["main", "pong_cpu", "step_bytes", "wire_bytes"]
 
 CARTPOLE_NUM_ENVS = [256, 4096, 16384]
 PONG_NUM_ENVS = [16, 64]
@@ -92,8 +92,8 @@ def _pong_backends(provider: LocalProvider) -> list[Backend]:
     ]
 
 
-def wire_bytes(make: Callable[[str, int], Any], num_envs: int) -> float:
-    """Return the bytes per env-step of one step (request + reply) as the protocol sends them."""
+def step_bytes(make: Callable[[str, int], Any], num_envs: int) -> tuple[int, int]:
+    """Return the sizes of one step's request and reply as the protocol sends them."""
     env = make("", num_envs)
     try:
         env.reset(seed=0)
@@ -102,8 +102,12 @@ def wire_bytes(make: Callable[[str, int], Any], num_envs: int) -> float:
         reply = list(env.step(actions))
     finally:
         env.close()
-    request = codec.encode([4, 1, np.asarray(actions)])
-    return (len(request) + len(codec.encode([0, 1, reply]))) / num_envs
+    return len(codec.encode([4, 1, np.asarray(actions)])), len(codec.encode([0, 1, reply]))
+
+
+def wire_bytes(make: Callable[[str, int], Any], num_envs: int) -> float:
+    """Return the bytes per env-step of one step (request + reply) as the protocol sends them."""
+    return sum(step_bytes(make, num_envs)) / num_envs
 
 
 def _ratios(results: list[ThroughputResult]) -> dict[str, float]:
@@ -160,9 +164,7 @@ def _markdown(report: dict[str, Any]) -> str:
             "| server main thread (kernel) |",
             "|---|---:|---:|---:|---:|",
         ]
-        for name, row in cpu.items():
-            if name == "num_envs":
-                continue
+        for name, row in cpu["backends"].items():
             server = "-"
             if row["server_main_ms"] is not None:
                 server = f"{row['server_main_ms']:.2f} ({row['server_main_kernel_ms']:.2f})"
@@ -171,6 +173,11 @@ def _markdown(report: dict[str, Any]) -> str:
                 f"({row['engine_threads']} at {row['engine_busy']:.0%}) "
                 f"| {row['stepping_ms']:.2f} ({row['stepping_kernel_ms']:.2f}) | {server} |"
             )
+        lines += [
+            "",
+            f"- raw loopback TCP round trip of one step ({cpu['request_bytes']:,} B out, "
+            f"{cpu['reply_bytes']:,} B back): {cpu['tcp_round_trip_ms']:.2f} ms",
+        ]
     profile = report.get("profile")
     if profile:
         lines += ["", f"## One step at {profile['num_envs']} envs, taken apart (µs)", ""]
@@ -200,13 +207,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def pong_cpu(provider: LocalProvider, num_envs: int, duration: float) -> dict[str, Any]:
-    """Each Pong backend's CPU per step by kind of thread (``bench/native_cpu.py``), by name.
+    """Each Pong backend's CPU per step by kind of thread, and the wire's floor under them.
 
-    The remote backends step on ``provider``'s first server, whose process is counted.
+    Returns:
+        ``backends``: by backend name, ``bench/native_cpu.py``'s figures (the remote backends
+        step on ``provider``'s first server, whose process is counted); ``request_bytes`` and
+        ``reply_bytes`` of one step; ``tcp_round_trip_ms``: a raw loopback round trip of those
+        sizes between two processes (``bench/native_profile.py``), what any remote step pays.
+
     """
     from openenv_gym.bench.native_cpu import cpu_per_step
+    from openenv_gym.bench.native_profile import tcp_round_trip
 
-    figures = {}
+    backends = {}
     for backend in _pong_backends(provider):
         remote = "remote" in backend.name
         env = backend.make("pong", num_envs)
@@ -214,8 +227,15 @@ def pong_cpu(provider: LocalProvider, num_envs: int, duration: float) -> dict[st
             measured = cpu_per_step(env, duration, server_pid=provider.pids[0] if remote else None)
         finally:
             env.close()
-        figures[backend.name] = {**vars(measured), "engine_busy": measured.engine_busy}
-    return figures
+        backends[backend.name] = {**vars(measured), "engine_busy": measured.engine_busy}
+    request, reply = step_bytes(_atari, num_envs)
+    round_trip = tcp_round_trip(request, reply, count=200, repeats=3)
+    return {
+        "backends": backends,
+        "request_bytes": request,
+        "reply_bytes": reply,
+        "tcp_round_trip_ms": round_trip * 1e3,
+    }
 
 
 def main(argv: Sequence[str]) -> int:
