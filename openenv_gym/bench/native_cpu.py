@@ -4,7 +4,7 @@ Pong's engines (ale-py's ``AtariVectorEnv``, envpool) step their envs on threads
 which take every core of a small machine. Stepped remote, each step adds a serial part (the
 client's and the server's Python, the wire) during which those threads wait for actions. This
 counts, over a timed run of the same engine in-process and remote (one local server), the CPU
-time each thread used per step (``psutil``'s per-thread times, from ``/proc``):
+time each thread used per step (``psutil``'s per-thread times, from ``/proc``; Linux):
 
 * **wall**: milliseconds per step;
 * **engine threads**: the CPU of the threads other than the stepping one (in-process: of this
