@@ -91,9 +91,9 @@ def cpu_per_step(
         env: the vector env; reset with seed 0 and stepped with one seeded sample of its action
             space, as :func:`openenv_gym.bench.throughput.measure` does.
         duration: seconds of timed stepping (at least one step).
-        warmup_steps: untimed steps before.
         server_pid: the process of the server ``env`` is stepped on (its engine threads and
             main thread are counted); ``None``: the engine is in this process.
+        warmup_steps: untimed steps before.
 
     """
     env.reset(seed=0)
@@ -112,10 +112,13 @@ def cpu_per_step(
     wall = time.perf_counter() - started
     engine = _grown(engine_before, _thread_seconds(engine_pid))
     user, system = _grown(client_before, _thread_seconds(client)).get(stepping, (0.0, 0.0))
-    main = stepping if server_pid is None else server_pid  # a process's main thread id is its pid
-    workers = [sum(t) for tid, t in engine.items() if tid != main and sum(t) >= _BUSY_SHARE * wall]
+    # The engine's threads: its process's busy ones but the thread that drives it, the stepping
+    # one in-process or the server's main thread (on Linux a main thread's id is its pid).
+    driver = stepping if server_pid is None else server_pid
+    busy = _BUSY_SHARE * wall
+    workers = [sum(t) for tid, t in engine.items() if tid != driver and sum(t) >= busy]
     per_step = 1e3 / steps
-    server_user, server_system = engine.get(main, (0.0, 0.0))
+    server_user, server_system = engine.get(driver, (0.0, 0.0))
     remote = server_pid is not None
     return CpuPerStep(
         steps=steps,
