@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from openenv_gym.errors import OpenEnvError
+from openenv_gym.errors import ImageBuildError, OpenEnvError
+from openenv_gym.providers.docker_image import _docker_client
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import attacks as a
 from openenv_gym.testing.compliance import harbor
@@ -65,6 +66,8 @@ class Attack:
         env_id: what a good client builds on it.
         fresh: the attack needs a server of its own (it measures peak memory); others may share
             one with the attacks next to them in a campaign that need the same server.
+        docker: the attack needs a Docker engine on this machine (its envs run in containers);
+            without one it is not runnable, rather than failed.
 
     """
 
@@ -78,6 +81,7 @@ class Attack:
     environ_secrets: bool = False
     env_id: str = CARTPOLE
     fresh: bool = False
+    docker: bool = False
 
     def server_key(self) -> tuple[Any, ...]:
         """Return what identifies the server this attack needs."""
@@ -169,8 +173,13 @@ ATTACKS: tuple[Attack, ...] = (
     ),
     Attack("make_bogus_kwarg", a.attack_make_bogus_kwarg),
     Attack("async_vector_remote_error", a.attack_async_vector_remote_error),
-    Attack("harbor_paths", harbor.attack_harbor_paths, specs=(harbor.HARBOR_SPEC,)),
-    Attack("harbor_command_flood", harbor.attack_harbor_command_flood, specs=(harbor.HARBOR_SPEC,)),
+    Attack("harbor_paths", harbor.attack_harbor_paths, specs=(harbor.HARBOR_SPEC,), docker=True),
+    Attack(
+        "harbor_command_flood",
+        harbor.attack_harbor_command_flood,
+        specs=(harbor.HARBOR_SPEC,),
+        docker=True,
+    ),
     # OpenEnv 0.10's routes on our port (POST /mcp, /openapi.json, /ws?session_id=).
     Attack("openenv_mcp_without_token", oe.attack_openenv_mcp_without_token, token=True),
     Attack(
@@ -269,7 +278,14 @@ def _server(attack: Attack) -> Iterator[Target]:
 
 def _runnable(attack: Attack) -> AttackResult | None:
     missing = [flag for flag in attack.flags() if flag not in serve_flags()]
-    return not_runnable(attack.name, f"flag missing: {' '.join(missing)}") if missing else None
+    if missing:
+        return not_runnable(attack.name, f"flag missing: {' '.join(missing)}")
+    if attack.docker:
+        try:
+            _docker_client().close()
+        except ImageBuildError as exc:  # no SDK, or no engine answers
+            return not_runnable(attack.name, f"needs a Docker engine: {exc}")
+    return None
 
 
 def _timed(attack: Attack, target: Target) -> AttackResult:
