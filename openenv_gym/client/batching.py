@@ -99,12 +99,19 @@ def vector_seeds(seed: int | list[int | None] | None, num_envs: int) -> list[int
     return [None if s is None else int(s) for s in seed]
 
 
-def check_reset_mask(mask: Any, num_envs: int) -> None:
+def check_reset_mask(mask: Any, num_envs: int, *, empty_ok: bool = False) -> None:
     """Check ``options["reset_mask"]`` as ``SyncVectorEnv`` does, with its errors.
+
+    Args:
+        mask: the mask.
+        num_envs: the envs it covers.
+        empty_ok: a mask with no True value resets nothing (a native engine's rule, such as
+            gymnasium's ``CartPoleVectorEnv`` and ale-py's ``AtariVectorEnv``) instead of
+            being refused (``SyncVectorEnv``'s).
 
     Raises:
         TypeError: not a bool ndarray.
-        ValueError: wrong shape, or no True value.
+        ValueError: wrong shape, or no True value (unless ``empty_ok``).
 
     """
     if not isinstance(mask, np.ndarray):
@@ -115,7 +122,7 @@ def check_reset_mask(mask: Any, num_envs: int) -> None:
         )
     if mask.dtype != np.bool_:
         raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
-    if not np.any(mask):
+    if not empty_ok and not np.any(mask):
         raise ValueError(
             "`options['reset_mask']` must contain a boolean array with at least one True "
             f"value, got reset_mask={mask}"

@@ -208,12 +208,38 @@ class Connection:
 
         """
         ws = self._require_open(op.name)
+        request_id, frame = self.encode(op, body)
+        return self._send_frame(ws, op, request_id, frame)
+
+    def encode(self, op: Op, body: Any) -> tuple[int, bytes]:
+        """Encode one request without sending it: ``(its id, its frame)``.
+
+        For requests to several servers that must all go or none (see
+        :meth:`send_encoded`); ids taken by requests never sent are harmless.
+
+        Raises:
+            EncodeError: ``body`` cannot be encoded.
+            MessageTooLargeError: the request is over ``max_message_bytes``.
+
+        """
         request_id = self._next_id
         self._next_id += 1
         # op.value, a plain int: an IntEnum would take the codec's Python fallback per message.
         frame = codec.encode([op.value, request_id, body], max_bytes=self.max_message_bytes)
         if self._compressor is not None:
             frame = self._compressor.compress(frame)
+        return request_id, frame
+
+    def send_encoded(self, op: Op, request_id: int, frame: bytes) -> int:
+        """Send a request :meth:`encode` made; return its id.
+
+        Raises:
+            ConnectionLostError: the connection is closed or breaks while sending.
+
+        """
+        return self._send_frame(self._require_open(op.name), op, request_id, frame)
+
+    def _send_frame(self, ws: BlockingWebSocket, op: Op, request_id: int, frame: bytes) -> int:
         self.bytes_sent += len(frame)
         try:
             ws.send(frame)

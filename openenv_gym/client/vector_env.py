@@ -235,8 +235,15 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset all envs (or those in ``options["reset_mask"]``); see ``SyncVectorEnv.reset``.
 
+        A native engine's shards each get their slice of ``reset_mask``, even one with no True
+        value (the engine decides, as in-process); the requests of all shards are encoded
+        before any is sent.
+
         Raises:
-            ValueError, TypeError: as ``SyncVectorEnv`` for bad seeds or masks.
+            ValueError, TypeError: as ``SyncVectorEnv`` for bad seeds or masks (native: a mask
+                with no True value is the engine's to refuse).
+            EncodeError: a shard's request cannot go on the wire (e.g. ``seed + start`` of
+                64 bits or more); no shard was reset.
             RemoteError: an env raised on its server.
             CallTimeoutError, ConnectionLostError: a server did not answer.
 
@@ -255,15 +262,16 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         options = None if options is None else dict(options)  # never mutate the caller's
         mask = None if options is None else options.pop("reset_mask", None)
         if mask is not None:
-            check_reset_mask(mask, self.num_envs)
-        ids: list[int | None] = []
+            # A native engine decides what a mask with no True value does, as in-process.
+            check_reset_mask(mask, self.num_envs, empty_ok=self._native)
+        bodies: list[dict[str, Any] | None] = []
         for shard in self._shards:
             shard_options = options
             if mask is not None:
                 shard_mask = mask[shard.start : shard.stop]
                 # A native engine gets its slice even when all False: it decides, as in-process.
                 if not shard_mask.any() and not self._native:
-                    ids.append(None)  # nothing to reset here: keep its last observations
+                    bodies.append(None)  # nothing to reset here: keep its last observations
                     continue
                 shard_options = {**(options or {}), "reset_mask": shard_mask}
             shard_seeds = (
@@ -271,8 +279,20 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
                 if self._native
                 else seeds[shard.start : shard.stop]
             )
-            shard.body = {"seed": shard_seeds, "options": shard_options}
-            ids.append(self._send(shard, Op.RESET, shard.body))
+            bodies.append({"seed": shard_seeds, "options": shard_options})
+        # Every shard's request is encoded before any is sent: one that cannot be (a seed past
+        # the wire's 64 bits) fails the reset with no shard reset.
+        requests = [
+            None if body is None else shard.connection.encode(Op.RESET, body)
+            for shard, body in zip(self._shards, bodies, strict=True)
+        ]
+        ids: list[int | None] = []
+        for shard, body, request in zip(self._shards, bodies, requests, strict=True):
+            if body is None or request is None:
+                ids.append(None)
+                continue
+            shard.body = body
+            ids.append(self._send_encoded(shard, Op.RESET, request))
         self._set_pending(Pending.RESET, ids)
 
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
@@ -488,8 +508,12 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
 
     def _send(self, shard: Shard, op: Op, body: Any) -> Any:
         """Send to a shard; with ``reconnect`` a lost connection gives ``LOST``, not an error."""
+        return self._send_encoded(shard, op, shard.connection.encode(op, body))
+
+    def _send_encoded(self, shard: Shard, op: Op, request: tuple[int, bytes]) -> Any:
+        """:meth:`_send` of a request encoded beforehand (``Connection.encode``)."""
         try:
-            return shard.connection.send(op, body)
+            return shard.connection.send_encoded(op, *request)
         except ConnectionLostError:
             if not self._reconnect:
                 raise

@@ -265,3 +265,51 @@ def test_native_engines_through_make_vec(engine_servers: LocalProvider) -> None:
         np.testing.assert_array_equal(env.reset(seed=4)[0], pool.reset()[0], strict=True)
     finally:
         env.close()
+
+
+def test_native_engines_envpool_partial_reset_of_envs_on_one_shard(
+    remote: Callable[..., RemoteVectorEnv], assert_same: AssertSame
+) -> None:
+    # envpool refuses a mask selecting no env; shard 1's slice of this one selects none.
+    env = remote(ENVPOOL_CARTPOLE, 4, shards=2)
+    pools = [_envpool("CartPole-v1", 2, 3), _envpool("CartPole-v1", 2, 5)]
+    env.reset(seed=3)
+    for pool in pools:
+        pool.reset()
+    actions = np.array([0, 1, 1, 0])
+    for _ in range(3):
+        last = env.step(actions)[0]
+        for start, pool in zip((0, 2), pools, strict=True):
+            pool.step(actions[start : start + 2])
+    mask = np.array([False, True, False, False])
+    obs, infos = env.reset(options={"reset_mask": mask})
+    want_rows, _ = pools[0].reset(options={"reset_mask": mask[:2]})
+    expected = last.copy()
+    expected[1] = want_rows[0]
+    assert_same(obs, expected, "partial reset obs: shard 1 keeps its observations")
+    assert_same(infos["_elapsed_step"], mask, "partial reset mask")
+    got = env.step(actions)[0]
+    pairs = zip((0, 2), pools, strict=True)
+    want = [pool.step(actions[start : start + 2])[0] for start, pool in pairs]
+    assert_same(got, np.concatenate(want), "step after the partial reset")
+
+
+def test_native_engines_envpool_adapter_resets_no_env_for_an_all_false_mask() -> None:
+    require_module("envpool", family="envpool", install="pip install 'openenv-gym[envpool]'")
+    from openenv_gym.server.engines.envpool import EnvpoolVectorEnv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # envpool's float32 Box bounds
+        engine, twin = EnvpoolVectorEnv("CartPole-v1", 3), EnvpoolVectorEnv("CartPole-v1", 3)
+    try:
+        actions = np.array([1, 0, 1])
+        for pool in (engine, twin):
+            pool.reset(seed=1)
+            last = pool.step(actions)[0]
+        obs, infos = engine.reset(options={"reset_mask": np.zeros(3, dtype=bool)})
+        assert np.array_equal(obs, last) and infos == {}
+        # Nothing was reset: the next step equals the twin's, which had no such reset.
+        assert np.array_equal(engine.step(actions)[0], twin.step(actions)[0])
+    finally:
+        engine.close()
+        twin.close()

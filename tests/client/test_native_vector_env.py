@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 import openenv_gym  # noqa: F401 - registers the openenv/ ids
 from openenv_gym.client.vector_env import RemoteVectorEnv
-from openenv_gym.errors import AutoresetModeMismatchError, VectorizationError
+from openenv_gym.errors import AutoresetModeMismatchError, EncodeError, VectorizationError
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.vector_envs import COUNTING_SAME_STEP
 
@@ -201,3 +201,44 @@ def test_native_vector_env_through_make_vec(native_servers: LocalProvider) -> No
         engine.close()
     finally:
         env.close()
+
+
+def test_native_vector_env_all_false_mask_goes_to_the_engine(
+    remote: Callable[..., RemoteVectorEnv], assert_same: AssertSame
+) -> None:
+    # gymnasium's CartPole engine resets no env for it (SyncVectorEnv would refuse it).
+    env = remote("CartPole-v1", 3)
+    engine = _engine("CartPole-v1", 3)
+    env.reset(seed=4)
+    engine.reset(seed=4)
+    actions = np.array([1, 0, 1])
+    env.step(actions)
+    engine.step(actions)
+    mask = np.zeros(3, dtype=bool)
+    got = env.reset(options={"reset_mask": mask})
+    want = engine.reset(options={"reset_mask": mask.copy()})
+    assert_same(got[0], want[0], "all-False reset obs")
+    assert_same(got[1], want[1], "all-False reset infos")
+    assert_same(env.step(actions)[0], engine.step(actions)[0], "the step after it")
+    engine.close()
+    with pytest.raises(ValueError, match="at least one True"):
+        remote("CartPole-v1", 3, server_vectorization="sync").reset(options={"reset_mask": mask})
+
+
+def test_native_vector_env_reset_no_shard_can_take_resets_no_shard(
+    remote: Callable[..., RemoteVectorEnv], assert_same: AssertSame
+) -> None:
+    env = remote("CartPole-v1", 4, shards=2)
+    engines = [_engine("CartPole-v1", 2), _engine("CartPole-v1", 2)]
+    env.reset(seed=10)
+    for start, engine in zip((0, 2), engines, strict=True):
+        engine.reset(seed=10 + start)
+    # Shard 1's seed, 2**64 - 1 + 2, is past the wire's 64 bits: shard 0 must not reset either.
+    with pytest.raises(EncodeError):
+        env.reset(seed=2**64 - 1)
+    actions = np.array([1, 0, 0, 1])
+    pairs = zip((0, 2), engines, strict=True)
+    want = [engine.step(actions[start : start + 2])[0] for start, engine in pairs]
+    assert_same(env.step(actions)[0], np.concatenate(want), "the step after the failed reset")
+    for engine in engines:
+        engine.close()

@@ -118,9 +118,12 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset every env (rebuilt with ``seed`` if given), or those of ``reset_mask``.
 
+        A mask selecting no env resets none (as gymnasium's vector envs do; envpool itself
+        refuses it): the last observations, and no infos.
+
         Raises:
             TypeError: ``seed`` is a list (envpool seeds env ``i`` with ``seed + i`` only).
-            ValueError: options other than ``reset_mask``, or a mask selecting no env.
+            ValueError: options other than ``reset_mask``.
 
         """
         if seed is not None and not isinstance(seed, int):
@@ -137,12 +140,14 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
             self._last_obs = obs
             return obs, vector_infos(info, None, self.num_envs)
         rows = np.flatnonzero(np.asarray(mask, dtype=bool))
+        full = np.array(self._last_obs, copy=True)
+        self._last_obs = full
+        if not rows.size:  # e.g. a shard's slice of a mask that resets envs of other shards
+            return full, {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # envpool warns about the seed it ignores
             obs, info = self._pool.reset(seed=seed, options={"reset_mask": mask})
-        full = np.array(self._last_obs, copy=True)
         full[rows] = obs
-        self._last_obs = full
         return full, vector_infos(info, rows, self.num_envs)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
