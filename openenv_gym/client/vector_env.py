@@ -62,7 +62,9 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
 
     Semantics are ``gymnasium.vector.SyncVectorEnv``'s under the same seeds, in every autoreset
     mode: partial resets through ``options["reset_mask"]``, vector infos with ``_key`` masks,
-    ``final_obs``/``final_info`` in SAME_STEP, float64 rewards, bool flags, fresh arrays.
+    ``final_obs``/``final_info`` in SAME_STEP, float64 rewards, bool flags, fresh arrays. With
+    ``server_vectorization="vector_entry_point"`` they are the native engine's instead (its
+    reward dtype, its autoreset mode; see ``docs/native.md``).
 
     Args:
         env_id: a gymnasium id or ``module:attr`` entry point the servers host.
@@ -327,7 +329,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
 
         Returns:
             ``(obs, rewards, terminations, truncations, infos)``: batched observations, float64
-            rewards of shape ``(num_envs,)``, bool flags of shape ``(num_envs,)``, vector infos.
+            rewards of shape ``(num_envs,)`` (a native engine's: its dtype), bool flags of shape
+            ``(num_envs,)``, vector infos.
 
         Raises:
             InvalidActionError: ``actions`` does not have the batched action shape.
