@@ -105,9 +105,8 @@ def check_reset_mask(mask: Any, num_envs: int, *, empty_ok: bool = False) -> Non
     Args:
         mask: the mask.
         num_envs: the envs it covers.
-        empty_ok: a mask with no True value resets nothing (a native engine's rule, such as
-            gymnasium's ``CartPoleVectorEnv`` and ale-py's ``AtariVectorEnv``) instead of
-            being refused (``SyncVectorEnv``'s).
+        empty_ok: a mask with no True value is let through (a native engine decides what it
+            does, as in-process) instead of being refused (``SyncVectorEnv``'s rule).
 
     Raises:
         TypeError: not a bool ndarray.

@@ -24,6 +24,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from openenv_gym.errors import (
+    AttributeNotAllowedError,
     AutoresetModeMismatchError,
     MessageTooLargeError,
     VectorizationError,
@@ -31,6 +32,12 @@ from openenv_gym.errors import (
 from openenv_gym.protocol.spaces import space_to_data
 from openenv_gym.server.catalog import HostedEnv
 from openenv_gym.server.host import EnvHost, _frame_bytes, _portable_metadata
+from openenv_gym.server.native_checks import (
+    ENGINE_METHODS,
+    check_actions,
+    check_flags,
+    check_reset_mask,
+)
 
 __all__ = ["NativeHost"]
 
@@ -93,6 +100,7 @@ class NativeHost(EnvHost):
             engine.close()
             raise AutoresetModeMismatchError(hosted.env_id, autoreset_mode.value, mode.value)
         self.autoreset_mode = mode
+        self.env_id = hosted.env_id
         self._engine: VectorEnv[Any, Any, Any] | None = engine
         self._max_episode_steps = kwargs.get("max_episode_steps", spec.max_episode_steps)
         self.envs = []
@@ -144,6 +152,8 @@ class NativeHost(EnvHost):
 
         """
         mask = None if options is None else options.get("reset_mask")
+        if mask is not None:
+            check_reset_mask(mask, self.num_envs)
         # A list of seeds goes to the engine as is: it accepts it or raises, as in-process.
         obs, infos = self._active().reset(seed=seed, options=options)  # type: ignore[arg-type]
         reset = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, bool)
@@ -157,7 +167,10 @@ class NativeHost(EnvHost):
         The episode bookkeeping of the step waits for :meth:`settle` (the server's call once
         the reply is written, or the next request's).
         """
-        obs, rewards, terminations, truncations, infos = self._active().step(actions)
+        engine = self._active()
+        check_actions(engine.single_action_space, engine.action_space, actions)
+        obs, rewards, terminations, truncations, infos = engine.step(actions)
+        check_flags(self.env_id, self.num_envs, terminations, truncations)
         self._steps += 1
         self._unsettled = (terminations, truncations)
         return [obs, rewards, terminations, truncations, infos]
@@ -188,7 +201,15 @@ class NativeHost(EnvHost):
         return frames
 
     def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Call method ``name`` of the engine, or read attribute ``name``: one result."""
+        """Call method ``name`` of the engine, or read attribute ``name``: one result.
+
+        Raises:
+            AttributeNotAllowedError: ``name`` is one of the engine's own operations
+                (:data:`~openenv_gym.server.native_checks.ENGINE_METHODS`).
+
+        """
+        if name in ENGINE_METHODS:
+            raise AttributeNotAllowedError(self.env_id, name, "call", ())
         attr = getattr(self._active(), name)
         return attr(*args, **kwargs) if callable(attr) else attr
 

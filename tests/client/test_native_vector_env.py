@@ -206,7 +206,7 @@ def test_native_vector_env_through_make_vec(native_servers: LocalProvider) -> No
 def test_native_vector_env_all_false_mask_goes_to_the_engine(
     remote: Callable[..., RemoteVectorEnv], assert_same: AssertSame
 ) -> None:
-    # gymnasium's CartPole engine resets no env for it (SyncVectorEnv would refuse it).
+    # It reaches the engine, which decides, as in-process (SyncVectorEnv would refuse it).
     env = remote("CartPole-v1", 3)
     engine = _engine("CartPole-v1", 3)
     env.reset(seed=4)

@@ -94,7 +94,8 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = pool.render_mode
-        self.config = dict(pool.config)
+        # envpool's config, less where this machine keeps envpool's assets (a client may read it).
+        self.config = {k: v for k, v in pool.config.items() if k != "base_path"}
         self._last_obs: Any = None
 
     def _build(self, seed: int | None) -> Any:
