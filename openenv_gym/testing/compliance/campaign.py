@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from openenv_gym.errors import ImageBuildError, OpenEnvError
 from openenv_gym.providers.docker_image import _docker_client
 from openenv_gym.providers.local import LocalProvider
 from openenv_gym.testing.compliance import attacks as a
-from openenv_gym.testing.compliance import harbor
+from openenv_gym.testing.compliance import harbor, native
 from openenv_gym.testing.compliance import openenv_routes as oe
 from openenv_gym.testing.compliance import pool_attacks as pool
 from openenv_gym.testing.compliance._support import (
@@ -68,6 +69,8 @@ class Attack:
             one with the attacks next to them in a campaign that need the same server.
         docker: the attack needs a Docker engine on this machine (its envs run in containers);
             without one it is not runnable, rather than failed.
+        modules: Python modules the server needs (optional extras, such as an engine's);
+            without one of them the attack is not runnable, rather than failed.
 
     """
 
@@ -82,6 +85,7 @@ class Attack:
     env_id: str = CARTPOLE
     fresh: bool = False
     docker: bool = False
+    modules: tuple[str, ...] = ()
 
     def server_key(self) -> tuple[Any, ...]:
         """Return what identifies the server this attack needs."""
@@ -179,6 +183,12 @@ ATTACKS: tuple[Attack, ...] = (
         harbor.attack_harbor_command_flood,
         specs=(harbor.HARBOR_SPEC,),
         docker=True,
+    ),
+    Attack(
+        "native_engine_requests",
+        native.attack_native_engine_requests,
+        specs=native.NATIVE_SPECS,
+        modules=("envpool", "ale_py"),
     ),
     # OpenEnv 0.10's routes on our port (POST /mcp, /openapi.json, /ws?session_id=).
     Attack("openenv_mcp_without_token", oe.attack_openenv_mcp_without_token, token=True),
@@ -280,6 +290,9 @@ def _runnable(attack: Attack) -> AttackResult | None:
     missing = [flag for flag in attack.flags() if flag not in serve_flags()]
     if missing:
         return not_runnable(attack.name, f"flag missing: {' '.join(missing)}")
+    absent = [module for module in attack.modules if importlib.util.find_spec(module) is None]
+    if absent:
+        return not_runnable(attack.name, f"needs the modules {', '.join(absent)}")
     if attack.docker:
         try:
             _docker_client().close()
