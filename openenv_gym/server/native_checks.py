@@ -55,15 +55,19 @@ def _batch_shape(single: spaces.Space[Any], num_envs: int) -> tuple[int, ...]:
     return (num_envs, *(single.shape or ()))
 
 
-def check_actions(single: spaces.Space[Any], batched: spaces.Space[Any], actions: Any) -> None:
-    """Refuse ``actions`` that are not a batch of ``single`` actions, for ``batched``'s envs.
+def check_actions(
+    single: spaces.Space[Any], batched: spaces.Space[Any], actions: Any, num_envs: int
+) -> None:
+    """Refuse ``actions`` that are not a batch of ``num_envs`` ``single`` actions.
+
+    ``batched`` (the engine's ``action_space``) decides for spaces other than Box, Discrete,
+    MultiDiscrete and MultiBinary (``contains``).
 
     Raises:
         InvalidActionError: wrong type, dtype, shape, or an integer action out of range; the
             message says what was expected.
 
     """
-    num_envs = batched.shape[0] if batched.shape else 0
     if not isinstance(single, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         if isinstance(single, spaces.Box):
             _check_array(actions, _batch_shape(single, num_envs), "iuf")

@@ -168,7 +168,7 @@ class NativeHost(EnvHost):
         the reply is written, or the next request's).
         """
         engine = self._active()
-        check_actions(engine.single_action_space, engine.action_space, actions)
+        check_actions(engine.single_action_space, engine.action_space, actions, self.num_envs)
         obs, rewards, terminations, truncations, infos = engine.step(actions)
         check_flags(self.env_id, self.num_envs, terminations, truncations)
         self._steps += 1

@@ -28,7 +28,7 @@ NATIVE = "vector_entry_point"
 
 
 def _check(single: spaces.Space[Any], actions: object, num_envs: int = 3) -> None:
-    check_actions(single, batch_space(single, num_envs), actions)
+    check_actions(single, batch_space(single, num_envs), actions, num_envs)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,14 @@ def test_native_checks_refuse_wrong_shapes_types_and_dtypes() -> None:
         _check(spaces.Discrete(2), np.zeros(3))
     with pytest.raises(InvalidActionError, match=r"shape \(3, 2\), got \(3,\)"):
         _check(spaces.Box(-1, 1, (2,)), np.zeros(3))
+
+
+def test_native_checks_take_the_batch_size_from_the_session_not_the_engines_space() -> None:
+    # An engine that declares its single space as its batched one still gets its batches.
+    single = spaces.Discrete(6)
+    check_actions(single, single, np.zeros(3, dtype=np.int64), 3)
+    with pytest.raises(InvalidActionError, match=r"shape \(3,\), got \(6,\)"):
+        check_actions(single, single, np.zeros(6, dtype=np.int64), 3)
 
 
 def test_native_checks_leave_box_ranges_to_the_engine() -> None:
