@@ -290,11 +290,9 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
         ]
         ids: list[int | None] = []
         for shard, body, request in zip(self._shards, bodies, requests, strict=True):
-            if body is None or request is None:
-                ids.append(None)
-                continue
-            shard.body = body
-            ids.append(self._send_encoded(shard, Op.RESET, request))
+            if request is not None:
+                shard.body = body
+            ids.append(None if request is None else self._send_encoded(shard, Op.RESET, request))
         self._set_pending(Pending.RESET, ids)
 
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:

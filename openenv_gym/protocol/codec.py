@@ -215,19 +215,19 @@ def _skeleton(data: bytearray) -> tuple[bytes, list[tuple[int, int]]] | None:
     them).
     """
     found: list[tuple[int, int, int]] = []  # (header offset, payload offset, payload size)
-    peer_views: list[int] = []  # EXT_VIEW in the message: never sent by a reference peer
+    peer_view = False  # EXT_VIEW in the message: never sent by a reference peer
 
     def note(offset: int, start: int, size: int, _: int) -> int:
+        nonlocal peer_view
         code = bytes(data[start - 1 : start])
-        if code == _EXT_VIEW_CODE:
-            peer_views.append(offset)
+        peer_view = peer_view or code == _EXT_VIEW_CODE
         if code == _EXT_NDARRAY_CODE and size >= GATHER_MIN_BYTES and start + size <= len(data):
             found.append((offset, start, size))
         return 0
 
     _, reached, pending = _walk(data, _VIEW_WALK_LIMIT, note)
     # A message that holds EXT_VIEW is the plain decoder's to refuse.
-    if not found or pending or reached != len(data) or peer_views:
+    if not found or pending or reached != len(data) or peer_view:
         return None
     pieces: list[bytes | bytearray] = []
     copied = 0

@@ -156,7 +156,7 @@ class NativeHost(EnvHost):
             check_reset_mask(mask, self.num_envs)
         # A list of seeds goes to the engine as is: it accepts it or raises, as in-process.
         obs, infos = self._active().reset(seed=seed, options=options)  # type: ignore[arg-type]
-        reset = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, bool)
+        reset = np.ones(self.num_envs, dtype=bool) if mask is None else mask  # checked: bool
         self._new_episodes(reset)
         self._was_done &= ~reset
         return [obs, infos]

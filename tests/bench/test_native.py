@@ -8,7 +8,7 @@ from pathlib import Path
 import gymnasium
 import pytest
 
-from openenv_gym.bench.native import pong_cpu
+from openenv_gym.bench.native import _markdown, pong_cpu
 from openenv_gym.bench.native_cpu import cpu_per_step
 from openenv_gym.bench.native_profile import profile_step
 from openenv_gym.cli import main
@@ -110,3 +110,20 @@ def test_native_pong_cpu_counts_every_pong_backend_remote_ones_on_their_server()
     for name, row in figures["backends"].items():
         assert row["steps"] > 0 and row["engine_threads"] >= 1, (name, row)
         assert (row["server_main_ms"] is None) == ("in-process" in name), (name, row)
+    # The report's markdown shows every backend's row and the raw round trip.
+    report = {
+        "date": "d",
+        "cores": 2,
+        "python": "3",
+        "command": "c",
+        "cartpole": [],
+        "cartpole_num_envs": [],
+        "pong": [],
+        "ratios": {},
+        "pong_cpu": {"num_envs": 4, **figures},
+    }
+    markdown = _markdown(report)
+    assert "## Pong at 4 envs: CPU per step by thread (ms)" in markdown
+    for name, row in figures["backends"].items():
+        assert f"| {name} | {row['wall_ms']:.2f} | {row['engine_ms']:.2f} " in markdown
+    assert f"back): {figures['tcp_round_trip_ms']:.2f} ms" in markdown

@@ -119,7 +119,7 @@ class EnvpoolVectorEnv(VectorEnv[Any, Any, Any]):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset every env (rebuilt with ``seed`` if given), or those of ``reset_mask``.
 
-        A mask selecting no env resets none (as gymnasium's vector envs do; envpool itself
+        A mask selecting no env resets none (as ale-py's ``AtariVectorEnv`` does; envpool itself
         refuses it): the last observations, and no infos.
 
         Raises:
