@@ -160,17 +160,18 @@ def _markdown(report: dict[str, Any]) -> str:
     if cpu:
         lines += ["", f"## Pong at {cpu['num_envs']} envs: CPU per step by thread (ms)", ""]
         lines += [
-            "| backend | wall | engine threads (busy) | stepping thread (kernel) "
-            "| server main thread (kernel) |",
-            "|---|---:|---:|---:|---:|",
+            "| backend | wall | engine threads (busy) | engine thread waiting for a core "
+            "| stepping thread (kernel) | server main thread (kernel) |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for name, row in cpu["backends"].items():
             server = "-"
+            waiting = "-" if row["engine_wait_ms"] is None else f"{row['engine_wait_ms']:.2f}"
             if row["server_main_ms"] is not None:
                 server = f"{row['server_main_ms']:.2f} ({row['server_main_kernel_ms']:.2f})"
             lines.append(
                 f"| {name} | {row['wall_ms']:.2f} | {row['engine_ms']:.2f} "
-                f"({row['engine_threads']} at {row['engine_busy']:.0%}) "
+                f"({row['engine_threads']} at {row['engine_busy']:.0%}) | {waiting} "
                 f"| {row['stepping_ms']:.2f} ({row['stepping_kernel_ms']:.2f}) | {server} |"
             )
         lines += [

@@ -9,6 +9,9 @@ time each thread used per step (``psutil``'s per-thread times, from ``/proc``; L
 * **wall**: milliseconds per step;
 * **engine threads**: the CPU of the threads other than the stepping one (in-process: of this
   process; remote: of the server's), and how busy they were: CPU / (wall * threads);
+* **engine wait**: how long each engine thread, on average, was ready to run but had no core
+  (its run-queue wait, ``/proc/<pid>/task/<tid>/schedstat``; ``None`` where the kernel keeps
+  none): a woken engine thread queued behind another while a core sits idle shows here;
 * **stepping thread**: the thread that calls ``step`` (this one; remote: the client's);
 * **server main thread**: the server's event loop, codec and the engine's Python (remote only);
 * of the last two, the **kernel** share (system time: syscalls, the loopback's copies).
@@ -23,6 +26,7 @@ import dataclasses
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from gymnasium.vector import VectorEnv
@@ -41,6 +45,7 @@ class CpuPerStep:
     wall_ms: float
     engine_ms: float
     engine_threads: int
+    engine_wait_ms: float | None
     stepping_ms: float
     stepping_kernel_ms: float
     server_main_ms: float | None = None
@@ -66,6 +71,21 @@ def _thread_seconds(pid: int) -> dict[int, tuple[float, float]]:
     """Return the CPU seconds (user, system) of every thread of process ``pid``."""
     threads = _psutil().Process(pid).threads()
     return {thread.id: (thread.user_time, thread.system_time) for thread in threads}
+
+
+def _run_queue_waits(pid: int) -> dict[int, float] | None:
+    """Return the seconds every thread of process ``pid`` has waited on a run queue.
+
+    ``None`` where ``/proc`` keeps no scheduler statistics (not Linux, or a kernel without).
+    """
+    waits = {}
+    for tid in (thread.id for thread in _psutil().Process(pid).threads()):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except OSError:  # no schedstat here, or a thread that ended meanwhile
+            continue
+        waits[tid] = int(fields[1]) / 1e9
+    return waits or None
 
 
 def _grown(
@@ -104,6 +124,7 @@ def cpu_per_step(
     client, stepping = os.getpid(), threading.get_native_id()
     engine_pid = client if server_pid is None else server_pid
     engine_before, client_before = _thread_seconds(engine_pid), _thread_seconds(client)
+    waits_before = _run_queue_waits(engine_pid)
     steps, started = 0, time.perf_counter()
     deadline = started + duration
     while time.perf_counter() < deadline or not steps:
@@ -111,20 +132,26 @@ def cpu_per_step(
         steps += 1
     wall = time.perf_counter() - started
     engine = _grown(engine_before, _thread_seconds(engine_pid))
+    waits_after = _run_queue_waits(engine_pid)
     user, system = _grown(client_before, _thread_seconds(client)).get(stepping, (0.0, 0.0))
     # The engine's threads: its process's busy ones but the thread that drives it, the stepping
     # one in-process or the server's main thread (on Linux a main thread's id is its pid).
     driver = stepping if server_pid is None else server_pid
     busy = _BUSY_SHARE * wall
-    workers = [sum(t) for tid, t in engine.items() if tid != driver and sum(t) >= busy]
+    workers = {tid: sum(t) for tid, t in engine.items() if tid != driver and sum(t) >= busy}
     per_step = 1e3 / steps
+    wait_ms = None
+    if waits_before is not None and waits_after is not None:
+        waited = [waits_after.get(tid, 0.0) - waits_before.get(tid, 0.0) for tid in workers]
+        wait_ms = sum(waited) / len(waited) * per_step if waited else 0.0
     server_user, server_system = engine.get(driver, (0.0, 0.0))
     remote = server_pid is not None
     return CpuPerStep(
         steps=steps,
         wall_ms=wall * per_step,
-        engine_ms=sum(workers) * per_step,
+        engine_ms=sum(workers.values()) * per_step,
         engine_threads=len(workers),
+        engine_wait_ms=wait_ms,
         stepping_ms=(user + system) * per_step,
         stepping_kernel_ms=system * per_step,
         server_main_ms=(server_user + server_system) * per_step if remote else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import gymnasium
@@ -94,6 +95,31 @@ def test_native_cpu_counts_engine_threads_in_process_and_on_the_server() -> None
     assert remote.stepping_ms > 0 and 0 <= remote.stepping_kernel_ms <= remote.stepping_ms
 
 
+def test_native_cpu_counts_engine_threads_waiting_for_a_core() -> None:
+    require_module("ale_py", family="ale", install="pip install 'openenv-gym[ale]'")
+    from ale_py.vector_env import AtariVectorEnv
+
+    cores = os.sched_getaffinity(0)
+    waits = {}
+    try:
+        os.sched_setaffinity(0, {min(cores)})  # threads made from now on share one core
+        for threads in (1, 2):
+            env = AtariVectorEnv("pong", 4, num_threads=threads)
+            try:
+                waits[threads] = cpu_per_step(env, 1.0)
+            finally:
+                env.close()
+    finally:
+        os.sched_setaffinity(0, cores)
+    alone, shared = waits[1], waits[2]
+    assert alone.engine_wait_ms is not None and shared.engine_wait_ms is not None
+    assert shared.engine_threads == 2
+    # Two engine threads on one core: each waits for the other about half of a step; one
+    # engine thread alone runs whenever it has work (the stepping thread sleeps meanwhile).
+    assert shared.engine_wait_ms >= 0.25 * shared.wall_ms
+    assert alone.engine_wait_ms <= 0.15 * alone.wall_ms < shared.engine_wait_ms
+
+
 def test_native_pong_cpu_counts_every_pong_backend_remote_ones_on_their_server() -> None:
     require_module("ale_py", family="ale", install="pip install 'openenv-gym[ale]'")
     require_module("envpool", family="envpool", install="pip install 'openenv-gym[envpool]'")
@@ -126,4 +152,6 @@ def test_native_pong_cpu_counts_every_pong_backend_remote_ones_on_their_server()
     assert "## Pong at 4 envs: CPU per step by thread (ms)" in markdown
     for name, row in figures["backends"].items():
         assert f"| {name} | {row['wall_ms']:.2f} | {row['engine_ms']:.2f} " in markdown
+        assert row["engine_wait_ms"] is not None, (name, row)
+        assert f"at {row['engine_busy']:.0%}) | {row['engine_wait_ms']:.2f} |" in markdown
     assert f"back): {figures['tcp_round_trip_ms']:.2f} ms" in markdown
