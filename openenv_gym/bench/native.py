@@ -179,6 +179,16 @@ def _markdown(report: dict[str, Any]) -> str:
             f"- raw loopback TCP round trip of one step ({cpu['request_bytes']:,} B out, "
             f"{cpu['reply_bytes']:,} B back): {cpu['tcp_round_trip_ms']:.2f} ms",
         ]
+        gap = cpu.get("gap")
+        if gap:
+            lines += [
+                f"- AtariVectorEnv in-process, its step alone (ms): back to back "
+                f"{gap['back_to_back_ms']:.2f}; after a {gap['gap_ms']:.2f} ms gap (the CPU "
+                f"ale:pong remote adds a step) sleeping {gap['after_sleeping_gap_ms']:.2f}, "
+                f"busy {gap['after_busy_gap_ms']:.2f}",
+                f"- best remote / in-process with that serial part, spent while the engine "
+                f"sleeps: {cpu['bound']:.2f}x",
+            ]
     profile = report.get("profile")
     if profile:
         lines += ["", f"## One step at {profile['num_envs']} envs, taken apart (µs)", ""]
@@ -214,10 +224,14 @@ def pong_cpu(provider: LocalProvider, num_envs: int, duration: float) -> dict[st
         ``backends``: by backend name, ``bench/native_cpu.py``'s figures (the remote backends
         step on ``provider``'s first server, whose process is counted); ``request_bytes`` and
         ``reply_bytes`` of one step; ``tcp_round_trip_ms``: a raw loopback round trip of those
-        sizes between two processes (``bench/native_profile.py``), what any remote step pays.
+        sizes between two processes (``bench/native_profile.py``), what any remote step pays;
+        ``gap``: ``native_cpu.gap_cost`` of ``AtariVectorEnv`` in-process with a gap as long as
+        the CPU the remote ``ale:pong`` step adds (client + server main thread); ``bound``: the
+        ratio to in-process a remote step could reach were that CPU spent while the engine
+        sleeps, ``back_to_back / (after_sleeping_gap + gap)``.
 
     """
-    from openenv_gym.bench.native_cpu import cpu_per_step
+    from openenv_gym.bench.native_cpu import cpu_per_step, gap_cost
     from openenv_gym.bench.native_profile import tcp_round_trip
 
     backends = {}
@@ -231,11 +245,21 @@ def pong_cpu(provider: LocalProvider, num_envs: int, duration: float) -> dict[st
         backends[backend.name] = {**vars(measured), "engine_busy": measured.engine_busy}
     request, reply = step_bytes(_atari, num_envs)
     round_trip = tcp_round_trip(request, reply, count=200, repeats=3)
+    ale = backends["ale:pong remote (1 server)"]
+    serial = ale["stepping_ms"] + ale["server_main_ms"]
+    steps = max(20, int(duration * 1e3 / ale["wall_ms"]))
+    engine = _atari("pong", num_envs)
+    try:
+        gap = gap_cost(engine, serial / 1e3, steps=steps)
+    finally:
+        engine.close()
     return {
         "backends": backends,
         "request_bytes": request,
         "reply_bytes": reply,
         "tcp_round_trip_ms": round_trip * 1e3,
+        "gap": vars(gap),
+        "bound": gap.back_to_back_ms / (gap.after_sleeping_gap_ms + gap.gap_ms),
     }
 
 

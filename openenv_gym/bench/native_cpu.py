@@ -18,6 +18,13 @@ time each thread used per step (``psutil``'s per-thread times, from ``/proc``; L
 
 Only threads that used CPU during the run count as the engine's (an idle watchdog does not).
 The kernel counts thread time in ticks (10 ms), so runs of a few seconds are the useful ones.
+
+:func:`gap_cost` measures what the serial part costs the engine beyond its own length: the
+same engine in-process, its step timed alone, back to back and after a gap between steps in
+which the stepping thread sleeps or computes (a remote step's gap is the client's and the
+server's work). On a machine whose cores the engine's threads fill, a busy gap delays the
+step after it (its woken threads queue behind the busy one); that delay is the part of the
+remote gap no faster codec or wire removes.
 """
 
 from __future__ import annotations
@@ -26,12 +33,13 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gymnasium.vector import VectorEnv
 
-__all__ = ["CpuPerStep", "cpu_per_step"]
+__all__ = ["CpuPerStep", "GapCost", "cpu_per_step", "gap_cost"]
 
 _BUSY_SHARE = 0.01
 """A thread counts as the engine's if its CPU grew by this share of the run's wall time."""
@@ -157,3 +165,65 @@ def cpu_per_step(
         server_main_ms=(server_user + server_system) * per_step if remote else None,
         server_main_kernel_ms=server_system * per_step if remote else None,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class GapCost:
+    """Milliseconds an engine's step takes (the gap not counted) after each kind of gap."""
+
+    gap_ms: float
+    back_to_back_ms: float
+    after_sleeping_gap_ms: float
+    after_busy_gap_ms: float
+
+
+def gap_cost(
+    env: VectorEnv[Any, Any, Any], gap: float, *, steps: int = 100, repeats: int = 3
+) -> GapCost:
+    """Time ``env``'s step back to back and after a ``gap``-second pause between steps.
+
+    The pause either sleeps or keeps the stepping thread busy (a spin on the clock, as
+    Python work would). Each kind is run ``steps`` steps per repeat, interleaved with the
+    others within each repeat (noise hits them alike); the median repeat is kept.
+
+    Args:
+        env: the vector env, reset with seed 0 and stepped with one seeded sample of its
+            action space.
+        gap: seconds of each pause (> 0).
+        steps: timed steps per kind and repeat (the step itself only, pauses excluded).
+        repeats: repeats of the three kinds.
+
+    """
+    if not gap > 0 or steps < 1 or repeats < 1:
+        raise ValueError(f"need gap > 0, steps >= 1, repeats >= 1: {gap}, {steps}, {repeats}")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = env.action_space.sample()
+
+    def busy() -> None:
+        until = time.perf_counter() + gap
+        while time.perf_counter() < until:
+            pass
+
+    def sleep() -> None:
+        time.sleep(gap)
+
+    pauses: dict[str, Callable[[], None] | None] = {
+        "back_to_back_ms": None,
+        "after_sleeping_gap_ms": sleep,
+        "after_busy_gap_ms": busy,
+    }
+    timed: dict[str, list[float]] = {name: [] for name in pauses}
+    env.step(actions)
+    for _ in range(repeats):
+        for name, pause in pauses.items():
+            stepping = 0.0
+            for _ in range(steps):
+                if pause is not None:
+                    pause()
+                started = time.perf_counter()
+                env.step(actions)
+                stepping += time.perf_counter() - started
+            timed[name].append(stepping * 1e3 / steps)
+    medians = {name: sorted(times)[len(times) // 2] for name, times in timed.items()}
+    return GapCost(gap_ms=gap * 1e3, **medians)

@@ -10,7 +10,7 @@ import gymnasium
 import pytest
 
 from openenv_gym.bench.native import _markdown, pong_cpu
-from openenv_gym.bench.native_cpu import cpu_per_step
+from openenv_gym.bench.native_cpu import cpu_per_step, gap_cost
 from openenv_gym.bench.native_profile import profile_step
 from openenv_gym.cli import main
 from openenv_gym.client.vector_env import RemoteVectorEnv
@@ -155,3 +155,29 @@ def test_native_pong_cpu_counts_every_pong_backend_remote_ones_on_their_server()
         assert row["engine_wait_ms"] is not None, (name, row)
         assert f"at {row['engine_busy']:.0%}) | {row['engine_wait_ms']:.2f} |" in markdown
     assert f"back): {figures['tcp_round_trip_ms']:.2f} ms" in markdown
+    # The gap is the CPU the remote ale:pong step added, and the bound is the one it implies.
+    remote, gap = figures["backends"]["ale:pong remote (1 server)"], figures["gap"]
+    assert gap["gap_ms"] == pytest.approx(remote["stepping_ms"] + remote["server_main_ms"])
+    assert figures["bound"] == pytest.approx(
+        gap["back_to_back_ms"] / (gap["after_sleeping_gap_ms"] + gap["gap_ms"])
+    )
+    assert f"sleeps: {figures['bound']:.2f}x" in markdown
+    assert f"busy {gap['after_busy_gap_ms']:.2f}" in markdown
+
+
+def test_native_gap_cost_times_the_step_alone_after_each_kind_of_gap() -> None:
+    env = gymnasium.make_vec("CartPole-v1", 16, vectorization_mode="vector_entry_point")
+    try:
+        measured = gap_cost(env, 0.02, steps=5, repeats=3)
+        with pytest.raises(ValueError, match="gap > 0"):
+            gap_cost(env, 0.0)
+    finally:
+        env.close()
+    assert measured.gap_ms == pytest.approx(20.0)
+    # A CartPole step of 16 envs takes microseconds: a 20 ms pause counted in would show.
+    for value in (
+        measured.back_to_back_ms,
+        measured.after_sleeping_gap_ms,
+        measured.after_busy_gap_ms,
+    ):
+        assert 0 < value < 5.0, measured
